@@ -1,0 +1,32 @@
+"""The one error type users see.
+
+A ``CircuitlabError`` is bad input: the CLI prints its message on one stderr line and exits 2,
+without a traceback. Messages name the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class CircuitlabError(Exception):
+    """A user-facing error: one line naming the problem and the fix. Exit code 2."""
+
+    exit_code = 2
+
+
+class UnknownNameError(CircuitlabError, LookupError):
+    """A name that is not registered in a registry (plugin kind, task, node...)."""
+
+    def __init__(self, kind: str, name: str, valid: Iterable[str], hint: str = ""):
+        self.kind, self.name = kind, name
+        self.valid = sorted(valid)
+        close = difflib.get_close_matches(name, self.valid, n=3, cutoff=0.6)
+        msg = f"unknown {kind} {name!r}"
+        if close:
+            msg += f"; did you mean {' or '.join(repr(c) for c in close)}?"
+        msg += f" Valid: {', '.join(self.valid) if self.valid else '(none registered)'}."
+        if hint:
+            msg += f" {hint}"
+        super().__init__(msg)

@@ -1,0 +1,73 @@
+"""The four circuitlab hooks.
+
+Every hook receives one argument, ``register``: a callback the plugin calls once per thing it
+provides. Its signature is the same for all four kinds::
+
+    register(name: str, factory: object, *, summary: str | None = None) -> None
+
+``name`` is the lowercase slug users type on the command line (``topk``, ``hardconcrete``).
+``factory`` is what circuitlab calls to build the thing; its expected shape per kind is described
+below and in ``docs/plugins.md``. ``summary`` is the one-line description shown by
+``circuitlab plugins``; it defaults to the first line of ``factory.__doc__``.
+
+Two plugins registering the same name in the same kind is an error that names both plugins.
+Plugin modules should import torch lazily (inside methods), so that ``circuitlab --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("circuitlab")
+
+
+class Register(Protocol):
+    """The callback passed to every ``register_*`` hook."""
+
+    def __call__(self, name: str, factory: Any, *, summary: str | None = None) -> None: ...
+
+
+@hookspec
+def register_sparsity_schedules(register: Register) -> None:
+    """Register weight-sparsity schedules used by ``circuitlab train --sparsity NAME``.
+
+    :param register: call ``register(name, factory)``. ``factory(density=..., total_steps=...)``
+        returns an object with ``density_at(step) -> float``, ``apply(model, step) -> None`` (called
+        under ``torch.no_grad()`` after every optimizer step), ``densities(model) -> dict[str, float]``,
+        and ``state_dict() -> dict[str, Tensor]`` / ``load_state_dict(state)`` for resume.
+    """
+
+
+@hookspec
+def register_mask_parameterizations(register: Register) -> None:
+    """Register node-mask parameterizations used by ``circuitlab prune --pruner NAME``.
+
+    :param register: call ``register(name, factory)``. ``factory(num_nodes=..., generator=...)``
+        returns an object with ``parameters() -> list[Tensor]``, ``gate() -> Tensor`` (shape
+        ``(num_nodes,)``, values in [0, 1], used in the training forward pass), ``penalty() -> Tensor``
+        (a differentiable count of kept nodes), ``scores() -> Tensor`` (higher keeps a node longer)
+        and ``after_step(progress: float) -> None``.
+    """
+
+
+@hookspec
+def register_pruning_objectives(register: Register) -> None:
+    """Register pruning objectives used by ``circuitlab prune --objective NAME``.
+
+    :param register: call ``register(name, factory)``. ``factory()`` returns a callable
+        ``objective(logits, target, contrast, reference_logits) -> Tensor`` (a scalar to minimise).
+        ``logits`` and ``reference_logits`` are last-position logits of shape ``(N, vocab)`` for the
+        pruned and the unpruned model; ``target`` and ``contrast`` are token ids of shape ``(N,)``.
+    """
+
+
+@hookspec
+def register_task_suites(register: Register) -> None:
+    """Register task suites used by ``circuitlab tasks --suite NAME`` and ``prune --tasks NAME``.
+
+    :param register: call ``register(name, factory)``. ``factory(context)`` returns an object whose
+        ``tasks() -> list[circuitlab.tasks.Task]`` lists its tasks. ``context`` is a
+        ``circuitlab.tasks.TaskContext`` (held-out corpus files, for suites that mine real code).
+    """

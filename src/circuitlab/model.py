@@ -1,0 +1,193 @@
+"""The sparse GPT-2 core of Gao et al. 2025 ("Weight-sparse transformers have interpretable circuits").
+
+One readable file in the spirit of nanoGPT's model.py. Design choices (paper-spec §1):
+- RMSNorm pre-norm blocks, so zero means "nothing" in the residual stream;
+- untied embedding and unembedding, linear biases, GELU MLPs, small heads (d_head 16);
+- optional per-head attention sink, optional dense bigram logit table, no position embedding by default;
+- optional AbsTopK activation sparsity at the eight node locations;
+- a named hook point at every node location, for recording and replacing activations.
+
+Hook points. ``forward(idx, hook=fn)`` calls ``fn(name, x)`` at each point below and continues with
+whatever it returns (return ``x`` unchanged to only record). ``L`` is the layer index.
+
+    L.attn.in     (B, T, d_model)          residual read after ln_1
+    L.attn.q/k/v  (B, T, n_head * d_head)  query, key and value channels, before splitting into heads
+    L.attn.out    (B, T, d_model)          residual write of the attention block, before the add
+    L.mlp.in      (B, T, d_model)          residual read after ln_2
+    L.mlp.neuron  (B, T, d_mlp)            MLP neurons after GELU
+    L.mlp.out     (B, T, d_model)          residual write of the MLP block, before the add
+    final         (B, T, d_model)          final residual after ln_f, read by the unembedding
+
+Each RMSNorm also exposes its scale 1/rms(x), shape (B, T, 1), as ``L.attn.norm``, ``L.mlp.norm``
+and ``final.norm``; pruning uses it to freeze the final norm (paper-spec §6.2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+
+Hook = Callable[[str, torch.Tensor], torch.Tensor]
+
+#: Node sites inside each block, in forward order.
+BLOCK_SITES = ("attn.in", "attn.q", "attn.k", "attn.v", "attn.out", "mlp.in", "mlp.neuron", "mlp.out")
+
+# The AbsTopK location name of each site (paper-spec §1.5 names).
+_AFRAC_LOCATION = {s: s.replace(".", "_") for s in BLOCK_SITES}
+
+
+def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k entries of largest magnitude along the last dim, zero the rest."""
+    idx = x.abs().topk(k, dim=-1, sorted=False).indices
+    return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor, hook: Hook | None = None, name: str = "") -> torch.Tensor:
+        scale = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)  # (B, T, 1)
+        if hook is not None:
+            scale = hook(name, scale)
+        return x * scale * self.weight
+
+
+class Sites(nn.Module):
+    """Applies AbsTopK (where configured) and the hook at one block's node sites."""
+
+    def __init__(self, config: ModelConfig, layer: int, widths: dict[str, int]):
+        super().__init__()
+        self.layer = layer
+        self.k = {}
+        if config.afrac is not None:
+            for site, width in widths.items():
+                if _AFRAC_LOCATION[site] in config.afrac_locations:
+                    self.k[site] = max(1, int(config.afrac * width))
+
+    def forward(self, site: str, x: torch.Tensor, hook: Hook | None) -> torch.Tensor:
+        if site in self.k:
+            x = abs_topk(x, self.k[site])
+        return x if hook is None else hook(f"{self.layer}.{site}", x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_head, self.d_head = config.n_head, config.d_head
+        inner = config.n_head * config.d_head
+        self.c_attn = nn.Linear(config.d_model, 3 * inner, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(inner, config.d_model, bias=config.bias)
+        # The sink is a virtual key/value slot of zeros that every query can attend to; its logit is
+        # learned per head, so a head can put its attention mass "nowhere" (paper-spec §1.2).
+        self.sink_logit = nn.Parameter(torch.zeros(config.n_head)) if config.attn_sink else None
+
+    def forward(self, x: torch.Tensor, sites: Sites, hook: Hook | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        inner = self.n_head * self.d_head
+        q, k, v = self.c_attn(x).split(inner, dim=2)  # each (B, T, nh * hs)
+        q = sites("attn.q", q, hook)
+        k = sites("attn.k", k, hook)
+        v = sites("attn.v", v, hook)
+        q = q.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
+        if self.sink_logit is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)  # (B, nh, T, T)
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            att = att.masked_fill(~causal, float("-inf"))
+            sink = self.sink_logit.to(att.dtype).view(1, self.n_head, 1, 1).expand(B, -1, T, 1)  # (B, nh, T, 1)
+            att = torch.cat([sink, att], dim=-1).softmax(dim=-1)[..., 1:]  # drop the sink's (zero) value
+            y = att @ v  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, inner)  # (B, T, nh * hs)
+        return sites("attn.out", self.c_proj(y), hook)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.d_model, config.d_mlp, bias=config.bias)
+        self.c_proj = nn.Linear(config.d_mlp, config.d_model, bias=config.bias)
+
+    def forward(self, x: torch.Tensor, sites: Sites, hook: Hook | None) -> torch.Tensor:
+        h = sites("mlp.neuron", F.gelu(self.c_fc(x)), hook)
+        return sites("mlp.out", self.c_proj(h), hook)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.ln_1 = RMSNorm(config.d_model, config.norm_eps)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = RMSNorm(config.d_model, config.norm_eps)
+        self.mlp = MLP(config)
+        d, inner = config.d_model, config.n_head * config.d_head
+        widths = {"attn.in": d, "attn.q": inner, "attn.k": inner, "attn.v": inner, "attn.out": d,
+                  "mlp.in": d, "mlp.neuron": config.d_mlp, "mlp.out": d}
+        self.sites = Sites(config, layer, widths)
+
+    def forward(self, x: torch.Tensor, hook: Hook | None = None) -> torch.Tensor:
+        L = self.layer
+        x = x + self.attn(self.sites("attn.in", self.ln_1(x, hook, f"{L}.attn.norm"), hook), self.sites, hook)
+        x = x + self.mlp(self.sites("mlp.in", self.ln_2(x, hook, f"{L}.mlp.norm"), hook), self.sites, hook)
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.d_model)
+        self.wpe = nn.Embedding(config.n_ctx, config.d_model) if config.pos_emb else None
+        self.blocks = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
+        self.ln_f = RMSNorm(config.d_model, config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)  # untied from wte
+        # The bigram table adds a learned logit row for the current token, so the sparse weights
+        # do not have to spend their budget on bigram statistics. It stays dense.
+        self.bigram = nn.Parameter(torch.zeros(config.vocab_size, config.vocab_size)) if config.bigram_table else None
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # residual writes: scaled init as in GPT-2
+                nn.init.normal_(p, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, hook: Hook | None = None):
+        """idx: (B, T) token ids. Returns (logits (B, T, vocab), loss or None)."""
+        B, T = idx.shape
+        assert T <= self.config.n_ctx, f"sequence of {T} tokens is longer than n_ctx={self.config.n_ctx}"
+        x = self.wte(idx)  # (B, T, d_model)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=idx.device))  # (T, d_model) broadcast over B
+        for block in self.blocks:
+            x = block(x, hook)
+        x = self.ln_f(x, hook, "final.norm")
+        if hook is not None:
+            x = hook("final", x)
+        logits = self.lm_head(x)  # (B, T, vocab)
+        if self.bigram is not None:
+            logits = logits + self.bigram[idx]  # (B, T, vocab): the row of each current token
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))  # (B*T, vocab)
+        return logits, loss
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,76 @@
+"""Run folders: what ``circuitlab train`` writes and every later stage reads.
+
+A run folder holds
+- ``config.json``: ``{"kind": "circuitlab-run", "status", "model", "train", "provenance", ...}``;
+- ``model.safetensors``: the final weights (written last, so its presence means "complete");
+- ``tokenizer.json``: the HF tokenizer the model was trained with;
+- ``corpus_manifest.json``: relpath and sha256 of every corpus file, and the split;
+- ``checkpoint.safetensors``: weights plus optimizer, schedule and RNG state, for ``--resume``.
+Everything is readable without circuitlab (JSON, safetensors).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .config import ModelConfig, TrainConfig, from_dict
+from .errors import CircuitlabError
+from .files import read_json
+
+RUN_KIND = "circuitlab-run"
+
+
+@attrs.frozen(kw_only=True)
+class RunInfo:
+    path: Path
+    model: ModelConfig
+    train: TrainConfig
+    meta: dict = attrs.field(eq=False, repr=False)  # the whole config.json
+
+    @property
+    def provenance(self) -> dict:
+        return self.meta.get("provenance", {})
+
+
+def read_run(path: str | Path) -> RunInfo:
+    """Read and check a run folder's config, without loading weights (no torch)."""
+    path = Path(path)
+    if not path.is_dir() or not (path / "config.json").exists():
+        raise CircuitlabError(f"{str(path)!r} is not a circuitlab run (no config.json); "
+                              "pass a folder written by 'circuitlab train'")
+    meta = read_json(path / "config.json", "run config")
+    if not isinstance(meta, dict) or meta.get("kind") != RUN_KIND:
+        raise CircuitlabError(f"{str(path)!r} is not a circuitlab run (config.json lacks kind={RUN_KIND!r}); "
+                              "pass a folder written by 'circuitlab train'")
+    if not (path / "model.safetensors").exists():
+        raise CircuitlabError(f"run {str(path)!r} has no model.safetensors (training did not finish); "
+                              "finish it with 'circuitlab train ... --resume'")
+    model = from_dict(ModelConfig, meta["model"], "run model config")
+    train = from_dict(TrainConfig, meta["train"], "run train config")
+    return RunInfo(path=path, model=model, train=train, meta=meta)
+
+
+def load_model(path: str | Path, device: Any = "cpu"):
+    """Load a finished run: (GPT in eval mode, tokenizer, RunInfo)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .model import GPT
+    from .tokenizer import load_tokenizer
+
+    info = read_run(path)
+    model = GPT(info.model)
+    try:
+        state = load_file(str(info.path / "model.safetensors"), device=str(device))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CircuitlabError(f"{str(info.path / 'model.safetensors')!r} is corrupt ({exc}); retrain the run") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CircuitlabError(f"weights in {str(info.path)!r} do not match its config (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}); retrain the run")
+    model.to(device).eval()
+    tok = load_tokenizer(info.path / "tokenizer.json")
+    return model, tok, info
