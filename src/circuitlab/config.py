@@ -119,7 +119,7 @@ T = TypeVar("T")
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
-    return attrs.asdict(obj, recurse=True, retain_collection_types=False)
+    return attrs.asdict(obj, recurse=True)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], what: str = "config") -> T:

@@ -186,7 +186,7 @@ class GPT(nn.Module):
             logits = logits + self.bigram[idx]  # (B, T, vocab): the row of each current token
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))  # (B*T, vocab)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))  # (B*T, vocab)
         return logits, loss
 
     def num_params(self) -> int:

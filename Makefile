@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine:
+#   make run    # train the default (small) model and prune every task it solves
+#   make test   # the test suite
+# Both create .venv and install circuitlab with torch pinned by constraints.txt.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt plugins/circuitlab-example/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]' -e plugins/circuitlab-example
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/circuitlab run --sparsity topk --pruner hardconcrete --out out/run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks plugins
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/prune.py
+	$(BIN)/python benchmarks/store.py
+
+clean:
+	rm -rf $(VENV) out runs .pytest_cache

@@ -1,0 +1,101 @@
+"""Helpers for sparsity-schedule plugins: which parameters are sparse, and exact top-k masking.
+
+The ``topk`` schedule (paper-spec §2.1) covers every weight matrix, the embedding, the unembedding
+and all linear biases. RMSNorm gains, the bigram table, the attention-sink logits and the optional
+position embedding stay dense. Block matrices keep at least ``min_per_neuron`` weights per neuron:
+``c_fc`` and ``c_attn`` per output row, both ``c_proj`` per input column (paper-spec §2.1).
+
+torch is imported lazily so that plugin modules importing this stay cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    import torch
+
+
+@attrs.frozen
+class SparseParam:
+    name: str
+    param: Any = attrs.field(eq=False, repr=False)  # the torch Parameter
+    neuron_dim: int | None  # dim along which each neuron keeps >= min_per_neuron entries; None = no minimum
+
+
+_DENSE_MARKERS = ("ln_", "bigram", "sink_logit", "wpe")
+
+
+def unwrap(model: Any) -> Any:
+    """The bare GPT inside a DistributedDataParallel wrapper."""
+    return getattr(model, "module", model)
+
+
+def sparse_parameters(model: Any) -> list[SparseParam]:
+    """The parameters a weight-sparsity schedule masks, in a fixed order."""
+    out = []
+    for name, p in unwrap(model).named_parameters():
+        if any(m in name for m in _DENSE_MARKERS):
+            continue
+        neuron_dim = None
+        if name.endswith(("c_attn.weight", "c_fc.weight")):
+            neuron_dim = 1  # (out, in): every output row keeps its largest inputs
+        elif name.endswith("c_proj.weight"):
+            neuron_dim = 0  # (out, in): every input column keeps its largest outputs
+        out.append(SparseParam(name, p, neuron_dim))
+    return out
+
+
+def is_block_matrix(name: str) -> bool:
+    return name.endswith(("c_attn.weight", "c_fc.weight", "c_proj.weight"))
+
+
+def kept_count(numel: int, density: float) -> int:
+    return max(1, min(numel, round(density * numel)))
+
+
+def topk_mask(w: torch.Tensor, k: int, neuron_dim: int | None = None, min_per_neuron: int = 0,
+              allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean mask of the k largest |w|, protecting each neuron's top ``min_per_neuron`` first.
+
+    ``allowed`` (bool, like ``w``) restricts the choice to those entries (used by permanent masks).
+    """
+    import torch
+
+    score = w.detach().abs().float()
+    if allowed is not None:
+        score = torch.where(allowed, score, torch.full_like(score, -1.0))
+    if neuron_dim is not None and min_per_neuron > 0 and w.dim() == 2:
+        other = 1 - neuron_dim
+        n_neurons = w.shape[other]
+        m = min(min_per_neuron, w.shape[neuron_dim], k // n_neurons)
+        if m > 0:
+            idx = score.topk(m, dim=neuron_dim).indices
+            protected = torch.zeros_like(score, dtype=torch.bool).scatter_(neuron_dim, idx, True)
+            if allowed is not None:
+                protected &= allowed
+            score = torch.where(protected, torch.full_like(score, float("inf")), score)
+    flat = score.flatten()
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[flat.topk(k, sorted=False).indices] = True
+    if allowed is not None:
+        mask &= allowed.flatten()
+    return mask.view_as(w)
+
+
+def nonzero_densities(model: Any, names: list[str] | None = None) -> dict[str, float]:
+    """Fraction of nonzero entries per parameter (all sparse parameters by default)."""
+    params = dict(unwrap(model).named_parameters())
+    names = names if names is not None else [sp.name for sp in sparse_parameters(model)]
+    return {n: float((params[n] != 0).sum()) / params[n].numel() for n in names}
+
+
+def overall_density(model: Any) -> float:
+    """Nonzero fraction over all sparse parameters together."""
+    nz = total = 0
+    for sp in sparse_parameters(model):
+        nz += int((sp.param != 0).sum())
+        total += sp.param.numel()
+    return nz / max(1, total)
