@@ -8,7 +8,8 @@ from .cli import RegistryName, emit_json, json_option
 
 
 def build_train_config(sparsity: str, density: float | None, preset: str, corpus: str | None,
-                       steps: int | None, seed: int, batch_size: int | None = None, lr: float | None = None):
+                       steps: int | None, seed: int, batch_size: int | None = None, lr: float | None = None,
+                       ckpt_every: int | None = None):
     """TrainConfig from CLI flags, with the preset's defaults for anything not given."""
     from .config import TrainConfig, get_preset
 
@@ -19,6 +20,8 @@ def build_train_config(sparsity: str, density: float | None, preset: str, corpus
               "lr": lr if lr is not None else p.lr}
     if density is not None:
         kwargs["density"] = density
+    if ckpt_every is not None:
+        kwargs["ckpt_every"] = ckpt_every
     if sparsity == "dense":
         kwargs["density"] = 1.0
     cfg = TrainConfig(**kwargs)
@@ -41,10 +44,11 @@ def build_train_config(sparsity: str, density: float | None, preset: str, corpus
 @click.option("--lr", type=float, default=None, help="Peak learning rate. [default: the preset's]")
 @click.option("--out", default=None, metavar="DIR", help="Run folder. [default: runs/PRESET-SPARSITY-dDENSITY-sSEED]")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
+@click.option("--ckpt-every", type=int, default=None, help="Steps between checkpoints. [default: 50]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @json_option
-def train_cmd(sparsity, density, preset, corpus, steps, batch_size, lr, out, resume, seed, quiet, json_):
+def train_cmd(sparsity, density, preset, corpus, steps, batch_size, lr, out, resume, ckpt_every, seed, quiet, json_):
     """Train the sparse GPT-2 core on real Python code.
 
     Writes model.safetensors, config.json (with provenance), tokenizer.json and a resumable
@@ -52,7 +56,7 @@ def train_cmd(sparsity, density, preset, corpus, steps, batch_size, lr, out, res
     """
     from .train import run_summary, train_run
 
-    cfg = build_train_config(sparsity, density, preset, corpus, steps, seed, batch_size, lr)
+    cfg = build_train_config(sparsity, density, preset, corpus, steps, seed, batch_size, lr, ckpt_every)
     if out is None:
         out = f"runs/{preset}-{sparsity}-d{cfg.density:g}-s{seed}"
     path = train_run(cfg, out, resume=resume, progress=not quiet)

@@ -183,7 +183,7 @@ class GPT(nn.Module):
             x = hook("final", x)
         logits = self.lm_head(x)  # (B, T, vocab)
         if self.bigram is not None:
-            logits = logits + self.bigram[idx]  # (B, T, vocab): the row of each current token
+            logits = logits + F.embedding(idx, self.bigram)  # (B, T, vocab): the row of each current token
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))  # (B*T, vocab)

@@ -229,7 +229,7 @@ def train_run(config: TrainConfig, out: str | Path, *, model_config: ModelConfig
     schedule = schedule_entry.factory(config)
     opt = torch.optim.AdamW(_param_groups(model, config), lr=config.lr, betas=(config.beta1, config.beta2),
                             eps=config.eps)
-    meta = {"train": to_dict(config), "model": to_dict(mcfg)}
+    meta = json.loads(json.dumps({"train": to_dict(config), "model": to_dict(mcfg)}))  # as stored: lists, not tuples
     provenance = {
         "circuitlab_version": __version__,
         "plugins": [schedule_entry.provenance()],

@@ -1,0 +1,69 @@
+"""Invariants of the sparsity helpers and schedules (hypothesis)."""
+
+from __future__ import annotations
+
+import attrs
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from circuitlab import plugins
+from circuitlab.config import TrainConfig
+from circuitlab.sparsity import kept_count, topk_mask
+
+shapes = st.tuples(st.integers(1, 24), st.integers(1, 24))
+
+
+@given(shape=shapes, density=st.floats(0.01, 1.0), seed=st.integers(0, 2**16))
+def test_topk_keeps_exactly_k_largest(shape, density, seed):
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    k = kept_count(w.numel(), density)
+    mask = topk_mask(w, k)
+    assert int(mask.sum()) == k
+    kept, dropped = w.abs()[mask], w.abs()[~mask]
+    if dropped.numel():
+        assert kept.min() >= dropped.max()
+
+
+@given(shape=shapes, density=st.floats(0.01, 1.0), seed=st.integers(0, 2**16), dim=st.sampled_from([0, 1]),
+       min_per=st.integers(1, 6))
+def test_topk_with_neuron_minimum_keeps_k_and_protects_each_neuron(shape, density, seed, dim, min_per):
+    w = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    k = kept_count(w.numel(), density)
+    mask = topk_mask(w, k, neuron_dim=dim, min_per_neuron=min_per)
+    assert int(mask.sum()) == k
+    n_neurons = w.shape[1 - dim]
+    guaranteed = min(min_per, w.shape[dim], k // n_neurons)
+    assert int(mask.sum(dim=dim).min()) >= guaranteed
+
+
+@given(steps=st.integers(2, 400), density=st.floats(0.001, 1.0), name=st.sampled_from(["dense", "topk", "gmp"]))
+def test_schedules_are_monotone_and_end_at_target(steps, density, name):
+    cfg = attrs.evolve(TrainConfig(), steps=steps, density=density)
+    schedule = plugins.get("sparsity", name).factory(cfg)
+    values = [schedule.density_at(s) for s in range(steps + 1)]
+    assert all(0.0 < v <= 1.0 for v in values)
+    assert all(a >= b - 1e-12 for a, b in zip(values, values[1:]))
+    assert values[0] == 1.0
+    expected_end = 1.0 if name == "dense" else density
+    assert abs(schedule.density_at(steps) - expected_end) < 1e-9
+
+
+def test_gmp_mask_is_permanent():
+    from circuitlab.config import ModelConfig
+    from circuitlab.model import GPT
+
+    cfg = attrs.evolve(TrainConfig(), steps=10, density=0.25, anneal_start_frac=0.0, anneal_end_frac=0.5)
+    model = GPT(ModelConfig(vocab_size=50, n_ctx=8, d_model=16, n_layer=1, n_head=1, d_mlp=32))
+    schedule = plugins.get("sparsity", "gmp").factory(cfg)
+    w = model.blocks[0].mlp.c_fc.weight
+    with torch.no_grad():
+        schedule.apply(model, 3)
+        pruned = w == 0
+        w.add_(1.0)  # an update that would revive every pruned weight
+        schedule.apply(model, 4)
+    assert bool((w[pruned] == 0).all())
+    state = schedule.state_dict()
+    fresh = plugins.get("sparsity", "gmp").factory(cfg)
+    fresh.load_state_dict(state)
+    assert all(torch.equal(fresh.masks[k], schedule.masks[k]) for k in schedule.masks)
