@@ -182,6 +182,33 @@ def _load_checkpoint(path: Path, model: Any, opt: Any, schedule: Any, meta: dict
     return step, history
 
 
+def train_step(model: Any, train_model: Any, opt: Any, schedule: Any, x: Any, y: Any, step: int, device: Any) -> float:
+    """One optimizer step: loss, backward, grads scaled to RMS 1, AdamW, then the schedule's masks."""
+    import torch
+
+    with _autocast(device):
+        _, loss = train_model(x, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    with torch.no_grad():
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        n = sum(g.numel() for g in grads)
+        rms = torch.sqrt(sum(g.pow(2).sum() for g in grads) / n)
+        for g in grads:  # every step, not only above 1: the paper's RMS normalisation
+            g.div_(rms + 1e-5)
+    opt.step()
+    with torch.no_grad():
+        schedule.apply(model, step)
+    return loss.detach().item()
+
+
+def make_optimizer(model: Any, config: TrainConfig) -> Any:
+    import torch
+
+    return torch.optim.AdamW(_param_groups(model, config), lr=config.lr, betas=(config.beta1, config.beta2),
+                             eps=config.eps)
+
+
 def resolve_model_config(config: TrainConfig, vocab_size: int, model_config: ModelConfig | None = None) -> ModelConfig:
     base = model_config or get_preset(config.preset).model
     return attrs.evolve(base, vocab_size=vocab_size)
@@ -227,8 +254,7 @@ def train_run(config: TrainConfig, out: str | Path, *, model_config: ModelConfig
     torch.manual_seed(config.seed)
     model = GPT(mcfg).to(device)
     schedule = schedule_entry.factory(config)
-    opt = torch.optim.AdamW(_param_groups(model, config), lr=config.lr, betas=(config.beta1, config.beta2),
-                            eps=config.eps)
+    opt = make_optimizer(model, config)
     meta = json.loads(json.dumps({"train": to_dict(config), "model": to_dict(mcfg)}))  # as stored: lists, not tuples
     provenance = {
         "circuitlab_version": __version__,
@@ -258,7 +284,6 @@ def train_run(config: TrainConfig, out: str | Path, *, model_config: ModelConfig
 
         train_model = DistributedDataParallel(model, device_ids=[dist.local_rank] if device.type == "cuda" else None)
 
-    n_params = sum(p.numel() for p in model.parameters())
     bar = tqdm(total=config.steps, initial=step, disable=not (progress and dist.main), file=sys.stderr,
                desc=f"train {config.sparsity}", dynamic_ncols=True,
                mininterval=0.1 if sys.stderr.isatty() else 5.0)  # keep logs short when not a terminal
@@ -273,20 +298,8 @@ def train_run(config: TrainConfig, out: str | Path, *, model_config: ModelConfig
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = _batch(train_ids, step, config, mcfg.n_ctx, dist, device)
-        with _autocast(device):
-            _, loss = train_model(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        with torch.no_grad():
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            rms = torch.sqrt(sum(g.pow(2).sum() for g in grads) / n_params)
-            for g in grads:  # every step, not only above 1: the paper's RMS normalisation
-                g.div_(rms + 1e-5)
-        opt.step()
-        with torch.no_grad():
-            schedule.apply(model, step)
+        loss_value = train_step(model, train_model, opt, schedule, x, y, step, device)
         tokens_done += x.numel() * dist.world
-        loss_value = loss.detach().item()
         bar.set_postfix(loss=f"{loss_value:.3f}", density=f"{density:.3f}", lr=f"{lr:.2e}", refresh=False)
         bar.update(1)
         last = step == config.steps - 1
