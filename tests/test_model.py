@@ -1,0 +1,124 @@
+"""The sparse GPT-2 core: hook points, activation sparsity, attention sink, configs round-trip."""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from circuitlab.config import AFRAC_LOCATIONS, ModelConfig, TrainConfig, from_dict, to_dict
+from circuitlab.errors import CircuitlabError
+from circuitlab.model import GPT, abs_topk
+from circuitlab.nodes import NodeSpace, record_activations
+
+TINY = ModelConfig(vocab_size=64, n_ctx=16, d_model=16, n_layer=2, n_head=2, d_head=8, d_mlp=32)
+
+
+def recorder(seen: dict):
+    """A hook that stores every activation it sees and passes it on unchanged."""
+
+    def hook(name, x):
+        seen[name] = x.detach().clone()
+        return x
+
+    return hook
+
+
+def test_every_node_location_has_a_hook_with_the_documented_shape():
+    model = GPT(TINY)
+    idx = torch.randint(0, 64, (3, 7))
+    seen = {}
+    model(idx, hook=recorder(seen))
+    space = NodeSpace.from_config(TINY)
+    for loc in space.locations:
+        assert tuple(seen[loc.hook].shape) == (3, 7, loc.size), loc.hook
+    for norm in ("0.attn.norm", "1.mlp.norm", "final.norm"):
+        assert tuple(seen[norm].shape) == (3, 7, 1)
+
+
+def test_hooks_can_replace_activations():
+    torch.manual_seed(0)
+    model = GPT(TINY)
+    idx = torch.randint(0, 64, (2, 5))
+    base, _ = model(idx)
+    zeroed, _ = model(idx, hook=lambda name, x: torch.zeros_like(x) if name == "1.mlp.neuron" else x)
+    assert not torch.allclose(base, zeroed)
+    # Zeroing the final residual leaves only the bigram table's logits.
+    only_bigram, _ = model(idx, hook=lambda name, x: torch.zeros_like(x) if name == "final" else x)
+    assert torch.allclose(only_bigram, model.bigram[idx])
+
+
+def test_record_activations_matches_hooks():
+    model = GPT(TINY)
+    idx = torch.randint(0, 64, (2, 6))
+    acts = record_activations(model, idx)
+    space = NodeSpace.from_config(TINY)
+    loc = space.by_hook()["0.attn.v"]
+    captured = {}
+    model(idx, hook=recorder(captured))
+    assert torch.equal(acts[:, :, loc.offset: loc.offset + loc.size], captured["0.attn.v"])
+    assert acts.shape == (2, 6, space.num_nodes)
+
+
+@given(width=st.integers(1, 40), frac=st.floats(0.01, 1.0), seed=st.integers(0, 1000))
+def test_abs_topk_keeps_exactly_k_by_magnitude(width, frac, seed):
+    x = torch.randn(3, width, generator=torch.Generator().manual_seed(seed))
+    k = max(1, int(frac * width))
+    y = abs_topk(x, k)
+    assert bool(((y != 0).sum(-1) == k).all())
+    assert torch.equal(y[y != 0], x[y != 0])
+
+
+def test_activation_sparsity_applies_at_configured_locations():
+    cfg = attrs.evolve(TINY, afrac=0.25, afrac_locations=("mlp_neuron", "attn_v"))
+    model = GPT(cfg)
+    seen = {}
+    model(torch.randint(0, 64, (2, 5)), hook=recorder(seen))
+    assert bool(((seen["0.mlp.neuron"] != 0).sum(-1) == 8).all())  # 32 * 0.25
+    assert bool(((seen["1.attn.v"] != 0).sum(-1) == 4).all())  # 16 * 0.25
+    assert bool(((seen["0.attn.q"] != 0).sum(-1) > 4).all())  # not configured: dense
+
+
+def test_attention_sink_is_learnable_and_causal():
+    cfg = attrs.evolve(TINY, attn_sink=True)
+    model = GPT(cfg)
+    idx = torch.randint(0, 64, (2, 6))
+    _, loss = model(idx, idx)
+    loss.backward()
+    assert model.blocks[0].attn.sink_logit.grad is not None
+    # Causality: changing a later token never changes earlier logits.
+    idx2 = idx.clone()
+    idx2[:, -1] = (idx2[:, -1] + 1) % 64
+    a, _ = model(idx)
+    b, _ = model(idx2)
+    assert torch.allclose(a[:, :-1], b[:, :-1], atol=1e-6)
+
+
+configs = st.builds(
+    ModelConfig,
+    vocab_size=st.integers(8, 4096), n_ctx=st.integers(4, 512), d_model=st.integers(4, 256),
+    n_layer=st.integers(1, 8), n_head=st.integers(1, 16), d_head=st.integers(1, 64), d_mlp=st.integers(4, 1024),
+    bias=st.booleans(), attn_sink=st.booleans(), bigram_table=st.booleans(), pos_emb=st.booleans(),
+    afrac=st.none() | st.floats(0.01, 1.0),
+    afrac_locations=st.lists(st.sampled_from(AFRAC_LOCATIONS), unique=True).map(tuple),
+)
+
+
+@given(configs)
+def test_model_config_round_trips_through_json(cfg):
+    assert from_dict(ModelConfig, json.loads(json.dumps(to_dict(cfg)))) == cfg
+
+
+@given(st.builds(TrainConfig, density=st.floats(0.001, 1.0), steps=st.integers(1, 10**6), seed=st.integers(0, 2**31),
+                 corpus=st.none() | st.text(max_size=20)))
+def test_train_config_round_trips_through_json(cfg):
+    assert from_dict(TrainConfig, json.loads(json.dumps(to_dict(cfg)))) == cfg
+
+
+def test_unknown_config_keys_are_refused():
+    with pytest.raises(CircuitlabError, match="unknown key"):
+        from_dict(ModelConfig, {"d_modle": 3})
