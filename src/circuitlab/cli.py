@@ -7,7 +7,6 @@ Bad input raises ``CircuitlabError`` and becomes one stderr line and exit code 2
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
@@ -15,39 +14,8 @@ from typing import Any
 import click
 
 from . import __version__
+from .cli_options import RegistryName, emit_json, json_option  # noqa: F401  (re-exported for subcommands)
 from .errors import CircuitlabError
-
-
-class RegistryName(click.ParamType):
-    """A registered plugin name of one kind, checked lazily with did-you-mean suggestions."""
-
-    def __init__(self, kind: str):
-        self.kind = kind
-        self.name = f"{kind} name"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        from . import plugins
-
-        try:
-            plugins.get(self.kind, value)
-        except CircuitlabError as exc:
-            self.fail(str(exc), param, ctx)
-        return value
-
-    def shell_complete(self, ctx, param, incomplete):
-        from click.shell_completion import CompletionItem
-
-        from . import plugins
-
-        return [CompletionItem(n) for n in plugins.get_registry().names(self.kind) if n.startswith(incomplete)]
-
-
-def emit_json(obj: Any) -> None:
-    """The only thing a ``--json`` command prints on stdout."""
-    click.echo(json.dumps(obj, indent=2))
-
-
-json_option = click.option("json_", "--json", is_flag=True, help="Print one JSON document on stdout.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -91,10 +59,14 @@ def plugins_cmd(json_: bool) -> None:
         click.echo(f"{f['plugin']}  ({f['dist']} {f['version']})  FAILED TO LOAD: {f['error']}")
 
 
-# Subcommands that live in their own modules (each imports torch only inside its command body).
+# Subcommands live in their own modules; each imports torch only inside its command body.
+from .cli_prune import prune_cmd, run_cmd  # noqa: E402
+from .cli_store import compare_cmd, record_cmd, top_cmd  # noqa: E402
+from .cli_tasks import tasks_cmd  # noqa: E402
 from .cli_train import train_cmd  # noqa: E402
 
-cli.add_command(train_cmd)
+for _command in (train_cmd, tasks_cmd, prune_cmd, run_cmd, record_cmd, compare_cmd, top_cmd):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

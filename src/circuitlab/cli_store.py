@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from .cli import emit_json, json_option
+from .cli_options import emit_json, json_option
 from .errors import CircuitlabError
 
 

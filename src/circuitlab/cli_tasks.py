@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import click
 
-from .cli import emit_json, json_option
+from .cli_options import emit_json, json_option
 
 LOSS_CONVENTION = ("per-prompt binary cross-entropy over the two candidate tokens at the last position, "
                    "averaged over both prompts of every pair (the paper's stored two-sided values are 2x)")

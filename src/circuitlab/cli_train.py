@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .cli import RegistryName, emit_json, json_option
+from .cli_options import RegistryName, emit_json, json_option
 
 
 def build_train_config(sparsity: str, density: float | None, preset: str, corpus: str | None,

@@ -95,14 +95,15 @@ PRESETS: dict[str, Preset] = {
         steps=150, batch_size=16, lr=1e-2,
     ),
     "small": Preset(
-        name="small", summary="default of the main job: trains in a few minutes on 2 cores",
-        model=ModelConfig(n_ctx=128, d_model=64, n_layer=2, n_head=4, d_head=16, d_mlp=256, pos_emb=True),
-        steps=1500, batch_size=32, lr=1e-2,
+        name="small", summary="default of the main job: trains in about 5 minutes on 2 cores",
+        # Measured (README): d_model 128 beat d_model 64 at about equal wall time (val 3.74 vs 4.22 nats).
+        model=ModelConfig(n_ctx=128, d_model=128, n_layer=2, n_head=8, d_head=16, d_mlp=512, pos_emb=True),
+        steps=1200, batch_size=32, lr=2e-2,
     ),
     "ref": Preset(
         name="ref", summary="benchmark model: about 30 minutes on 2 CPU cores",
         model=ModelConfig(n_ctx=256, d_model=128, n_layer=4, n_head=8, d_head=16, d_mlp=512, pos_emb=True),
-        steps=1800, batch_size=32, lr=6e-3,
+        steps=1100, batch_size=32, lr=1e-2,
     ),
 }
 

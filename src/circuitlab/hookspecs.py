@@ -45,10 +45,20 @@ def register_mask_parameterizations(register: Register) -> None:
     """Register node-mask parameterizations used by ``circuitlab prune --pruner NAME``.
 
     :param register: call ``register(name, factory)``. ``factory(num_nodes=..., generator=...)``
-        returns an object with ``parameters() -> list[Tensor]``, ``gate() -> Tensor`` (shape
-        ``(num_nodes,)``, values in [0, 1], used in the training forward pass), ``penalty() -> Tensor``
-        (a differentiable count of kept nodes), ``scores() -> Tensor`` (higher keeps a node longer)
-        and ``after_step(progress: float) -> None``.
+        (``generator`` is a seeded ``torch.Generator``: draw every random number from it, so a seed
+        reproduces the result) returns a mask object with
+
+        - ``parameters() -> list[Tensor]``: what Adam optimises;
+        - ``gate() -> Tensor``: shape ``(num_nodes,)``, values in [0, 1], used in the training forward
+          pass (it may sample); a node's activation becomes ``ablated + gate * (x - ablated)``;
+        - ``penalty() -> Tensor``: a differentiable scalar, the (expected) number of kept nodes;
+        - ``scores() -> Tensor``: shape ``(num_nodes,)``, detached; higher keeps a node longer, and
+          a node with score > 0 is one the mask keeps by itself (the bisection starts there);
+        - ``after_step(progress: float) -> None``: called after every optimizer step with the
+          fraction of training done, in (0, 1] (clamping, temperature annealing).
+
+        Optional class attributes ``lr``, ``steps`` and ``penalty_coef`` give the defaults used when
+        ``--lr``, ``--steps`` and ``--penalty-coef`` are not passed.
     """
 
 
@@ -60,6 +70,8 @@ def register_pruning_objectives(register: Register) -> None:
         ``objective(logits, target, contrast, reference_logits) -> Tensor`` (a scalar to minimise).
         ``logits`` and ``reference_logits`` are last-position logits of shape ``(N, vocab)`` for the
         pruned and the unpruned model; ``target`` and ``contrast`` are token ids of shape ``(N,)``.
+        The objective only drives the mask optimisation: the target loss, the bisection and the
+        reported losses always use the task loss (binary CE per prompt).
     """
 
 

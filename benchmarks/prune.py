@@ -1,0 +1,86 @@
+"""Benchmark: seconds per circuit and peak RSS when pruning a `small` preset model.
+
+    python benchmarks/prune.py                          # train (or reuse) small/topk, prune solved tasks
+    python benchmarks/prune.py --model DIR --pruner hardconcrete --tasks python:var_if,indent_for
+    python benchmarks/prune.py --all-pruners --min-accuracy 0
+
+The goal (docs/pruning.md) is under 30 s per task on 2 cores, so that `circuitlab run` stays under
+10 minutes. Output: one line per circuit (stdout), then per-pruner means and the peak RSS of this
+process. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def peak_rss_mib() -> float:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return kb / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="run folder; default: the small/topk model of `circuitlab run` (trained if missing)")
+    ap.add_argument("--pruner", default="heaviside")
+    ap.add_argument("--all-pruners", action="store_true", help="benchmark heaviside, hardconcrete and sigmoid")
+    ap.add_argument("--tasks", default=None, help="SUITE or SUITE:task,task (default: every task)")
+    ap.add_argument("--min-accuracy", type=float, default=0.9)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    args = ap.parse_args(argv)
+
+    from circuitlab.prune.pipeline import ensure_model, prune_model
+
+    model = args.model
+    if model is None:
+        from circuitlab.cli_train import build_train_config
+        from circuitlab.config import get_preset
+
+        cfg = build_train_config("topk", None, "small", None, None, 0)
+        model, _ = ensure_model(cfg, get_preset("small").model)
+    pruners = ["heaviside", "hardconcrete", "sigmoid"] if args.all_pruners else [args.pruner]
+    results = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        for pruner in pruners:
+            summary = prune_model(model, pruner=pruner, objective="binary_ce", tasks_spec=args.tasks,
+                                  target_loss=0.15, ablation="mean", freeze_norm=False, calibrate=False,
+                                  min_accuracy=args.min_accuracy, seed=0, steps=None, lr=None, penalty_coef=None,
+                                  n_train=256, n_test=128, device="cpu", out=Path(tmp) / pruner, store_path=None,
+                                  threads=args.threads)
+            results.append(summary)
+    total = time.perf_counter() - t0
+    doc = {"model": str(model), "threads": args.threads, "peak_rss_mib": peak_rss_mib(), "total_seconds": total,
+           "pruners": {s["pruner"]: {"seconds_per_circuit": (sum(r["seconds"] for r in s["tasks"]) / len(s["tasks"])
+                                                             if s["tasks"] else None),
+                                     "max_seconds": max((r["seconds"] for r in s["tasks"]), default=None),
+                                     "geomean_nodes": s["geomean_nodes"], "geomean_edges": s["geomean_edges"],
+                                     "tasks": [{k: r[k] for k in ("task", "nodes", "edges", "loss", "reached",
+                                                                  "seconds")} for r in s["tasks"]]}
+                       for s in results}}
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"model: {model}  threads: {args.threads}")
+    print(f"{'pruner':<13} {'task':<28} {'nodes':>6} {'edges':>7} {'loss':>7} {'reached':>7} {'seconds':>8}")
+    for name, p in doc["pruners"].items():
+        for r in p["tasks"]:
+            print(f"{name:<13} {r['task']:<28} {r['nodes']:>6} {r['edges']:>7} {r['loss']:>7.4f} "
+                  f"{'yes' if r['reached'] else 'NO':>7} {r['seconds']:>8.1f}")
+    for name, p in doc["pruners"].items():
+        spc = p["seconds_per_circuit"]
+        print(f"{name}: {len(p['tasks'])} circuits, "
+              + (f"{spc:.1f} s per circuit (max {p['max_seconds']:.1f} s)" if spc is not None else "no circuits"))
+    print(f"peak RSS: {doc['peak_rss_mib']:.0f} MiB   total: {total:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

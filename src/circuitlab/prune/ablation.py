@@ -1,0 +1,201 @@
+"""Ablation of pruned nodes (paper-spec §3.2).
+
+A pruned node takes a fixed value at every prompt and position: its **mean activation over corpus
+tokens** (mean ablation, the default) or zero (``--ablation zero``). Means come from running the
+unpruned model over fixed random windows of the corpus' validation split, once per model; they are
+cached in the run folder as ``node_means.safetensors`` under a key naming the corpus, the
+tokenizer, the weights and the windows, so a retrained or re-tokenized model never reuses stale
+means.
+
+The masked forward pass replaces each node location's activation ``x`` by
+``mean + gate * (x - mean)``, one gate per node, vectorised per location. ``--freeze-norm`` also
+replaces the final RMSNorm's scale by the unpruned model's scale at the same prompt and position
+(the control of paper-spec §6.2: pruning can otherwise shrink the residual and let the norm amplify
+the few kept writes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CircuitlabError
+from ..nodes import NodeSpace
+
+if TYPE_CHECKING:
+    import torch
+
+MEANS_FILE = "node_means.safetensors"
+ABLATIONS = ("mean", "zero")
+#: Default ablation corpus: this many random windows of the validation split, of this many tokens
+#: (capped at the model's context length), drawn with this seed.
+N_WINDOWS, WINDOW, WINDOW_SEED = 64, 128, 0
+
+
+def compute_node_means(model, windows: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Mean activation of every node over all tokens of ``windows`` (n, T), shape (num_nodes,)."""
+    import torch
+
+    space = NodeSpace.from_config(model.config)
+    locs = space.by_hook()
+    sums = torch.zeros(space.num_nodes, dtype=torch.float64, device=windows.device)
+
+    def hook(name, x):
+        loc = locs.get(name)
+        if loc is not None:
+            sums[loc.offset: loc.offset + loc.size] += x.detach().double().sum(dim=(0, 1))
+        return x
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, windows.shape[0], batch_size):
+            model(windows[i: i + batch_size], hook=hook)
+    model.train(was_training)
+    return (sums / (windows.shape[0] * windows.shape[1])).float()
+
+
+def corpus_windows(ids, n_windows: int, window: int, seed: int):
+    """``n_windows`` random windows of ``window`` tokens from a 1-D id array, as a (n, T) long tensor."""
+    import numpy as np
+    import torch
+
+    ids = np.asarray(ids)
+    window = min(window, len(ids))
+    if window < 2:
+        raise CircuitlabError("the ablation corpus has fewer than 2 tokens; use a larger corpus")
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, len(ids) - window + 1, size=n_windows)
+    return torch.from_numpy(np.stack([ids[s: s + window].astype(np.int64) for s in starts]))
+
+
+def _corpus_hash(info) -> str | None:
+    """The corpus hash recorded in the run folder, without reading the corpus, if the run has one."""
+    manifest = Path(info.path) / "corpus_manifest.json"
+    if manifest.exists():
+        try:
+            h = json.loads(manifest.read_text()).get("hash")
+            if isinstance(h, str):
+                return h
+        except (OSError, ValueError):
+            pass
+    prov = info.provenance or {}
+    for key in ("corpus_hash",):
+        if isinstance(prov.get(key), str):
+            return prov[key]
+    corpus = prov.get("corpus")
+    if isinstance(corpus, dict) and isinstance(corpus.get("hash"), str):
+        return corpus["hash"]
+    return None
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def means_key(info, tokenizer, corpus_hash: str, n_windows: int, window: int, seed: int) -> str:
+    from ..tokenizer import tokenizer_hash
+
+    weights = _file_digest(Path(info.path) / "model.safetensors")
+    return f"corpus-{corpus_hash[:16]}.tok-{tokenizer_hash(tokenizer)}.w-{weights}.{n_windows}x{window}.s{seed}"
+
+
+def _read_cache(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    from safetensors import safe_open
+
+    if not path.exists():
+        return {}, {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception:  # a damaged cache is recomputed, not trusted
+        return {}, {}
+
+
+def node_means(model, tokenizer, info, device: Any = "cpu", *, n_windows: int = N_WINDOWS,
+               window: int = WINDOW, seed: int = WINDOW_SEED, progress: bool = False) -> torch.Tensor:
+    """Every node's mean activation over corpus validation tokens, shape (num_nodes,), float32.
+
+    ``info`` is the run's ``RunInfo`` (``circuitlab.runs.read_run``); the means are cached in its
+    folder (``node_means.safetensors``, atomic write) and recomputed only for a new key. With
+    ``info=None`` they are computed from the default corpus and not cached.
+    """
+    import sys
+
+    from safetensors.torch import save
+
+    from ..corpus import load_corpus
+    from ..files import write_bytes
+    from ..tokenizer import encode_split
+
+    window = min(window, model.config.n_ctx)
+    corpus = None
+    corpus_hash = _corpus_hash(info) if info is not None else None
+    if corpus_hash is None:
+        corpus = load_corpus(info.train.corpus if info is not None else None)
+        corpus_hash = corpus.hash
+    key = path = None
+    tensors: dict[str, Any] = {}
+    meta: dict[str, str] = {}
+    if info is not None:
+        key = means_key(info, tokenizer, corpus_hash, n_windows, window, seed)
+        path = Path(info.path) / MEANS_FILE
+        tensors, meta = _read_cache(path)
+        cached = tensors.get(key)
+        num_nodes = NodeSpace.from_config(model.config).num_nodes
+        if cached is not None and cached.shape == (num_nodes,):
+            return cached.float().to(device)
+    if progress:
+        print(f"computing node means over {n_windows}x{window} validation tokens", file=sys.stderr)
+    if corpus is None:
+        corpus = load_corpus(info.train.corpus if info is not None else None)
+    ids = encode_split(corpus, tokenizer, "val")
+    windows = corpus_windows(ids, n_windows, window, seed).to(device)
+    means = compute_node_means(model, windows)
+    if path is not None:
+        tensors[key] = means.detach().cpu().contiguous()
+        meta[key] = json.dumps({"corpus_hash": corpus_hash, "split": "val", "n_windows": n_windows,
+                                "window": window, "seed": seed})
+        write_bytes(path, save(tensors, metadata=meta))
+    return means
+
+
+def ablation_values(model, tokenizer, info, ablation: str = "mean", device: Any = "cpu",
+                    progress: bool = False) -> torch.Tensor:
+    """What a pruned node is replaced by: the node means (``mean``) or zeros (``zero``)."""
+    import torch
+
+    if ablation not in ABLATIONS:
+        raise CircuitlabError(f"unknown ablation {ablation!r}; valid: {', '.join(ABLATIONS)}")
+    if ablation == "zero":
+        return torch.zeros(NodeSpace.from_config(model.config).num_nodes, device=device)
+    return node_means(model, tokenizer, info, device, progress=progress)
+
+
+def ablation_hook(space: NodeSpace, gate: torch.Tensor, values: torch.Tensor,
+                  norm_scale: torch.Tensor | None = None):
+    """A forward hook that mixes every node location: ``values + gate * (x - values)``.
+
+    ``gate`` and ``values`` have shape (num_nodes,); a gate of 1 keeps a node, 0 ablates it.
+    ``norm_scale`` (B, T, 1), if given, replaces the final RMSNorm scale (``--freeze-norm``).
+    """
+    import torch
+
+    slices = {loc.hook: (loc.offset, loc.offset + loc.size) for loc in space.locations}
+
+    def hook(name: str, x: torch.Tensor) -> torch.Tensor:
+        s = slices.get(name)
+        if s is not None:
+            m = values[s[0]: s[1]].to(x.dtype)
+            return torch.lerp(m.expand_as(x), x, gate[s[0]: s[1]].to(x.dtype))
+        if name == "final.norm" and norm_scale is not None:
+            return norm_scale[:, : x.shape[1]].to(x.dtype)
+        return x
+
+    return hook

@@ -1,0 +1,123 @@
+"""Circuit records: kept nodes, edges, losses, validations and provenance, as JSON.
+
+``circuits/<task>.json`` is ``Circuit.to_json()``: readable without circuitlab. Node names are
+``L.site.I`` / ``final.I`` (``circuitlab.nodes``); edges are ``[source, destination]`` name pairs
+(``circuitlab.prune.edges``). Losses follow the task-loss convention of ``circuitlab.tasks``
+(binary CE per prompt, mean over both prompts of every pair).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+CIRCUIT_KIND = "circuitlab-circuit"
+
+
+@attrs.frozen(kw_only=True)
+class Validations:
+    """Held-out (test) task losses, uncalibrated, that say how much the circuit explains."""
+
+    sufficiency: float  # everything outside the circuit ablated (the circuit alone)
+    necessity: float  # only the circuit ablated (the rest of the model alone)
+    random: float  # mean over random circuits with the same number of nodes
+    random_draws: tuple[float, ...]
+    full_model: float  # nothing ablated
+    all_ablated: float  # every node ablated
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sufficiency": self.sufficiency, "necessity": self.necessity, "random": self.random,
+                "random_draws": list(self.random_draws), "full_model": self.full_model,
+                "all_ablated": self.all_ablated}
+
+
+@attrs.frozen(kw_only=True)
+class Circuit:
+    task: str
+    suite: str
+    method: str  # "<pruner>/<objective>"
+    kept: Any = attrs.field(eq=False, repr=False)  # bool tensor (num_nodes,)
+    scores: Any = attrs.field(eq=False, repr=False)  # float tensor (num_nodes,), higher = kept longer
+    nodes: tuple[str, ...] = attrs.field(repr=False)
+    edges: tuple[tuple[str, str], ...] = attrs.field(repr=False)
+    node_count: int
+    edge_counts: dict = attrs.field(eq=False)  # {"weight", "residual", "total"}
+    total_nodes: int  # nodes in the model
+    loss: float  # test loss (calibrated when calibration is on)
+    accuracy: float  # test accuracy
+    train_loss: float  # the bisection criterion: train loss of the chosen circuit
+    target_loss: float
+    reached: bool  # a circuit with train loss <= target exists along the ranking
+    full_model_loss: float  # test loss of the unpruned model
+    full_model_accuracy: float
+    calibration: dict | None  # {"scale", "shift"} when calibrated
+    bisection: tuple[tuple[int, float], ...]  # (k, train loss) in the order evaluated
+    mask_nodes: int  # nodes the trained mask kept by itself (score > 0)
+    validations: Validations
+    seconds: float
+    provenance: dict = attrs.field(eq=False, repr=False)
+
+    @property
+    def edge_count(self) -> int:
+        return int(self.edge_counts["total"])
+
+    def row(self) -> dict[str, Any]:
+        """The summary row printed by ``circuitlab prune/run`` (and their ``--json`` task entries)."""
+        return {"task": self.task, "nodes": self.node_count, "edges": self.edge_count,
+                "weight_edges": int(self.edge_counts["weight"]), "residual_edges": int(self.edge_counts["residual"]),
+                "loss": self.loss, "accuracy": self.accuracy, "train_loss": self.train_loss,
+                "target_loss": self.target_loss, "reached": self.reached, "seconds": self.seconds,
+                "full_model_loss": self.full_model_loss, "full_model_accuracy": self.full_model_accuracy,
+                "sufficiency": self.validations.sufficiency, "necessity": self.validations.necessity,
+                "random_loss": self.validations.random}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": CIRCUIT_KIND,
+            "task": self.task,
+            "suite": self.suite,
+            "method": self.method,
+            "node_count": self.node_count,
+            "edge_count": self.edge_count,
+            "edge_counts": {k: int(v) for k, v in self.edge_counts.items()},
+            "total_nodes": self.total_nodes,
+            "loss": self.loss,
+            "accuracy": self.accuracy,
+            "train_loss": self.train_loss,
+            "target_loss": self.target_loss,
+            "reached": self.reached,
+            "full_model_loss": self.full_model_loss,
+            "full_model_accuracy": self.full_model_accuracy,
+            "calibration": self.calibration,
+            "mask_nodes": self.mask_nodes,
+            "bisection": [list(x) for x in self.bisection],
+            "validations": self.validations.to_json(),
+            "seconds": self.seconds,
+            "nodes": list(self.nodes),
+            "edges": [list(e) for e in self.edges],
+            "scores": [_round(float(s)) for s in self.scores.tolist()],
+            "provenance": self.provenance,
+        }
+
+    def write(self, folder: str | Path) -> Path:
+        """Write ``<folder>/<task>.json`` atomically and return its path."""
+        from ..files import write_json
+
+        path = Path(folder) / f"{self.task}.json"
+        write_json(path, self.to_json())
+        return path
+
+
+def _round(x: float) -> float:
+    return x if not math.isfinite(x) or x == 0 else float(f"{x:.6g}")
+
+
+def geomean(values) -> float | None:
+    """Geometric mean of positive counts (a zero count counts as 1); None for no values."""
+    vals = [max(float(v), 1.0) for v in values]
+    if not vals:
+        return None
+    return math.exp(sum(math.log(v) for v in vals) / len(vals))
