@@ -44,7 +44,7 @@ def bench(preset_name: str, steps: int, blocks: int) -> dict:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, mcfg.vocab_size, (preset.batch_size, mcfg.n_ctx), generator=g)
     y = torch.randint(0, mcfg.vocab_size, (preset.batch_size, mcfg.n_ctx), generator=g)
-    for name, (model, opt, schedule) in models.items():  # warm-up; step 9 of 10 is past the anneal
+    for model, opt, schedule in models.values():  # warm-up; step 9 of 10 is past the anneal
         for _ in range(2):
             train_step(model, model, opt, schedule, x, y, 9, device)
     for _ in range(blocks):  # alternate so that drift in machine speed hits both alike

@@ -43,7 +43,7 @@ def test_schedules_are_monotone_and_end_at_target(steps, density, name):
     schedule = plugins.get("sparsity", name).factory(cfg)
     values = [schedule.density_at(s) for s in range(steps + 1)]
     assert all(0.0 < v <= 1.0 for v in values)
-    assert all(a >= b - 1e-12 for a, b in zip(values, values[1:]))
+    assert all(a >= b - 1e-12 for a, b in zip(values, values[1:], strict=False))
     assert values[0] == 1.0
     expected_end = 1.0 if name == "dense" else density
     assert abs(schedule.density_at(steps) - expected_end) < 1e-9
