@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-settings.register_profile("ci", deadline=None, max_examples=40, print_blob=True)
+# CI derandomizes so that a run is reproducible; dev runs explore new examples every time.
+settings.register_profile("ci", deadline=None, max_examples=40, print_blob=True, derandomize=True)
 settings.register_profile("dev", deadline=None, max_examples=20)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
