@@ -31,6 +31,8 @@ def _private_cache(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     old = os.environ.get("CIRCUITLAB_CACHE")
     os.environ["CIRCUITLAB_CACHE"] = str(cache)
+    # Bit-exact resume and single-vs-DDP comparisons are CPU properties; keep tests off any GPU.
+    os.environ["CIRCUITLAB_DEVICE"] = "cpu"
     yield cache
     if old is None:
         os.environ.pop("CIRCUITLAB_CACHE", None)

@@ -135,7 +135,9 @@ def test_search_k_finds_the_threshold_of_a_monotone_loss(n, m, start, grid):
         assert k is None and history[-1][0] == n
     else:
         assert k == m
-    assert len(calls) == len(set(calls)) and len(calls) < 80  # every k evaluated once, few passes
+    # every k evaluated once; a geometric walk plus a bisection, not a linear scan
+    walk = 25 + 2 * math.ceil(math.log(n + 1) / math.log(grid))
+    assert len(calls) == len(set(calls)) and len(calls) <= walk
 
 
 def test_search_k_returns_only_evaluated_hits_when_loss_is_not_monotone():
@@ -221,7 +223,7 @@ def test_zero_ablation_and_calibration_run():
     n = NodeSpace.from_config(m.config).num_nodes
     c = prune_task(m, random_batch(8, 9), random_batch(4, 10), torch.zeros(n),
                    PruneConfig(pruner="heaviside", steps=10, calibrate=True, target_loss=0.6), task="t")
-    assert c.calibration is None or set(c.calibration) == {"scale", "shift"}
+    assert c.calibration is not None and set(c.calibration) == {"scale", "shift"}
     if c.reached:
         assert c.train_loss <= 0.6
 

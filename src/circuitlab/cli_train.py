@@ -39,12 +39,14 @@ def build_train_config(sparsity: str, density: float | None, preset: str, corpus
 @click.option("--preset", default="small", show_default=True, help="Model size and budget: tiny, small or ref.")
 @click.option("--corpus", "corpus", default=None, metavar="DIR",
               help="Folder of .py files to train on. [default: this interpreter's standard library]")
-@click.option("--steps", type=int, default=None, help="Optimizer steps. [default: the preset's]")
-@click.option("--batch-size", type=int, default=None, help="Sequences per step (global). [default: the preset's]")
-@click.option("--lr", type=float, default=None, help="Peak learning rate. [default: the preset's]")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimizer steps. [default: the preset's]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Sequences per step (global). [default: the preset's]")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak learning rate. [default: the preset's]")
 @click.option("--out", default=None, metavar="DIR", help="Run folder. [default: runs/PRESET-SPARSITY-dDENSITY-sSEED]")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
-@click.option("--ckpt-every", type=int, default=None, help="Steps between checkpoints. [default: 50]")
+@click.option("--ckpt-every", type=click.IntRange(min=1), default=None, help="Steps between checkpoints. [default: 50]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @json_option

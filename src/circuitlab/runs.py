@@ -48,8 +48,8 @@ def read_run(path: str | Path) -> RunInfo:
     if not (path / "model.safetensors").exists():
         raise CircuitlabError(f"run {str(path)!r} has no model.safetensors (training did not finish); "
                               "finish it with 'circuitlab train ... --resume'")
-    model = from_dict(ModelConfig, meta["model"], "run model config")
-    train = from_dict(TrainConfig, meta["train"], "run train config")
+    model = from_dict(ModelConfig, meta.get("model"), f"model config in {str(path / 'config.json')!r}")
+    train = from_dict(TrainConfig, meta.get("train"), f"train config in {str(path / 'config.json')!r}")
     return RunInfo(path=path, model=model, train=train, meta=meta)
 
 

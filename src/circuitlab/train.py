@@ -54,7 +54,8 @@ def _setup_distributed(device_type: str) -> Dist:
 def _device(dist: Dist) -> Any:
     import torch
 
-    if torch.cuda.is_available() and os.environ.get("CIRCUITLAB_DEVICE", "") != "cpu":
+    if (torch.cuda.is_available() and os.environ.get("CIRCUITLAB_DEVICE", "") != "cpu"
+            and dist.local_rank < torch.cuda.device_count()):
         torch.cuda.set_device(dist.local_rank)
         return torch.device("cuda", dist.local_rank)
     return torch.device("cpu")

@@ -97,8 +97,12 @@ def _prune_model(model_dir, *, pruner, objective, tasks_spec, target_loss, ablat
     from .search import PruneConfig, prune_task
 
     t_start = time.perf_counter()
-    read_run(model_dir)  # a clear error for a folder that is not a finished run, before torch work
+    info_early = read_run(model_dir)  # a clear error for a folder that is not a finished run, before torch work
     check_store_available(store_path)
+    if store_path:
+        from ..store import ensure_store
+
+        ensure_store(store_path, info_early)  # a store of another model fails now, not after the first task
     if tasks_spec and tasks_spec.strip() != "all":
         plugins.get("suite", tasks_spec.partition(":")[0].strip())  # did-you-mean before loading anything
     config = PruneConfig(pruner=pruner, objective=objective, target_loss=target_loss, ablation=ablation,

@@ -263,7 +263,7 @@ def train_mask(model, train_eval: Evaluator, mask, objective, *, steps: int, lr:
             queue = length_buckets(pair_len, batch_pairs, generator)
         pairs = queue.pop()
         rows = torch.stack([2 * pairs, 2 * pairs + 1], dim=1).flatten().to(b.ids.device)
-        gate = mask.gate()
+        gate = mask.gate().to(b.ids.device)  # mask plugins may keep their parameters on the CPU
         logits = train_eval.last_logits(gate, rows)
         obj = objective(logits, b.target[rows], b.contrast[rows], train_eval.reference[rows])
         loss = obj + coef * mask.penalty()
