@@ -53,6 +53,17 @@ def small_corpus(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture()
+def one_thread():
+    """Pruning passes are small: extra threads only add contention on a shared machine."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, check: bool = False):
     """Run the real ``circuitlab`` entry point in a subprocess (stdout, stderr and exit code)."""
     full_env = {**os.environ, **(env or {})}

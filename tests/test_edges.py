@@ -13,16 +13,7 @@ from circuitlab.model import GPT  # noqa: E402
 from circuitlab.nodes import NodeSpace  # noqa: E402
 from circuitlab.prune.edges import count_edges, edge_list  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Pruning passes are small: extra threads only add contention on a shared machine."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 WRITES = ("attn.out", "mlp.out")

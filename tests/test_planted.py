@@ -32,16 +32,7 @@ from circuitlab.prune.ablation import compute_node_means  # noqa: E402
 from circuitlab.prune.search import PruneConfig, prune_task  # noqa: E402
 from circuitlab.tasks import TaskBatch  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Pruning passes are small: extra threads only add contention on a shared machine."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 A_TOK, B_TOK, CUE_A, CUE_B = 14, 15, 1, 2

@@ -27,16 +27,7 @@ from circuitlab.prune.search import (  # noqa: E402
 )
 from circuitlab.tasks import TaskBatch, last_logits, task_accuracy, task_loss  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Pruning passes are small: extra threads only add contention on a shared machine."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(seed=0, bigram=True):

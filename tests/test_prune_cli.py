@@ -11,16 +11,7 @@ from circuitlab import hookimpl, plugins
 from circuitlab.cli import main
 from circuitlab.tasks import PromptPair, Task
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Pruning passes are small: extra threads only add contention on a shared machine."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_main(args, capsys):
