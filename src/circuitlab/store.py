@@ -462,6 +462,15 @@ def _record_rows(model, ids: np.ndarray, length: np.ndarray, space: NodeSpace, b
         yield acts
 
 
+def _check_can_record(out: Path, info, overwrite: bool) -> None:
+    """An existing store may only be re-recorded for the same model, and only with --overwrite."""
+    if out.exists():
+        check_model(out, info)
+        if not overwrite:
+            raise CircuitlabError(f"store {str(out)!r} already exists for this model; pass --overwrite to "
+                                  "re-record it (its method results are kept)")
+
+
 def record_store(out: str | os.PathLike, model, tokenizer, info, *,
                  tasks: Sequence[tuple[str, str, Sequence[Any]]] = (), corpus_ids: np.ndarray | None = None,
                  corpus_windows: int = 256, window: int | None = None, seed: int = 0, node_mean=None,
@@ -478,11 +487,7 @@ def record_store(out: str | os.PathLike, model, tokenizer, info, *,
     from .tasks import encode_pairs
 
     out = Path(out)
-    if out.exists():
-        check_model(out, info)
-        if not overwrite:
-            raise CircuitlabError(f"store {str(out)!r} already exists for this model; pass --overwrite to "
-                                  "re-record it (its method results are kept)")
+    _check_can_record(out, info, overwrite)
     space = NodeSpace.from_config(model.config)
     n_ctx = model.config.n_ctx
     window = min(window or n_ctx, n_ctx)
@@ -583,11 +588,7 @@ def record_run(out: str | os.PathLike, run, *, tasks: str | None = "all", pairs:
 
     info = run if isinstance(run, RunInfo) else read_run(run)  # cheap checks first: no torch yet
     out = Path(out)
-    if out.exists():
-        check_model(out, info)
-        if not overwrite:
-            raise CircuitlabError(f"store {str(out)!r} already exists for this model; pass --overwrite to "
-                                  "re-record it (its method results are kept)")
+    _check_can_record(out, info, overwrite)
     from .corpus import load_corpus
     from .runs import load_model
     from .tasks import SPLITS, check_tokens, load_pairs, resolve_tasks, task_context_for_run
