@@ -25,6 +25,25 @@ def test_topk_keeps_exactly_k_largest(shape, density, seed):
         assert kept.min() >= dropped.max()
 
 
+@given(rows=st.integers(128, 600), density=st.floats(0.001, 0.25), seed=st.integers(0, 2**16),
+       zero_frac=st.sampled_from([0.0, 0.5, 0.97]), ties=st.booleans())
+def test_large_topk_takes_the_candidate_path_and_stays_exact(rows, density, seed, zero_frac, ties):
+    # >= 32768 entries: the sampled-threshold path. Zeros and rounded values make ties at the threshold.
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, 256, generator=g)
+    w[torch.rand(rows, 256, generator=g) < zero_frac] = 0.0
+    if ties:
+        w = (w * 4).round() / 4
+    k = kept_count(w.numel(), density)
+    mask = topk_mask(w, k)
+    assert int(mask.sum()) == k
+    kept, dropped = w.abs()[mask], w.abs()[~mask]
+    assert kept.min() >= dropped.max()
+    # The same multiset of kept magnitudes as a plain full topk.
+    expected = w.abs().flatten().topk(k).values
+    assert torch.equal(kept.sort().values, expected.sort().values)
+
+
 @given(shape=shapes, density=st.floats(0.01, 1.0), seed=st.integers(0, 2**16), dim=st.sampled_from([0, 1]),
        min_per=st.integers(1, 6))
 def test_topk_with_neuron_minimum_keeps_k_and_protects_each_neuron(shape, density, seed, dim, min_per):

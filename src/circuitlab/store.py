@@ -188,12 +188,39 @@ def _root_attrs(path: Path) -> dict[str, Any]:
     return attrs_
 
 
+def _missing_chunks(array_dir: Path) -> tuple[list[str], int]:
+    """Chunk files of a zarr v3 array that should exist but do not, and how many there should be.
+
+    zarr reads a missing chunk as the fill value (NaN for activations), so a deleted file would pass
+    silently. Only for arrays written with ``write_empty_chunks``, where every chunk is on disk."""
+    import itertools
+
+    try:
+        meta = json.loads((array_dir / "zarr.json").read_text(encoding="utf-8"))
+        shape = meta["shape"]
+        chunk_shape = meta["chunk_grid"]["configuration"]["chunk_shape"]
+        sep = meta.get("chunk_key_encoding", {}).get("configuration", {}).get("separator", "/")
+    except (OSError, ValueError, KeyError, TypeError):
+        return [], 0  # unreadable metadata: xarray's own error is clearer
+    if sep != "/" or len(shape) != len(chunk_shape):
+        return [], 0
+    grid = [range(-(-n // max(1, c))) for n, c in zip(shape, chunk_shape, strict=True)]
+    keys = ["/".join(["c", *map(str, idx)]) for idx in itertools.product(*grid)]
+    return [k for k in keys if not (array_dir / k).is_file()], len(keys)
+
+
 def open_store(path: str | os.PathLike) -> xr.Dataset:
-    """Open a store's activation dataset lazily (no dask needed), after checking its schema."""
+    """Open a store's activation dataset lazily (no dask needed), after checking its schema and that
+    no activation chunk file is missing."""
     import xarray as xr
 
     path = Path(path)
     _root_attrs(path)
+    missing, total = _missing_chunks(path / "activation")
+    if missing:
+        raise CircuitlabError(f"store {str(path)!r} is damaged: {len(missing)} of {total} 'activation' chunk files "
+                              f"are missing (first: activation/{missing[0]}); re-record it with "
+                              "'circuitlab record --overwrite'")
     try:
         return xr.open_zarr(path, consolidated=False, chunks=None, zarr_format=3)
     except Exception as exc:  # metadata of a variable unreadable: name what failed

@@ -102,6 +102,7 @@ def evaluate_loss(model: Any, ids: Any, n_ctx: int, n_windows: int, device: Any,
 
 
 def _autocast(device: Any):
+    """bf16 autocast on CUDA (the issue asks for bf16; the paper used fp16 with a GradScaler); fp32 on CPU."""
     import contextlib
 
     import torch
@@ -236,9 +237,10 @@ def train_run(config: TrainConfig, out: str | Path, *, model_config: ModelConfig
     if resume and not (out / CHECKPOINT).exists() and not (out / "model.safetensors").exists():
         raise CircuitlabError(f"nothing to resume in {str(out)!r} (no {CHECKPOINT}); drop --resume to start a new run")
 
-    device = _device(Dist())
+    # Pick this rank's GPU before the process group starts: nccl binds to the current device, and
+    # touching cuda:0 from every rank would put a stray context on the first GPU.
+    device = _device(Dist(local_rank=int(os.environ.get("LOCAL_RANK", "0"))))
     dist = _setup_distributed(device.type)
-    device = _device(dist)
     if config.batch_size % dist.world:
         raise CircuitlabError(f"--batch-size {config.batch_size} is not divisible by {dist.world} processes; "
                               "pick a multiple of the process count")
