@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from circuitlab import plugins
 from circuitlab.config import TrainConfig
-from circuitlab.sparsity import kept_count, topk_mask
+from circuitlab.sparsity import _topk_indices, kept_count, topk_mask
 
 shapes = st.tuples(st.integers(1, 24), st.integers(1, 24))
 
@@ -42,6 +42,35 @@ def test_large_topk_takes_the_candidate_path_and_stays_exact(rows, density, seed
     # The same multiset of kept magnitudes as a plain full topk.
     expected = w.abs().flatten().topk(k).values
     assert torch.equal(kept.sort().values, expected.sort().values)
+
+
+@given(n=st.integers(32768, 140000), k_frac=st.floats(0.00001, 0.25), seed=st.integers(0, 2**16),
+       kind=st.sampled_from(["inf_and_minus_one", "striped_columns", "all_equal", "few_values"]))
+def test_topk_indices_match_a_full_topk_on_awkward_scores(n, k_frac, seed, kind):
+    # Scores as topk_mask builds them: +inf for protected entries, -1 for disallowed ones, and inputs
+    # whose sampled threshold is far off (every 32nd column large), which must fall back correctly.
+    g = torch.Generator().manual_seed(seed)
+    flat = torch.rand(n, generator=g)
+    if kind == "inf_and_minus_one":
+        r = torch.rand(n, generator=g)
+        flat[r < 0.3] = -1.0
+        flat[r > 0.97] = float("inf")
+    elif kind == "striped_columns":
+        flat[::32] += 10.0
+    elif kind == "all_equal":
+        flat[:] = 0.5
+    else:
+        flat = (flat * 3).floor()
+    k = max(1, int(k_frac * n))
+    idx = _topk_indices(flat, k)
+    assert idx.numel() == k and idx.unique().numel() == k
+    assert torch.equal(flat[idx].sort().values, flat.topk(k).values.sort().values)
+
+
+def test_topk_indices_with_nan_behave_like_torch_topk():
+    flat = torch.rand(40000)
+    flat[[3, 500, 39999]] = float("nan")
+    assert set(_topk_indices(flat, 100).tolist()) == set(flat.topk(100).indices.tolist())
 
 
 @given(shape=shapes, density=st.floats(0.01, 1.0), seed=st.integers(0, 2**16), dim=st.sampled_from([0, 1]),

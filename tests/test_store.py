@@ -64,8 +64,8 @@ def _small_space():
 
 @settings(max_examples=15, deadline=None)
 @given(n=st.integers(0, 11), tokens=st.integers(1, 4), chunk_rows=st.integers(1, 4), batch=st.integers(1, 5),
-       zeros=st.floats(0, 1), seed=st.integers(0, 2**16))
-def test_round_trip_random_activations(tmp_path_factory, n, tokens, chunk_rows, batch, zeros, seed):
+       zeros=st.floats(0, 1), seed=st.integers(0, 2**16), nan_tail=st.booleans())
+def test_round_trip_random_activations(tmp_path_factory, n, tokens, chunk_rows, batch, zeros, seed, nan_tail):
     from circuitlab.store import (
         ExampleBatch,
         base_attributes,
@@ -80,6 +80,8 @@ def test_round_trip_random_activations(tmp_path_factory, n, tokens, chunk_rows, 
     rng = np.random.default_rng(seed)
     act = rng.standard_normal((n, tokens, N)).astype(np.float32)
     act[rng.random(act.shape) < zeros] = 0
+    if nan_tail:  # all-NaN chunks equal the fill value; they must still be written (open_store checks)
+        act[n // 2:] = np.nan
     cols = {"token_ids": rng.integers(-1, 16, (n, tokens)), "length": rng.integers(1, tokens + 1, n),
             "task": rng.integers(-1, 2, n), "side": rng.integers(0, 3, n), "split": rng.integers(0, 2, n),
             "pair": rng.integers(-1, 5, n), "target": rng.integers(-1, 16, n), "contrast": rng.integers(-1, 16, n),

@@ -94,10 +94,16 @@ def _topk_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
     to a full top-k. (A full topk over
     the 262k-entry embedding took ~3.4 ms on the 2-core CPU, the candidate path ~1.4 ms.)
     """
+    import torch
+
     n = flat.numel()
-    if n < 32768 or 4 * k > n:
+    # Only on CPU (measured there; on a GPU the count checks would sync), and never with NaNs: a full
+    # topk ranks NaN highest, a threshold comparison would drop it.
+    if n < 32768 or 4 * k > n or flat.device.type != "cpu" or bool(torch.isnan(flat).any()):
         return flat.topk(k, sorted=False).indices
-    sample = flat[:: n // 8192]  # deterministic: no RNG draw, so training stays reproducible
+    # Deterministic (no RNG draw, so training stays reproducible); an odd stride does not line up
+    # with the rows of a matrix, so the sample sees every column.
+    sample = flat[:: (n // 8192) | 1]
     passing = max(1, sample.numel() - (2 * k * sample.numel()) // n)  # rank of the ~2k-th largest
     threshold = sample.kthvalue(passing).values
     candidates = (flat > threshold).nonzero().squeeze(1)

@@ -199,11 +199,13 @@ def _missing_chunks(array_dir: Path) -> tuple[list[str], int]:
         meta = json.loads((array_dir / "zarr.json").read_text(encoding="utf-8"))
         shape = meta["shape"]
         chunk_shape = meta["chunk_grid"]["configuration"]["chunk_shape"]
-        sep = meta.get("chunk_key_encoding", {}).get("configuration", {}).get("separator", "/")
-    except (OSError, ValueError, KeyError, TypeError):
+        encoding = meta.get("chunk_key_encoding", {})
+        name = encoding.get("name", "default")
+        sep = encoding.get("configuration", {}).get("separator", "/")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return [], 0  # unreadable metadata: xarray's own error is clearer
-    if sep != "/" or len(shape) != len(chunk_shape):
-        return [], 0
+    if name != "default" or sep != "/" or len(shape) != len(chunk_shape):
+        return [], 0  # a layout this store never writes: do not guess its chunk names
     grid = [range(-(-n // max(1, c))) for n, c in zip(shape, chunk_shape, strict=True)]
     keys = ["/".join(["c", *map(str, idx)]) for idx in itertools.product(*grid)]
     return [k for k in keys if not (array_dir / k).is_file()], len(keys)
@@ -382,8 +384,10 @@ def write_dataset(path: str | os.PathLike, batches: Iterable[ExampleBatch], *, n
                 enc[v] = {"chunks": (max(small, ce),), "compressors": zstd}
             ds.to_zarr(path, mode="w-", zarr_format=3, consolidated=False, encoding=enc)
         else:
+            # write_empty_chunks is not stored in the array's metadata: pass it on every append, so
+            # every activation chunk is on disk (open_store checks that none is missing).
             _batch_dataset(rows, written, None).to_zarr(path, append_dim="example", zarr_format=3,
-                                                        consolidated=False)
+                                                        consolidated=False, write_empty_chunks=True)
         written += len(rows)
 
     for batch in batches:

@@ -54,8 +54,12 @@ def _setup_distributed(device_type: str) -> Dist:
 def _device(dist: Dist) -> Any:
     import torch
 
-    if (torch.cuda.is_available() and os.environ.get("CIRCUITLAB_DEVICE", "") != "cpu"
-            and dist.local_rank < torch.cuda.device_count()):
+    if torch.cuda.is_available() and os.environ.get("CIRCUITLAB_DEVICE", "") != "cpu":
+        if dist.local_rank >= torch.cuda.device_count():
+            # Falling back to the CPU here would mix nccl and gloo ranks in one job, which hangs.
+            raise CircuitlabError(f"process with LOCAL_RANK {dist.local_rank} has no GPU of its own "
+                                  f"({torch.cuda.device_count()} visible); use --nproc_per_node <= "
+                                  f"{torch.cuda.device_count()} or CIRCUITLAB_DEVICE=cpu")
         torch.cuda.set_device(dist.local_rank)
         return torch.device("cuda", dist.local_rank)
     return torch.device("cpu")

@@ -300,7 +300,9 @@ def fstring_brace(rng: random.Random) -> PromptPair:
     label = rng.choice((words.capitalize(), words))
     # print only: logging calls take '%s' arguments, so a plain string there would not close early.
     # An f-string inserts the variable inside the string (" {"); a plain string closes first and passes
-    # it as the next argument ('",'). Both prompts end in the same ':' token.
+    # it as the next argument ('",'). Both prompts end in the same ':' token. ':",' is one pre-token run;
+    # it splits as ':' + '",' only by this BPE's merges, so another corpus' tokenizer may drop pairs
+    # (check_tokens reports it).
     return _pair(frame, f'{frame.indent}print(f"{label}:', f'{frame.indent}print("{label}:', " {", '",')
 
 
@@ -348,8 +350,8 @@ PYTHON_TASKS: dict[str, tuple[str, Callable[[random.Random], PromptPair]]] = {
     "var_if": ("':\\n' after 'if x == C' vs '\\n' after 'x = C'", var_if),
     "indent_for": ("indentation after a for loop at depth 1 (7 spaces) vs depth 2 (11 spaces); the line's "
                    "first space joins the next token", indent_for),
-    "fstring_brace": ("' {' inserting a variable in 'print(f\"label: ' vs '\",' passing it as the next argument "
-                      "in 'print(\"label: '", fstring_brace),
+    "fstring_brace": ("' {' inserting a variable in 'print(f\"label:' vs '\",' passing it as the next argument "
+                      "in 'print(\"label:'", fstring_brace),
     "from_import": ("' import' after 'from M' vs '\\n' after 'import M' (not one of the paper's 20)", from_import),
     "with_as": ("')' before ' as' in 'with open(...)' vs ')\\n' in 'f = open(...)' (')' merges with the "
                 "newline)", with_as),
