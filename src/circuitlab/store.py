@@ -484,9 +484,10 @@ def _record_rows(model, ids: np.ndarray, length: np.ndarray, space: NodeSpace, b
     from .nodes import record_activations
 
     T = ids.shape[1]
+    device = next(model.parameters()).device
     for i in range(0, len(ids), batch_size):
         x = torch.from_numpy(np.where(ids[i:i + batch_size] < 0, 0, ids[i:i + batch_size]).astype(np.int64))
-        acts = record_activations(model, x, space).numpy()
+        acts = record_activations(model, x.to(device), space).cpu().numpy()
         valid = np.arange(T)[None, :] < length[i:i + batch_size, None]
         acts *= valid[:, :, None]
         acts += 0.0  # -0.0 -> 0.0: zeros compress better as all-zero bytes
@@ -536,7 +537,7 @@ def record_store(out: str | os.PathLike, model, tokenizer, info, *,
     if node_mean is None:
         from .prune.ablation import N_WINDOWS, WINDOW, WINDOW_SEED, node_means
 
-        node_mean = node_means(model, tokenizer, info)
+        node_mean = node_means(model, tokenizer, info, next(model.parameters()).device)
         node_mean_info = {"source": "circuitlab.prune.ablation.node_means", "split": "val",
                           "n_windows": N_WINDOWS, "window": min(WINDOW, n_ctx), "seed": WINDOW_SEED}
     node_mean = np.asarray(node_mean.detach().cpu().numpy() if hasattr(node_mean, "detach") else node_mean,

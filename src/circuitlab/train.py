@@ -179,8 +179,8 @@ def _load_checkpoint(path: Path, model: Any, opt: Any, schedule: Any, meta: dict
                 name = next(n for n, q in params.items() if q is p)
                 state = {k.rsplit(".", 1)[1]: v for k, v in tensors.items()
                          if k.startswith(f"optim.{name}.") and k.count(".") == name.count(".") + 2}
-                if state:
-                    opt.state[p] = state
+                if state:  # moments follow the parameter's device; AdamW keeps "step" on the CPU
+                    opt.state[p] = {k: v if k == "step" else v.to(p.device) for k, v in state.items()}
         schedule.load_state_dict({k[len("schedule."):]: v for k, v in tensors.items() if k.startswith("schedule.")})
         torch.set_rng_state(tensors["rng.torch"])
     except (KeyError, RuntimeError) as exc:

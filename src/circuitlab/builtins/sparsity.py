@@ -80,6 +80,8 @@ class GMP(Dense):
         density = self.density_at(step)
         for sp in sparse_parameters(model):
             mask = self.masks.get(sp.name)
+            if mask is not None and mask.device != sp.param.device:  # loaded from a checkpoint on the CPU
+                mask = self.masks[sp.name] = mask.to(sp.param.device)
             if density < 1.0:
                 k = kept_count(sp.param.numel(), density)
                 alive = int(mask.sum()) if mask is not None else sp.param.numel()
