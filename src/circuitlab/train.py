@@ -106,7 +106,7 @@ def evaluate_loss(model: Any, ids: Any, n_ctx: int, n_windows: int, device: Any,
 
 
 def _autocast(device: Any):
-    """bf16 autocast on CUDA (the issue asks for bf16; the paper used fp16 with a GradScaler); fp32 on CPU."""
+    """bf16 autocast on CUDA (bf16's range needs no GradScaler, unlike the paper's fp16); fp32 on CPU."""
     import contextlib
 
     import torch
