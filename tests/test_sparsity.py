@@ -47,8 +47,8 @@ def test_large_topk_takes_the_candidate_path_and_stays_exact(rows, density, seed
 @given(n=st.integers(32768, 140000), k_frac=st.floats(0.00001, 0.25), seed=st.integers(0, 2**16),
        kind=st.sampled_from(["inf_and_minus_one", "striped_columns", "all_equal", "few_values"]))
 def test_topk_indices_match_a_full_topk_on_awkward_scores(n, k_frac, seed, kind):
-    # Scores as topk_mask builds them: +inf for protected entries, -1 for disallowed ones, and inputs
-    # whose sampled threshold is far off (every 32nd column large), which must fall back correctly.
+    # Scores as topk_mask builds them: +inf for protected entries, -1 for disallowed ones; periodic
+    # stripes that a strided sample could misjudge; and heavy ties, which take the fallback branches.
     g = torch.Generator().manual_seed(seed)
     flat = torch.rand(n, generator=g)
     if kind == "inf_and_minus_one":
