@@ -36,25 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = ap.parse_args(argv)
 
-    from circuitlab.prune.pipeline import ensure_model, prune_model
+    from circuitlab.config import PruneConfig, TrainConfig
+    from circuitlab.jobs import ensure_model
+    from circuitlab.prune.pipeline import prune_model
 
     model = args.model
     if model is None:
-        from circuitlab.cli_train import build_train_config
-        from circuitlab.config import get_preset
-
-        cfg = build_train_config("topk", None, "small", None, None, 0)
-        model, _ = ensure_model(cfg, get_preset("small").model)
+        model, _ = ensure_model(TrainConfig.for_preset("small", sparsity="topk"))
     pruners = ["heaviside", "hardconcrete", "sigmoid"] if args.all_pruners else [args.pruner]
     results = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for pruner in pruners:
-            summary = prune_model(model, pruner=pruner, objective="binary_ce", tasks_spec=args.tasks,
-                                  target_loss=0.15, ablation="mean", freeze_norm=False, calibrate=False,
-                                  min_accuracy=args.min_accuracy, seed=0, steps=None, lr=None, penalty_coef=None,
-                                  n_train=256, n_test=128, device="cpu", out=Path(tmp) / pruner, store_path=None,
-                                  threads=args.threads)
+            config = PruneConfig(pruner=pruner, tasks=args.tasks, min_accuracy=args.min_accuracy,
+                                 threads=args.threads)  # every other setting: the record's defaults
+            summary = prune_model(model, config, Path(tmp) / pruner)
             results.append(summary)
     total = time.perf_counter() - t0
     doc = {"model": str(model), "threads": args.threads, "peak_rss_mib": peak_rss_mib(), "total_seconds": total,

@@ -69,7 +69,7 @@ def write_npy(arr: np.ndarray, path: Path, durable: bool) -> None:
 
 
 def write_zarr(arr: np.ndarray, path: Path, durable: bool) -> None:
-    from circuitlab.nodes import SITE_CODES
+    from circuitlab.model.nodes import SITE_CODES
     from circuitlab.store import ExampleBatch, base_attributes, write_dataset
 
     n, t, m = arr.shape

@@ -23,8 +23,8 @@ def compared(tiny_run: Path, tmp_path_factory):
     import torch
 
     from circuitlab.prune.edges import count_edges, edge_list
-    from circuitlab.runs import load_model
     from circuitlab.store import add_method_result, open_store
+    from circuitlab.train.runs import load_model
 
     base = record_once(tiny_run, tmp_path_factory.getbasetemp())
     path = tmp_path_factory.mktemp("compare") / "store.zarr"

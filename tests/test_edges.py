@@ -10,7 +10,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from circuitlab.config import ModelConfig  # noqa: E402
 from circuitlab.model import GPT  # noqa: E402
-from circuitlab.nodes import NodeSpace  # noqa: E402
+from circuitlab.model.nodes import NodeSpace  # noqa: E402
 from circuitlab.prune.edges import count_edges, edge_list  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")

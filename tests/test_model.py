@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from circuitlab.config import AFRAC_LOCATIONS, ModelConfig, TrainConfig, from_dict, to_dict
 from circuitlab.errors import CircuitlabError
 from circuitlab.model import GPT, abs_topk
-from circuitlab.nodes import NodeSpace, record_activations
+from circuitlab.model.nodes import NodeSpace, record_activations
 
 TINY = ModelConfig(vocab_size=64, n_ctx=16, d_model=16, n_layer=2, n_head=2, d_head=8, d_mlp=32)
 

@@ -26,10 +26,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from circuitlab import plugins  # noqa: E402
-from circuitlab.config import ModelConfig  # noqa: E402
+from circuitlab.config import ModelConfig, PruneConfig  # noqa: E402
 from circuitlab.model import GPT  # noqa: E402
 from circuitlab.prune.ablation import compute_node_means  # noqa: E402
-from circuitlab.prune.search import PruneConfig, prune_task  # noqa: E402
+from circuitlab.prune.search import prune_task  # noqa: E402
 from circuitlab.tasks import TaskBatch  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -107,8 +107,9 @@ def planted():
 
 
 def test_planted_model_solves_the_task_only_through_the_planted_nodes(planted):
-    from circuitlab.nodes import NodeSpace
-    from circuitlab.prune.search import Evaluator, loss_and_accuracy
+    from circuitlab.model.nodes import NodeSpace
+    from circuitlab.prune.evaluator import Evaluator
+    from circuitlab.tasks import loss_and_accuracy
 
     model, _, test, means = planted
     ev = Evaluator(model, test, means)

@@ -70,7 +70,7 @@ class ToyPlugin:
 @pytest.fixture
 def toy_registry(monkeypatch):
     reg = plugins.make_registry(extra_plugins=(ToyPlugin,), entrypoints=False)
-    monkeypatch.setattr(plugins, "_registry", reg)
+    monkeypatch.setattr(plugins.manager, "_registry", reg)
     yield reg
 
 
@@ -127,10 +127,10 @@ FAST = ["--steps", "15", "--n-train", "24", "--n-test", "12"]
 def test_prune_end_to_end_json(tiny_run, tmp_path, capsys, toy_registry):
     import torch
 
-    from circuitlab.nodes import NodeSpace
+    from circuitlab.model.nodes import NodeSpace
     from circuitlab.prune.ablation import MEANS_FILE
     from circuitlab.prune.edges import count_edges
-    from circuitlab.runs import load_model
+    from circuitlab.train.runs import load_model
 
     out = tmp_path / "out"
     code, stdout, err = run_main(["prune", "--model", str(tiny_run), "--pruner", "heaviside", "--tasks", "toy",

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from circuitlab import plugins
 from circuitlab.config import TrainConfig
-from circuitlab.sparsity import _topk_indices, kept_count, topk_mask
+from circuitlab.train.sparsity import _topk_indices, kept_count, topk_mask
 
 shapes = st.tuples(st.integers(1, 24), st.integers(1, 24))
 

@@ -56,7 +56,7 @@ def _one_line_error(proc, *needles: str) -> str:
 
 def _small_space():
     from circuitlab.config import ModelConfig
-    from circuitlab.nodes import NodeSpace
+    from circuitlab.model.nodes import NodeSpace
 
     return NodeSpace.from_config(ModelConfig(vocab_size=16, n_ctx=8, d_model=2, n_layer=1, n_head=1, d_head=1,
                                              d_mlp=3))
@@ -127,9 +127,9 @@ def test_chunks_are_at_least_one_megabyte():
 def test_record_writes_a_labelled_zstd_store(store: Path, tiny_run: Path):
     import torch
 
-    from circuitlab.nodes import NodeSpace, record_activations
-    from circuitlab.runs import load_model
+    from circuitlab.model.nodes import NodeSpace, record_activations
     from circuitlab.store import SIDES, node_space, open_store, to_torch
+    from circuitlab.train.runs import load_model
 
     ds = open_store(store)
     model, tok, info = load_model(tiny_run)
@@ -370,6 +370,7 @@ def test_corrupt_chunk_names_the_variable_and_the_rest_stays_readable(store: Pat
 
 def test_ensure_store_records_a_missing_store_and_checks_an_existing_one(store: Path, tiny_run: Path,
                                                                           tmp_path: Path):
+    from circuitlab.config import RecordConfig
     from circuitlab.errors import CircuitlabError
     from circuitlab.store import add_method_result, ensure_store, list_methods, open_store
 
@@ -377,7 +378,7 @@ def test_ensure_store_records_a_missing_store_and_checks_an_existing_one(store: 
     n = open_store(store).sizes["node"]
     s, k, e = _result(5, n)
     # What 'circuitlab run --store' needs: the first result of a new model records the store.
-    ensure_store(fresh, tiny_run, tasks="none", corpus_windows=3, window=8)
+    ensure_store(fresh, tiny_run, config=RecordConfig(tasks="none", corpus_windows=3, window=8))
     ds = open_store(fresh)
     assert ds.sizes["example"] == 3 and ds.attrs["model"] == open_store(store).attrs["model"]
     add_method_result(fresh, method="m", task="t", scores=s, kept=k, loss=0.2, edges=len(e), nodes=int(k.sum()),

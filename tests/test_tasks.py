@@ -151,8 +151,8 @@ def test_a_string_that_is_not_one_token_makes_the_task_unusable(project_tokenize
 
 def test_a_tokenizer_without_the_contrast_tokens(tmp_path):
     """A tiny BPE that has no '")' token: the quote task is unusable, and says why."""
-    from circuitlab.corpus import Corpus, SourceFile
-    from circuitlab.tokenizer import train_tokenizer
+    from circuitlab.data.corpus import Corpus, SourceFile
+    from circuitlab.data.tokenizer import train_tokenizer
 
     files = (SourceFile(relpath="a.py", sha256="0", split="train", text="def f(x):\n    return x + 1\n" * 20),)
     tiny = train_tokenizer(Corpus(root=str(tmp_path), files=files, hash="tiny"), vocab_size=280)
@@ -238,7 +238,7 @@ def test_a_third_party_suite_from_the_docs(monkeypatch, small_context):
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     module = types.ModuleType("loops_plugin")
     exec(compile(code, "loops_plugin", "exec"), module.__dict__)
-    monkeypatch.setattr(plugins, "_registry", plugins.make_registry(extra_plugins=(module,), entrypoints=False))
+    monkeypatch.setattr(plugins.manager, "_registry", plugins.make_registry(extra_plugins=(module,), entrypoints=False))
     (task,) = T.resolve_tasks("loops", small_context)
     assert task.qualname == "loops:for_or_while"
     assert T.check_tokens(task, small_context.tokenizer).usable
@@ -252,7 +252,7 @@ def test_benchmark_files_are_the_seeded_sets():
     """Every built-in task has a file; python files equal what the generator makes with the seeds."""
     for task in list(PYTHON.values()) + MinedSuite(T.TaskContext()).tasks():
         path = T.taskset_path(task)
-        assert path.exists(), f"run python benchmarks/tasks/generate.py ({path} missing)"
+        assert path.exists(), f"run python -m circuitlab.tasks.generate_sets ({path} missing)"
         taskset = T.read_taskset(path)
         assert (len(taskset.train), len(taskset.test)) == (T.N_TRAIN, T.N_TEST)
         assert taskset.header["seed_train"] != taskset.header["seed_test"]
@@ -275,7 +275,9 @@ def test_load_pairs_falls_back_to_the_same_seeded_pairs(tmp_path, monkeypatch):
 
 
 def test_mined_file_of_another_corpus_is_regenerated(small_context, capsys, monkeypatch):
-    monkeypatch.setattr(T, "_notes_seen", set())
+    from circuitlab import log
+
+    monkeypatch.setattr(log, "_notes_seen", set())
     task = {t.name: t for t in MinedSuite(small_context).tasks()}["mined_bracket"]
     pairs = T.load_pairs(task, "test", 10, small_context)
     assert pairs == T.standard_pairs(task, n_test=10)[1]

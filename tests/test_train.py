@@ -148,6 +148,7 @@ def test_training_step_runs_under_bf16_autocast(monkeypatch):
     from circuitlab import plugins, train
     from circuitlab.config import AFRAC_LOCATIONS, ModelConfig, TrainConfig
     from circuitlab.model import GPT
+    from circuitlab.train import distributed
 
     entered = []
 
@@ -155,7 +156,7 @@ def test_training_step_runs_under_bf16_autocast(monkeypatch):
         entered.append(device.type)
         return torch.autocast("cpu", dtype=torch.bfloat16)
 
-    monkeypatch.setattr(train, "_autocast", cpu_bf16)
+    monkeypatch.setattr(distributed, "autocast", cpu_bf16)
     torch.manual_seed(0)
     mcfg = ModelConfig(vocab_size=64, n_ctx=16, d_model=32, n_layer=2, n_head=2, d_head=16, d_mlp=64,
                        attn_sink=True, bigram_table=True, pos_emb=True,

@@ -65,7 +65,7 @@ def _edge_set(mds, store_attrs: dict, kept: np.ndarray, cache: dict) -> set | No
         import torch
 
         from .prune.edges import edge_list
-        from .runs import load_model
+        from .train.runs import load_model
 
         if "model" not in cache:
             cache["model"] = load_model(run)[0]

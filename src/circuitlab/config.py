@@ -1,35 +1,119 @@
-"""Configs and presets: attrs frozen classes that round-trip through JSON.
+"""Job records and presets: one frozen attrs class per job, carrying every setting from the CLI to the library.
 
-No torch here: the CLI builds and validates configs before anything heavy is imported.
+Defaults and value checks live here, once, on the records; the click options in ``circuitlab.cli``
+take their defaults and checks from these fields. Every record round-trips through JSON
+(``to_dict`` / ``from_dict``). No torch here: the CLI builds and validates configs before anything
+heavy is imported.
+
+The node sites of a block are defined here too (``BLOCK_SITES``, ``ModelConfig.site_widths``), since
+they are a property of the model's shape; ``circuitlab.model`` builds the node space from them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from typing import Any, TypeVar
 
 import attrs
 
-from .errors import CircuitlabError
+from .errors import CircuitlabError, UnknownNameError
 
-#: AbsTopK activation-sparsity locations (paper-spec §1.5).
-AFRAC_LOCATIONS = ("attn_in", "attn_q", "attn_k", "attn_v", "attn_out", "mlp_in", "mlp_neuron", "mlp_out")
+#: Node sites inside each block, in forward order (node names are ``LAYER.SITE.INDEX``).
+BLOCK_SITES = ("attn.in", "attn.q", "attn.k", "attn.v", "attn.out", "mlp.in", "mlp.neuron", "mlp.out")
+#: AbsTopK activation-sparsity locations (paper-spec §1.5): the block sites with ``_`` for ``.``.
+AFRAC_LOCATIONS = tuple(site.replace(".", "_") for site in BLOCK_SITES)
+#: What a pruned node is replaced by.
+ABLATIONS = ("mean", "zero")
+#: Task-pair splits: train pairs drive pruning, test pairs are reported.
+SPLITS = ("train", "test")
+#: The largest seed torch and numpy accept.
+MAX_SEED = 2**63 - 1
 
 
-def _tuple(x: Any) -> tuple:
-    return tuple(x)
+# ----------------------------------------------------------------------------------------------------
+# Validators: each names the setting as its command-line flag, so one message serves CLI and library.
 
 
-def _unit_interval(instance: Any, attribute: attrs.Attribute, value: float | None) -> None:
-    if value is not None and not (0.0 < value <= 1.0):
-        raise CircuitlabError(f"{attribute.name} must be in (0, 1], got {value}; pass a fraction such as 0.25")
+def flag(attribute: attrs.Attribute) -> str:
+    return "--" + attribute.name.replace("_", "-")
+
+
+def _number(attribute: attrs.Attribute, value: Any, expected: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CircuitlabError(f"{flag(attribute)} must be {expected}, got {value!r}")
+    return value
+
+
+def positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """A finite number > 0 (``None`` passes: it means "the default of whatever uses it")."""
+    if value is not None and not _number(attribute, value, "a positive number") > 0:
+        raise CircuitlabError(f"{flag(attribute)} must be a positive number, got {value!r}")
+
+
+def at_least(minimum: int):
+    """An integer >= ``minimum`` (``None`` passes)."""
+
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CircuitlabError(f"{flag(attribute)} must be an integer, got {value!r}")
+        if value < minimum:
+            raise CircuitlabError(f"{flag(attribute)} must be at least {minimum}, got {value}")
+
+    return check
+
+
+def non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and not _number(attribute, value, "a finite number >= 0") >= 0:
+        raise CircuitlabError(f"{flag(attribute)} must be >= 0, got {value!r}")
+
+
+def unit_interval(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """A fraction in (0, 1]."""
+    if value is not None and not 0.0 < _number(attribute, value, "a fraction in (0, 1]") <= 1.0:
+        raise CircuitlabError(f"{flag(attribute)} must be in (0, 1], got {value}; pass a fraction such as 0.25")
+
+
+def closed_unit_interval(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not 0.0 <= _number(attribute, value, "a number in [0, 1]") <= 1.0:
+        raise CircuitlabError(f"{flag(attribute)} must be in [0, 1], got {value!r}")
+
+
+def valid_seed(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    at_least(0)(instance, attribute, value)
+    if value > MAX_SEED:
+        raise CircuitlabError(f"{flag(attribute)} must be at most 2**63 - 1, got {value}")
+
+
+def one_of(choices: tuple[str, ...]):
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value not in choices:
+            raise UnknownNameError(flag(attribute)[2:], str(value), choices)
+
+    return check
 
 
 def _locations(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
     bad = [v for v in value if v not in AFRAC_LOCATIONS]
     if bad:
         raise CircuitlabError(f"unknown activation-sparsity location(s) {bad}; valid: {', '.join(AFRAC_LOCATIONS)}")
+
+
+def _splits(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
+    bad = [s for s in value if s not in SPLITS]
+    if bad or not value:
+        raise CircuitlabError(f"{flag(attribute)}: unknown or no split(s) {bad}; valid: {', '.join(SPLITS)}")
+
+
+def _tuple(x: Any) -> tuple:
+    return tuple(x)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The model
 
 
 @attrs.frozen(kw_only=True)
@@ -47,35 +131,17 @@ class ModelConfig:
     attn_sink: bool = False  # per-head learnable attention-denominator logit (paper §1.2)
     bigram_table: bool = True  # dense vocab x vocab logit table so sparse weights need not learn bigrams
     pos_emb: bool = False  # learned absolute position embedding added to the residual; the paper uses none
-    afrac: float | None = attrs.field(default=None, validator=_unit_interval)  # AbsTopK kept fraction; None = off
+    afrac: float | None = attrs.field(default=None, validator=unit_interval)  # AbsTopK kept fraction; None = off
     afrac_locations: tuple[str, ...] = attrs.field(default=AFRAC_LOCATIONS, converter=_tuple, validator=_locations)
     init_std: float = 0.02
     norm_eps: float = 1e-6
 
-
-@attrs.frozen(kw_only=True)
-class TrainConfig:
-    """How a model is trained (paper-spec §2)."""
-
-    preset: str = "small"
-    sparsity: str = "topk"  # a registered sparsity schedule
-    density: float = attrs.field(default=0.0625, validator=_unit_interval)  # target kept fraction per matrix
-    steps: int = 1000
-    batch_size: int = 32  # sequences per optimizer step (global, across DDP ranks)
-    lr: float = 3e-3  # peak learning rate before the sqrt(L0) factor
-    warmup_frac: float = 0.01
-    anneal_start_frac: float = 0.01  # sparsity anneal runs from dense at this fraction of training...
-    anneal_end_frac: float = 0.5  # ...to the target density at this fraction
-    min_per_neuron: int = 4  # each neuron keeps at least this many weights (paper A.2)
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 0.1  # unusually large Adam epsilon, as in the paper
-    seed: int = 0
-    eval_every: int = 100
-    eval_batches: int = 8
-    ckpt_every: int = 50
-    corpus: str | None = None  # folder of .py files; None = the running interpreter's stdlib
+    def site_widths(self) -> dict[str, int]:
+        """Channels at each block site: the one definition of the node space's widths."""
+        inner = self.n_head * self.d_head
+        return {"attn.in": self.d_model, "attn.q": inner, "attn.k": inner, "attn.v": inner,
+                "attn.out": self.d_model, "mlp.in": self.d_model, "mlp.neuron": self.d_mlp,
+                "mlp.out": self.d_model}
 
 
 @attrs.frozen(kw_only=True)
@@ -111,11 +177,102 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
-    from .errors import UnknownNameError
-
     if name not in PRESETS:
         raise UnknownNameError("preset", name, PRESETS)
     return PRESETS[name]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Jobs
+
+
+@attrs.frozen(kw_only=True)
+class TrainConfig:
+    """How a model is trained (paper-spec §2). ``for_preset`` fills steps, batch and lr from a preset."""
+
+    preset: str = attrs.field(default="small", validator=one_of(tuple(PRESETS)))
+    sparsity: str = "topk"  # a registered sparsity schedule
+    density: float = attrs.field(default=0.0625, validator=unit_interval)  # target kept fraction per matrix
+    steps: int = attrs.field(default=1000, validator=at_least(1))
+    batch_size: int = attrs.field(default=32, validator=at_least(1))  # sequences per step (global, across ranks)
+    lr: float = attrs.field(default=3e-3, validator=positive)  # peak learning rate before the sqrt(L0) factor
+    warmup_frac: float = 0.01
+    anneal_start_frac: float = 0.01  # sparsity anneal runs from dense at this fraction of training...
+    anneal_end_frac: float = 0.5  # ...to the target density at this fraction
+    min_per_neuron: int = 4  # each neuron keeps at least this many weights (paper A.2)
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 0.1  # unusually large Adam epsilon, as in the paper
+    seed: int = attrs.field(default=0, validator=valid_seed)
+    eval_every: int = 100
+    eval_batches: int = 8
+    ckpt_every: int = attrs.field(default=50, validator=at_least(1))
+    corpus: str | None = None  # folder of .py files; None = the running interpreter's stdlib
+
+    @classmethod
+    def for_preset(cls, preset: str = "small", **settings: Any) -> TrainConfig:
+        """A config with the preset's steps, batch size and lr unless given (``None`` = not given).
+
+        A dense schedule always trains at density 1."""
+        p = get_preset(preset)
+        given = {k: v for k, v in settings.items() if v is not None}
+        given.setdefault("steps", p.steps)
+        given.setdefault("batch_size", p.batch_size)
+        given.setdefault("lr", p.lr)
+        if given.get("sparsity") == "dense":
+            given["density"] = 1.0
+        return cls(preset=preset, **given)
+
+    def model_config(self, vocab_size: int | None = None) -> ModelConfig:
+        """The preset's model shape (with the tokenizer's vocabulary size, when known)."""
+        base = get_preset(self.preset).model
+        return base if vocab_size is None else attrs.evolve(base, vocab_size=vocab_size)
+
+
+@attrs.frozen(kw_only=True)
+class PruneConfig:
+    """How a run's tasks are pruned (paper-spec §3). ``None`` means the mask parameterization's default."""
+
+    pruner: str = "heaviside"  # a registered mask parameterization
+    objective: str = "binary_ce"  # a registered pruning objective
+    tasks: str | None = None  # "SUITE" or "SUITE:task,task"; None = every task of every suite
+    target_loss: float = attrs.field(default=0.15, validator=positive)  # task loss on train pairs
+    ablation: str = attrs.field(default="mean", validator=one_of(ABLATIONS))
+    freeze_norm: bool = False  # fix the final RMSNorm scale to the unpruned model's (paper-spec §6.2)
+    calibrate: bool = False  # fit a scale and shift of the logit difference per candidate (paper A.5)
+    min_accuracy: float = attrs.field(default=0.9, validator=closed_unit_interval)  # prune only solved tasks
+    seed: int = attrs.field(default=0, validator=valid_seed)
+    steps: int | None = attrs.field(default=None, validator=at_least(1))
+    lr: float | None = attrs.field(default=None, validator=positive)
+    penalty_coef: float | None = attrs.field(default=None, validator=non_negative)
+    n_train: int = attrs.field(default=256, validator=at_least(1))  # the standard train set's size
+    n_test: int = attrs.field(default=128, validator=at_least(1))  # the standard test set's size
+    device: str = "cpu"
+    threads: int | None = attrs.field(default=1, validator=at_least(1))  # small passes: one thread is fastest
+    batch_pairs: int = attrs.field(default=32, validator=at_least(1))
+    grid: float = 1.3  # the bisection's upward walk multiplies k by this
+    random_draws: int = 3  # random circuits of the same size, for the validation
+    retries: int = 2  # when the mask collapsed (see prune.search), retrain it up to this many times ...
+    retry_factor: float = 0.25  # ... with the penalty coefficient multiplied by this each time
+    retry_above: float = 2.0  # collapsed: the target needed more than this many times the mask's own nodes
+
+    @property
+    def method(self) -> str:
+        """The label of this pruner and objective in stores and comparisons."""
+        return self.pruner if self.objective == "binary_ce" else f"{self.pruner}+{self.objective}"
+
+
+@attrs.frozen(kw_only=True)
+class RecordConfig:
+    """What ``circuitlab record`` puts into an activation store."""
+
+    tasks: str | None = "all"  # all, SUITE, SUITE:task,task, or "none" for corpus windows only
+    pairs: int = attrs.field(default=16, validator=at_least(0))  # per task and split; both prompts recorded
+    splits: tuple[str, ...] = attrs.field(default=("test",), converter=_tuple, validator=_splits)
+    corpus_windows: int = attrs.field(default=256, validator=at_least(0))  # validation-split windows, for top
+    window: int = attrs.field(default=64, validator=at_least(2))  # tokens per window (capped at n_ctx)
+    seed: int = attrs.field(default=0, validator=valid_seed)
 
 
 T = TypeVar("T")
@@ -136,6 +293,8 @@ def from_dict(cls: type[T], data: dict[str, Any], what: str = "config") -> T:
     try:
         return cls(**data)
     except TypeError as exc:
+        raise CircuitlabError(f"{what} is invalid: {exc}") from None
+    except CircuitlabError as exc:
         raise CircuitlabError(f"{what} is invalid: {exc}") from None
 
 

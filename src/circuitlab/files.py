@@ -1,4 +1,4 @@
-"""Atomic file writes and the cache folder.
+"""Atomic file writes, the cache folder and the one sha256 helper.
 
 Everything circuitlab writes goes to a temporary file in the target's folder and is renamed into
 place, so an interrupted run never leaves a half-written file behind.
@@ -7,6 +7,7 @@ place, so an interrupted run never leaves a half-written file behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -48,6 +49,15 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:

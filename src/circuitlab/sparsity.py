@@ -1,130 +1,18 @@
-"""Helpers for sparsity-schedule plugins: which parameters are sparse, and exact top-k masking.
+"""Compatibility path for schedule plugins: the sparsity helpers now live in ``circuitlab.train.sparsity``.
 
-The ``topk`` schedule (paper-spec §2.1) covers every weight matrix, the embedding, the unembedding
-and all linear biases. RMSNorm gains, the bigram table, the attention-sink logits and the optional
-position embedding stay dense. Block matrices keep at least ``min_per_neuron`` weights per neuron:
-``c_fc`` and ``c_attn`` per output row, both ``c_proj`` per input column (paper-spec §2.1).
-
-torch is imported lazily so that plugin modules importing this stay cheap.
+Plugin packages written against ``from circuitlab.sparsity import ...`` keep working.
 """
 
-from __future__ import annotations
+from .train.sparsity import (  # noqa: F401
+    SparseParam,
+    is_block_matrix,
+    kept_count,
+    nonzero_densities,
+    overall_density,
+    sparse_parameters,
+    topk_mask,
+    unwrap,
+)
 
-from typing import TYPE_CHECKING, Any
-
-import attrs
-
-if TYPE_CHECKING:
-    import torch
-
-
-@attrs.frozen
-class SparseParam:
-    name: str
-    param: Any = attrs.field(eq=False, repr=False)  # the torch Parameter
-    neuron_dim: int | None  # dim along which each neuron keeps >= min_per_neuron entries; None = no minimum
-
-
-_DENSE_MARKERS = ("ln_", "bigram", "sink_logit", "wpe")
-
-
-def unwrap(model: Any) -> Any:
-    """The bare GPT inside a DistributedDataParallel wrapper."""
-    return getattr(model, "module", model)
-
-
-def sparse_parameters(model: Any) -> list[SparseParam]:
-    """The parameters a weight-sparsity schedule masks, in a fixed order."""
-    out = []
-    for name, p in unwrap(model).named_parameters():
-        if any(m in name for m in _DENSE_MARKERS):
-            continue
-        neuron_dim = None
-        if name.endswith(("c_attn.weight", "c_fc.weight")):
-            neuron_dim = 1  # (out, in): every output row keeps its largest inputs
-        elif name.endswith("c_proj.weight"):
-            neuron_dim = 0  # (out, in): every input column keeps its largest outputs
-        out.append(SparseParam(name, p, neuron_dim))
-    return out
-
-
-def is_block_matrix(name: str) -> bool:
-    return name.endswith(("c_attn.weight", "c_fc.weight", "c_proj.weight"))
-
-
-def kept_count(numel: int, density: float) -> int:
-    return max(1, min(numel, round(density * numel)))
-
-
-def topk_mask(w: torch.Tensor, k: int, neuron_dim: int | None = None, min_per_neuron: int = 0,
-              allowed: torch.Tensor | None = None) -> torch.Tensor:
-    """Boolean mask of the k largest |w|, protecting each neuron's top ``min_per_neuron`` first.
-
-    ``allowed`` (bool, like ``w``) restricts the choice to those entries (used by permanent masks).
-    """
-    import torch
-
-    score = w.detach().abs().float()
-    if allowed is not None:
-        score = torch.where(allowed, score, torch.full_like(score, -1.0))
-    if neuron_dim is not None and min_per_neuron > 0 and w.dim() == 2:
-        other = 1 - neuron_dim
-        n_neurons = w.shape[other]
-        m = min(min_per_neuron, w.shape[neuron_dim], k // n_neurons)
-        if m > 0:
-            idx = score.topk(m, dim=neuron_dim).indices
-            protected = torch.zeros_like(score, dtype=torch.bool).scatter_(neuron_dim, idx, True)
-            if allowed is not None:
-                protected &= allowed
-            score = torch.where(protected, torch.full_like(score, float("inf")), score)
-    flat = score.flatten()
-    mask = torch.zeros_like(flat, dtype=torch.bool)
-    mask[_topk_indices(flat, k)] = True
-    if allowed is not None:
-        mask &= allowed.flatten()
-    return mask.view_as(w)
-
-
-def _topk_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k largest entries of a 1-D tensor: exact, like ``flat.topk(k)``, but faster for k << n.
-
-    A strided sample estimates a threshold that about 2k entries pass; the exact top-k is then taken
-    among those candidates. If at least k entries pass, the true k-th value is at or above the
-    threshold, so every top-k entry is a candidate and the result is exact; otherwise it falls back
-    to a full top-k. A full topk over the 262k-entry embedding took ~3.4 ms on the 2-core CPU, the
-    candidate path ~1.4 ms.
-    """
-    import torch
-
-    n = flat.numel()
-    # Only on CPU (measured there; on a GPU the count checks would sync), and never with NaNs: a full
-    # topk ranks NaN highest, a threshold comparison would drop it.
-    if n < 32768 or 4 * k > n or flat.device.type != "cpu" or bool(torch.isnan(flat).any()):
-        return flat.topk(k, sorted=False).indices
-    # Deterministic (no RNG draw, so training stays reproducible); an odd stride does not line up
-    # with the rows of a matrix, so the sample sees every column.
-    sample = flat[:: (n // 8192) | 1]
-    passing = max(1, sample.numel() - (2 * k * sample.numel()) // n)  # rank of the ~2k-th largest
-    threshold = sample.kthvalue(passing).values
-    candidates = (flat > threshold).nonzero().squeeze(1)
-    if candidates.numel() < k:  # many ties at the threshold (e.g. zeros of an already sparse matrix)
-        candidates = (flat >= threshold).nonzero().squeeze(1)
-        if candidates.numel() < k:
-            return flat.topk(k, sorted=False).indices
-    return candidates[flat[candidates].topk(k, sorted=False).indices]
-
-
-def nonzero_densities(model: Any, names: list[str] | None = None) -> dict[str, float]:
-    """Fraction of nonzero entries per parameter (all sparse parameters by default)."""
-    params = dict(unwrap(model).named_parameters())
-    names = names if names is not None else [sp.name for sp in sparse_parameters(model)]
-    return {n: float((params[n] != 0).sum()) / params[n].numel() for n in names}
-
-
-def overall_density(model: Any) -> float:
-    """Nonzero fraction over all sparse parameters together."""
-    nz = total = 0
-    for sp in sparse_parameters(model):
-        nz += int((sp.param != 0).sum())
-        total += sp.param.numel()
-    return nz / max(1, total)
+__all__ = ["SparseParam", "is_block_matrix", "kept_count", "nonzero_densities", "overall_density",
+           "sparse_parameters", "topk_mask", "unwrap"]

@@ -2,8 +2,9 @@
 
 A factory takes no arguments and returns ``objective(logits, target, contrast, reference_logits)``:
 last-position logits (N, vocab) of the pruned and unpruned model, right and wrong token ids (N,);
-it returns a scalar to minimise. Whatever the objective, the target loss and the reported loss
-are the task loss (binary CE per prompt, ``circuitlab.tasks.task_loss``).
+it returns a scalar to minimise (``circuitlab.plugins.protocols.PruningObjective``). Whatever the
+objective, the target loss and the reported loss are the task loss (binary CE per prompt,
+``circuitlab.tasks.task_loss``).
 """
 
 from __future__ import annotations
@@ -36,14 +37,13 @@ def kl():
 def logit_diff():
     """Shortfall of the right-minus-wrong logit difference against the unpruned model's, in units of its mean size."""
 
-    def objective(logits, target, contrast, reference_logits):
-        def diff(z):
-            return (z.gather(1, target[:, None]) - z.gather(1, contrast[:, None])).squeeze(1).float()
+    from circuitlab.tasks import logit_diff as diff
 
-        ref = diff(reference_logits)
+    def objective(logits, target, contrast, reference_logits):
+        ref = diff(reference_logits, target, contrast)
         # Normalised by the unpruned model's mean |difference|, so the objective is O(1) like binary_ce
         # and one penalty coefficient serves both. 0 at the unpruned model, negative when the circuit beats it.
-        return (ref - diff(logits)).mean() / ref.abs().mean().clamp(min=1e-3)
+        return (ref - diff(logits, target, contrast)).mean() / ref.abs().mean().clamp(min=1e-3)
 
     return objective
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from circuitlab import hookimpl
-from circuitlab.sparsity import kept_count, nonzero_densities, sparse_parameters, topk_mask
+from circuitlab.train.sparsity import kept_count, nonzero_densities, sparse_parameters, topk_mask
 
 
 def _linear_anneal(step: int, total: int, start_frac: float, end_frac: float) -> float:

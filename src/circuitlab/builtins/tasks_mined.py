@@ -87,7 +87,7 @@ class AnswerReader:
         if tokenizer is None:
             from tokenizers import Regex, pre_tokenizers
 
-            from circuitlab.tokenizer import PRETOKENIZE_PATTERN
+            from circuitlab.data.tokenizer import PRETOKENIZE_PATTERN
 
             self._split = pre_tokenizers.Split(Regex(PRETOKENIZE_PATTERN), behavior="isolated")
 

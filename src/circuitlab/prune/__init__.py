@@ -1,10 +1,13 @@
-"""Circuit pruning (paper-spec §3): node ablation, mask search and bisection, edges, circuit records.
+"""The prune layer (paper-spec §3): node ablation, mask search and bisection, edges, circuit records.
 
 Modules:
 - ``ablation``: node means over corpus tokens (cached in the run folder), the ablation hook;
-- ``edges``: edge counting and edge lists between kept nodes;
+- ``evaluator``: masked forward passes that return last-position logits;
 - ``search``: mask optimisation, ranking, bisection to a target loss, calibration (``prune_task``);
-- ``circuit``: the ``Circuit`` record, its JSON form and the validations.
+- ``edges``: edge counting and edge lists between kept nodes;
+- ``circuit``: the ``Circuit`` record, its JSON form and the validations;
+- ``pipeline``: ``prune_model(run, PruneConfig, out)``, every selected task of one run.
 
-Nothing here is imported by ``circuitlab --help``; torch is imported inside these modules.
+It takes a ``PruneConfig`` and returns ``Circuit`` records; it never imports the store
+(``circuitlab.jobs`` joins the two). torch is imported inside these modules' functions.
 """

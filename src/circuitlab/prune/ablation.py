@@ -16,19 +16,18 @@ the few kept writes).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CircuitlabError
-from ..nodes import NodeSpace
+from ..files import sha256_file
+from ..log import logger
+from ..model.nodes import NodeSpace
 
 if TYPE_CHECKING:
     import torch
 
 MEANS_FILE = "node_means.safetensors"
-ABLATIONS = ("mean", "zero")
 #: Default ablation corpus: this many random windows of the validation split, of this many tokens
 #: (capped at the model's context length), drawn with this seed.
 N_WINDOWS, WINDOW, WINDOW_SEED = 64, 128, 0
@@ -57,20 +56,6 @@ def compute_node_means(model, windows: torch.Tensor, batch_size: int = 16) -> to
     return (sums / (windows.shape[0] * windows.shape[1])).float()
 
 
-def corpus_windows(ids, n_windows: int, window: int, seed: int):
-    """``n_windows`` random windows of ``window`` tokens from a 1-D id array, as a (n, T) long tensor."""
-    import numpy as np
-    import torch
-
-    ids = np.asarray(ids)
-    window = min(window, len(ids))
-    if window < 2:
-        raise CircuitlabError("the ablation corpus has fewer than 2 tokens; use a larger corpus")
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, len(ids) - window + 1, size=n_windows)
-    return torch.from_numpy(np.stack([ids[s: s + window].astype(np.int64) for s in starts]))
-
-
 def _corpus_hash(info) -> str | None:
     """The corpus hash recorded in the run folder, without reading the corpus, if the run has one."""
     manifest = Path(info.path) / "corpus_manifest.json"
@@ -91,18 +76,10 @@ def _corpus_hash(info) -> str | None:
     return None
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def means_key(info, tokenizer, corpus_hash: str, n_windows: int, window: int, seed: int) -> str:
-    from ..tokenizer import tokenizer_hash
+    from ..data.tokenizer import tokenizer_hash
 
-    weights = _file_digest(Path(info.path) / "model.safetensors")
+    weights = sha256_file(Path(info.path) / "model.safetensors")[:16]
     return f"corpus-{corpus_hash[:16]}.tok-{tokenizer_hash(tokenizer)}.w-{weights}.{n_windows}x{window}.s{seed}"
 
 
@@ -126,13 +103,12 @@ def node_means(model, tokenizer, info, device: Any = "cpu", *, n_windows: int = 
     folder (``node_means.safetensors``, atomic write) and recomputed only for a new key. With
     ``info=None`` they are computed from the default corpus and not cached.
     """
-    import sys
-
     from safetensors.torch import save
 
-    from ..corpus import load_corpus
+    from ..data.corpus import load_corpus
+    from ..data.tokenizer import encode_split
+    from ..data.windows import windows as corpus_windows
     from ..files import write_bytes
-    from ..tokenizer import encode_split
 
     window = min(window, model.config.n_ctx)
     corpus = None
@@ -152,7 +128,7 @@ def node_means(model, tokenizer, info, device: Any = "cpu", *, n_windows: int = 
         if cached is not None and cached.shape == (num_nodes,):
             return cached.float().to(device)
     if progress:
-        print(f"computing node means over {n_windows}x{window} validation tokens", file=sys.stderr)
+        logger.info(f"computing node means over {n_windows}x{window} validation tokens")
     if corpus is None:
         corpus = load_corpus(info.train.corpus if info is not None else None)
     ids = encode_split(corpus, tokenizer, "val")
@@ -168,11 +144,11 @@ def node_means(model, tokenizer, info, device: Any = "cpu", *, n_windows: int = 
 
 def ablation_values(model, tokenizer, info, ablation: str = "mean", device: Any = "cpu",
                     progress: bool = False) -> torch.Tensor:
-    """What a pruned node is replaced by: the node means (``mean``) or zeros (``zero``)."""
+    """What a pruned node is replaced by: the node means (``mean``) or zeros (``zero``).
+
+    ``ablation`` is one of ``circuitlab.config.ABLATIONS``, checked by ``PruneConfig``."""
     import torch
 
-    if ablation not in ABLATIONS:
-        raise CircuitlabError(f"unknown ablation {ablation!r}; valid: {', '.join(ABLATIONS)}")
     if ablation == "zero":
         return torch.zeros(NodeSpace.from_config(model.config).num_nodes, device=device)
     return node_means(model, tokenizer, info, device, progress=progress)

@@ -121,3 +121,67 @@ def geomean(values) -> float | None:
     if not vals:
         return None
     return math.exp(sum(math.log(v) for v in vals) / len(vals))
+
+
+def _validations(te, kept, k: int, config, device):
+    """The circuit's test logit differences, the full model's test (loss, accuracy), and the validations."""
+    import torch
+
+    from ..tasks.loss import loss_and_accuracy
+
+    N = len(kept)
+    d_test = te.diffs(kept.to(device).float())
+    full_loss, full_acc = loss_and_accuracy(te.diffs(torch.ones(N, device=device)))
+    suff = loss_and_accuracy(d_test)[0]
+    nec = loss_and_accuracy(te.diffs((~kept).to(device).float()))[0]
+    all_abl = loss_and_accuracy(te.diffs(torch.zeros(N, device=device)))[0]
+    rgen = torch.Generator().manual_seed(config.seed + 1)
+    draws = []
+    for _ in range(config.random_draws):
+        rk = torch.zeros(N, dtype=torch.bool)
+        rk[torch.randperm(N, generator=rgen)[:k]] = True
+        draws.append(loss_and_accuracy(te.diffs(rk.to(device).float()))[0])
+    return d_test, (full_loss, full_acc), Validations(sufficiency=suff, necessity=nec, random=sum(draws) / max(len(draws), 1),
+                                         random_draws=tuple(draws), full_model=full_loss, all_ablated=all_abl)
+
+
+def build_circuit(model, tr, te, best, attempts: list[dict], config, *, task: str, suite: str, plugins: list,
+                  provenance: dict | None, with_edge_list: bool, t0: float) -> Circuit:
+    """The ``Circuit`` of the chosen attempt: test losses, validations, edges and provenance."""
+    import time
+
+    import attrs
+    import torch
+
+    from .. import __version__
+    from ..model.nodes import NodeSpace
+    from ..tasks.loss import loss_and_accuracy
+    from .edges import count_edges, edge_list
+
+    N, device = tr.num_nodes, tr.values.device
+    reached = best.k is not None
+    k = best.k if reached else N
+    kept = best.kept(k, N)
+    cal = best.calibration.get(k) if config.calibrate else None
+    with torch.no_grad():
+        d_test, (full_loss, full_acc), validations = _validations(te, kept, k, config, device)
+        loss, acc = loss_and_accuracy(d_test, te.sign, cal)
+    names = NodeSpace.from_config(model.config).names()
+    counts = count_edges(model, kept)
+    edges = tuple((names[s], names[t]) for s, t in edge_list(model, kept)) if with_edge_list else ()
+    prov = {
+        "circuitlab_version": __version__, "torch_version": torch.__version__, "plugins": plugins,
+        "prune_config": attrs.asdict(config),
+        "effective": {"steps": best.steps, "lr": best.lr, "penalty_coef": best.coef},
+        "attempts": attempts, "train_prompts": len(tr.batch), "test_prompts": len(te.batch),
+        "mask_history": [list(h) for h in best.history], **(provenance or {}),
+    }
+    return Circuit(
+        task=task, suite=suite, method=f"{config.pruner}/{config.objective}", kept=kept, scores=best.scores,
+        nodes=tuple(names[i] for i in kept.nonzero().flatten().tolist()), edges=edges, node_count=int(k),
+        edge_counts=counts, total_nodes=N, loss=loss, accuracy=acc, train_loss=dict(best.bisection)[k],
+        target_loss=config.target_loss, reached=reached, full_model_loss=full_loss, full_model_accuracy=full_acc,
+        calibration=None if cal is None else {"scale": cal[0], "shift": cal[1]},
+        bisection=tuple(best.bisection), mask_nodes=best.mask_nodes, validations=validations,
+        seconds=time.perf_counter() - t0, provenance=prov,
+    )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..nodes import NodeSpace
+from ..model.nodes import NodeSpace
 
 if TYPE_CHECKING:
     import torch

@@ -1,7 +1,7 @@
-"""Regenerate the standard task sets under benchmarks/tasks/ (fixed seeds; plain JSONL).
+"""Regenerate the standard task sets shipped in circuitlab/tasks/sets/ (fixed seeds; plain JSONL).
 
-    python benchmarks/tasks/generate.py                 # every built-in suite
-    python benchmarks/tasks/generate.py --suite python  # one suite (or SUITE:task,task)
+    python -m circuitlab.tasks.generate_sets                 # every built-in suite
+    python -m circuitlab.tasks.generate_sets --suite python  # one suite (or SUITE:task,task)
 
 Each file ``<suite>/<task>.jsonl`` starts with a header line ({"kind": "circuitlab-taskset", suite,
 task, seed_train, seed_test, n_train, n_test, ...}) followed by one pair per line with a ``split``
@@ -17,7 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from circuitlab.tasks import N_TEST, N_TRAIN, default_task_context, resolve_tasks, taskset_path, write_taskset
+from .suites import default_task_context, resolve_tasks
+from .tasksets import taskset_path, write_taskset
+from .types import N_TEST, N_TRAIN
 
 BUILTIN_SUITES = ("python", "mined")
 
@@ -26,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", action="append", help="suite or SUITE:task,task (repeatable) "
                         f"[default: {', '.join(BUILTIN_SUITES)}]")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="output folder")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "sets",
+                        help="output folder [default: the package's sets/ folder]")
     parser.add_argument("--n-train", type=int, default=N_TRAIN)
     parser.add_argument("--n-test", type=int, default=N_TEST)
     args = parser.parse_args(argv)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 import pluggy
 
+from ..errors import CircuitlabError, UnknownNameError
+from ..log import logger
 from . import hookspecs
-from .errors import CircuitlabError, UnknownNameError
 
 #: Built-in plugin modules, registered after entry points, exactly like third-party plugins.
 BUILTIN_PLUGINS = (
@@ -95,8 +95,8 @@ class PluginManager(pluggy.PluginManager):
                     continue
                 if self.has_plugin(ep.name):
                     other = self.origins.get(ep.name, ("?", "?"))[0]
-                    print(f"circuitlab: skipped plugin {ep.name!r} from {dist_name}: the name is already "
-                          f"used by {other}; rename its entry point", file=sys.stderr)
+                    logger.warning(f"circuitlab: skipped plugin {ep.name!r} from {dist_name}: the name is already "
+                                   f"used by {other}; rename its entry point")
                     continue
                 try:
                     plugin = ep.load()
@@ -106,14 +106,14 @@ class PluginManager(pluggy.PluginManager):
                         raise
                     self.failures.append(PluginFailure(plugin=ep.name, dist=dist_name,
                                                        version=dist.version, error=f"{type(exc).__name__}: {exc}"))
-                    print(f"circuitlab: skipped plugin {ep.name!r} ({dist_name} {dist.version}): "
-                          f"{type(exc).__name__}: {exc}; set CIRCUITLAB_RAISE_PLUGIN_ERRORS=1 for the traceback",
-                          file=sys.stderr)
+                    logger.warning(f"circuitlab: skipped plugin {ep.name!r} ({dist_name} {dist.version}): "
+                                   f"{type(exc).__name__}: {exc}; set CIRCUITLAB_RAISE_PLUGIN_ERRORS=1 for the "
+                                   "traceback")
                     continue
                 self.origins[ep.name] = (dist_name, dist.version)
 
     def load_builtins(self) -> None:
-        from . import __version__
+        from .. import __version__
 
         for modname in BUILTIN_PLUGINS:
             if not self.has_plugin(modname):
@@ -193,8 +193,8 @@ def make_registry(extra_plugins: tuple[Any, ...] = (), entrypoints: bool = True)
                 raise
             pm.unregister(exc.plugin)
             pm.failures.append(PluginFailure(plugin=name, dist=dist, version=version, error=str(exc)))
-            print(f"circuitlab: skipped plugin {name!r} ({dist}): {exc}; check the hook names against "
-                  "docs/plugins.md", file=sys.stderr)
+            logger.warning(f"circuitlab: skipped plugin {name!r} ({dist}): {exc}; check the hook names against "
+                           "docs/plugins.md")
     return Registry(pm)
 
 

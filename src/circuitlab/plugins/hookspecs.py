@@ -33,9 +33,11 @@ class Register(Protocol):
 def register_sparsity_schedules(register: Register) -> None:
     """Register weight-sparsity schedules used by ``circuitlab train --sparsity NAME``.
 
-    :param register: call ``register(name, factory)``. ``factory(density=..., total_steps=...)``
-        returns an object with ``density_at(step) -> float``, ``apply(model, step) -> None`` (called
-        under ``torch.no_grad()`` after every optimizer step), ``densities(model) -> dict[str, float]``,
+    :param register: call ``register(name, factory)``. ``factory(config)`` gets the run's
+        ``circuitlab.config.TrainConfig`` (target ``density``, ``steps``, anneal fractions,
+        ``min_per_neuron``, ...) and returns a ``circuitlab.plugins.protocols.SparsitySchedule``:
+        ``density_at(step) -> float``, ``apply(model, step) -> None`` (called under
+        ``torch.no_grad()`` after every optimizer step), ``densities(model) -> dict[str, float]``,
         and ``state_dict() -> dict[str, Tensor]`` / ``load_state_dict(state)`` for resume.
     """
 
@@ -46,7 +48,7 @@ def register_mask_parameterizations(register: Register) -> None:
 
     :param register: call ``register(name, factory)``. ``factory(num_nodes=..., generator=...)``
         (``generator`` is a seeded ``torch.Generator``: draw every random number from it, so a seed
-        reproduces the result) returns a mask object with
+        reproduces the result) returns a ``circuitlab.plugins.protocols.NodeMask``:
 
         - ``parameters() -> list[Tensor]``: what Adam optimises;
         - ``gate() -> Tensor``: shape ``(num_nodes,)``, values in [0, 1], used in the training forward
@@ -66,7 +68,8 @@ def register_mask_parameterizations(register: Register) -> None:
 def register_pruning_objectives(register: Register) -> None:
     """Register pruning objectives used by ``circuitlab prune --objective NAME``.
 
-    :param register: call ``register(name, factory)``. ``factory()`` returns a callable
+    :param register: call ``register(name, factory)``. ``factory()`` returns a
+        ``circuitlab.plugins.protocols.PruningObjective``, a callable
         ``objective(logits, target, contrast, reference_logits) -> Tensor`` (a scalar to minimise).
         ``logits`` and ``reference_logits`` are last-position logits of shape ``(N, vocab)`` for the
         pruned and the unpruned model; ``target`` and ``contrast`` are token ids of shape ``(N,)``.
@@ -79,7 +82,8 @@ def register_pruning_objectives(register: Register) -> None:
 def register_task_suites(register: Register) -> None:
     """Register task suites used by ``circuitlab tasks --suite NAME`` and ``prune --tasks NAME``.
 
-    :param register: call ``register(name, factory)``. ``factory(context)`` returns an object whose
-        ``tasks() -> list[circuitlab.tasks.Task]`` lists its tasks. ``context`` is a
+    :param register: call ``register(name, factory)``. ``factory(context)`` returns a
+        ``circuitlab.plugins.protocols.TaskSuite``, whose ``tasks() -> list[circuitlab.tasks.Task]``
+        lists its tasks. ``context`` is a
         ``circuitlab.tasks.TaskContext`` (held-out corpus files, for suites that mine real code).
     """

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import attrs
 
-from .config import ModelConfig
-from .errors import CircuitlabError, UnknownNameError
+from ..config import BLOCK_SITES, ModelConfig
+from ..errors import CircuitlabError, UnknownNameError
 
-BLOCK_SITES = ("attn.in", "attn.q", "attn.k", "attn.v", "attn.out", "mlp.in", "mlp.neuron", "mlp.out")
 #: Integer codes for sites (stores keep these; the lookup table goes into attrs).
 SITE_CODES = {s: i for i, s in enumerate(BLOCK_SITES + ("final",))}
 
@@ -34,10 +33,7 @@ class NodeSpace:
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> NodeSpace:
-        inner = config.n_head * config.d_head
-        sizes = {"attn.in": config.d_model, "attn.q": inner, "attn.k": inner, "attn.v": inner,
-                 "attn.out": config.d_model, "mlp.in": config.d_model, "mlp.neuron": config.d_mlp,
-                 "mlp.out": config.d_model}
+        sizes = config.site_widths()
         locs, offset = [], 0
         for layer in range(config.n_layer):
             for site in BLOCK_SITES:

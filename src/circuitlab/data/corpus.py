@@ -14,7 +14,7 @@ from pathlib import Path
 
 import attrs
 
-from .errors import CircuitlabError
+from ..errors import CircuitlabError
 
 # Excluded from the default stdlib corpus: the test suites are half the bytes and include files
 # that are deliberately not valid UTF-8.

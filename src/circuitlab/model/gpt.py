@@ -31,15 +31,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig
+from ..config import AFRAC_LOCATIONS, BLOCK_SITES, ModelConfig
 
 Hook = Callable[[str, torch.Tensor], torch.Tensor]
 
-#: Node sites inside each block, in forward order.
-BLOCK_SITES = ("attn.in", "attn.q", "attn.k", "attn.v", "attn.out", "mlp.in", "mlp.neuron", "mlp.out")
-
 # The AbsTopK location name of each site (paper-spec §1.5 names).
-_AFRAC_LOCATION = {s: s.replace(".", "_") for s in BLOCK_SITES}
+_AFRAC_LOCATION = dict(zip(BLOCK_SITES, AFRAC_LOCATIONS, strict=True))
 
 
 def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -132,10 +129,7 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config)
         self.ln_2 = RMSNorm(config.d_model, config.norm_eps)
         self.mlp = MLP(config)
-        d, inner = config.d_model, config.n_head * config.d_head
-        widths = {"attn.in": d, "attn.q": inner, "attn.k": inner, "attn.v": inner, "attn.out": d,
-                  "mlp.in": d, "mlp.neuron": config.d_mlp, "mlp.out": d}
-        self.sites = Sites(config, layer, widths)
+        self.sites = Sites(config, layer, config.site_widths())
 
     def forward(self, x: torch.Tensor, hook: Hook | None = None) -> torch.Tensor:
         L = self.layer
@@ -181,13 +175,18 @@ class GPT(nn.Module):
         x = self.ln_f(x, hook, "final.norm")
         if hook is not None:
             x = hook("final", x)
-        logits = self.lm_head(x)  # (B, T, vocab)
-        if self.bigram is not None:
-            logits = logits + F.embedding(idx, self.bigram)  # (B, T, vocab): the row of each current token
+        logits = self.unembed(x, idx)  # (B, T, vocab)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))  # (B*T, vocab)
         return logits, loss
+
+    def unembed(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Logits from final residuals x (..., d_model) at tokens idx (...): lm_head plus the bigram row."""
+        logits = self.lm_head(x)  # (..., vocab)
+        if self.bigram is not None:
+            logits = logits + F.embedding(idx, self.bigram)  # (..., vocab): the row of each current token
+        return logits
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -16,9 +16,9 @@ from typing import Any
 
 import attrs
 
-from .config import ModelConfig, TrainConfig, from_dict
-from .errors import CircuitlabError
-from .files import read_json
+from ..config import ModelConfig, TrainConfig, from_dict
+from ..errors import CircuitlabError
+from ..files import read_json
 
 RUN_KIND = "circuitlab-run"
 
@@ -58,8 +58,8 @@ def load_model(path: str | Path, device: Any = "cpu"):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .model import GPT
-    from .tokenizer import load_tokenizer
+    from ..data.tokenizer import load_tokenizer
+    from ..model.gpt import GPT
 
     info = read_run(path)
     model = GPT(info.model)
@@ -74,3 +74,32 @@ def load_model(path: str | Path, device: Any = "cpu"):
     model.to(device).eval()
     tok = load_tokenizer(info.path / "tokenizer.json")
     return model, tok, info
+
+
+def run_summary(out: str | Path) -> dict:
+    """The headline figures of a finished run, from its config.json."""
+    from .sparsity import is_block_matrix
+
+    meta = read_json(Path(out) / "config.json", "run config")
+    final = meta.get("final", {})
+    block = {k: v for k, v in final.get("densities", {}).items() if is_block_matrix(k)}
+    return {
+        "run": str(out),
+        "sparsity": meta["train"]["sparsity"],
+        "target_density": meta["train"]["density"] if meta["train"]["sparsity"] != "dense" else 1.0,
+        "steps": final.get("steps"),
+        "initial_val_loss": final.get("initial_val_loss"),
+        "val_loss": final.get("val_loss"),
+        "tokens_per_second": final.get("tokens_per_second"),
+        "max_block_matrix_density": max(block.values()) if block else None,
+        "corpus_hash": meta["provenance"]["corpus"]["hash"],
+    }
+
+
+def cached_run_dir(config: TrainConfig, model_config: ModelConfig) -> Path:
+    """Where ``circuitlab run`` keeps the model of a (train config, model config): the cache, by config hash."""
+    from ..config import config_hash
+    from ..files import cache_dir
+
+    h = config_hash(config, model_config)
+    return cache_dir() / "runs" / f"{config.preset}-{config.sparsity}-d{config.density:g}-{h}"

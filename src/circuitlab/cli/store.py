@@ -11,8 +11,9 @@ from pathlib import Path
 
 import click
 
-from .cli_options import emit_json, json_option
-from .errors import CircuitlabError
+from ..config import RecordConfig
+from ..errors import CircuitlabError
+from .options import emit_json, json_option, setting
 
 
 def _store_size(path: Path) -> int:
@@ -22,23 +23,22 @@ def _store_size(path: Path) -> int:
 @click.command("record")
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder written by 'circuitlab train'.")
-@click.option("--tasks", "tasks_spec", default="all", show_default=True,
-              help="Tasks whose prompt pairs to record: all, SUITE or SUITE:task,task; 'none' for corpus only.")
-@click.option("--pairs", type=click.IntRange(min=0), default=16, show_default=True,
-              help="Pairs per task and split (both prompts of each pair are recorded).")
-@click.option("--splits", default="test", show_default=True, help="Task splits to record, comma-separated.")
-@click.option("--corpus-windows", type=click.IntRange(min=0), default=256, show_default=True,
-              help="Random windows of the corpus' validation split to record (for 'circuitlab top').")
-@click.option("--window", type=click.IntRange(min=2), default=64, show_default=True,
-              help="Tokens per corpus window (capped at the model's context).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the corpus window sample.")
+@setting(RecordConfig, "tasks", help="Tasks whose prompt pairs to record: all, SUITE or SUITE:task,task; 'none' "
+                                     "for corpus only.")
+@setting(RecordConfig, "pairs", help="Pairs per task and split (both prompts of each pair are recorded).")
+@click.option("--splits", default=",".join(RecordConfig().splits), show_default=True,
+              help="Task splits to record, comma-separated.")
+@setting(RecordConfig, "corpus_windows", help="Random windows of the corpus' validation split to record (for "
+                                              "'circuitlab top').")
+@setting(RecordConfig, "window", help="Tokens per corpus window (capped at the model's context).")
+@setting(RecordConfig, "seed", help="Seed of the corpus window sample.")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Store folder to write. [default: MODEL/activations.zarr]")
 @click.option("--overwrite", is_flag=True, help="Re-record an existing store of the same model (keeps its method "
                                                 "results).")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @json_option
-def record_cmd(model_dir: Path, tasks_spec: str, pairs: int, splits: str, corpus_windows: int, window: int,
+def record_cmd(model_dir: Path, tasks: str, pairs: int, splits: str, corpus_windows: int, window: int,
                seed: int, out: Path | None, overwrite: bool, quiet: bool, json_: bool) -> None:
     """Record every node's activation on task prompt pairs and corpus windows into a zarr store.
 
@@ -47,9 +47,11 @@ def record_cmd(model_dir: Path, tasks_spec: str, pairs: int, splits: str, corpus
     ablation, and integer-coded coordinates with their lookup tables in the root attrs. Reopen it
     with plain xarray:  xarray.open_zarr(STORE)
     """
-    from .runs import read_run
-    from .store import record_run
+    from ..store import open_store, record_run
+    from ..train.runs import read_run
 
+    config = RecordConfig(tasks=tasks, pairs=pairs, splits=[s.strip() for s in splits.split(",") if s.strip()],
+                          corpus_windows=corpus_windows, window=window, seed=seed)
     out = out or (Path(model_dir) / "activations.zarr")
     read_run(model_dir)
 
@@ -61,11 +63,7 @@ def record_cmd(model_dir: Path, tasks_spec: str, pairs: int, splits: str, corpus
         if not quiet:
             click.echo(msg, err=True)
 
-    path = record_run(out, model_dir, tasks=tasks_spec, pairs=pairs,
-                      splits=[s.strip() for s in splits.split(",") if s.strip()], corpus_windows=corpus_windows,
-                      window=window, seed=seed, overwrite=overwrite, progress=progress, note=note)
-    from .store import open_store
-
+    path = record_run(out, model_dir, config, overwrite=overwrite, progress=progress, note=note)
     ds = open_store(path)
     summary = {"store": str(path), "examples": int(ds.sizes["example"]), "tokens": int(ds.sizes["token"]),
                "nodes": int(ds.sizes["node"]), "tasks": ds.attrs["codes"]["task"],
@@ -92,7 +90,7 @@ def compare_cmd(store: Path, plot: Path | None, json_: bool) -> None:
     Per task and method pair: node-set and edge-set Jaccard; per method: loss, nodes, edges, and the
     mean |activation| and activation frequency of the nodes it kept.
     """
-    from .compare import compare_store, format_table, plot_edges
+    from ..compare import compare_store, format_table, plot_edges
 
     result = compare_store(store)
     if plot is not None:
@@ -127,7 +125,7 @@ def top_cmd(store: Path, node: str, k: int, source: str, context: int, json_: bo
     The highlighted token is the one at which the activation was read: [[token]] (or reverse video on a
     terminal). Newlines show as \\n.
     """
-    from .store import top_examples
+    from ..store import top_examples
 
     result = top_examples(store, node, k=k, source=source, context=context)
     if json_:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_path, cache_dir, write_bytes
 from .corpus import Corpus
-from .files import atomic_path, cache_dir, write_bytes
 
 PRETOKENIZE_PATTERN = (
     r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"

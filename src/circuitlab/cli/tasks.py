@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import click
 
-from .cli_options import emit_json, json_option
+from .options import emit_json, json_option
 
 LOSS_CONVENTION = ("per-prompt binary cross-entropy over the two candidate tokens at the last position, "
                    "averaged over both prompts of every pair (the paper's stored two-sided values are 2x)")
@@ -29,7 +29,7 @@ def _tail(prompt: str, width: int = 56) -> str:
 
 def list_tasks(tasks: list, context: Any) -> list[dict]:
     """One record per task: description, an example pair and whether the project tokenizer can score it."""
-    from .tasks import check_tokens, load_pairs
+    from ..tasks import check_tokens, load_pairs
 
     rows = []
     for task in tasks:
@@ -44,7 +44,7 @@ def list_tasks(tasks: list, context: Any) -> list[dict]:
 
 def evaluate_tasks(tasks: list, model: Any, tokenizer: Any, context: Any, n: int | None) -> list[dict]:
     """Every task's test pairs through the full model: loss, accuracy and token usability."""
-    from .tasks import check_tokens, evaluate, load_pairs
+    from ..tasks import check_tokens, evaluate, load_pairs
 
     rows = []
     for task in tasks:
@@ -107,7 +107,7 @@ def tasks_cmd(spec: str | None, model_dir: str | None, n: int | None, json_: boo
     With --model: loss and accuracy of the full model on each task's held-out test pairs.
     The loss is the per-prompt binary CE over the two candidate tokens (the paper's values are 2x).
     """
-    from .tasks import default_task_context, resolve_tasks, task_context_for_run
+    from ..tasks import default_task_context, resolve_tasks, task_context_for_run
 
     if model_dir is None:
         context = default_task_context()
@@ -118,7 +118,7 @@ def tasks_cmd(spec: str | None, model_dir: str | None, n: int | None, json_: boo
             _print_listing(rows)
         return
 
-    from .runs import load_model, read_run
+    from ..train.runs import load_model, read_run
 
     info = read_run(model_dir)  # a folder that is not a run fails here, before torch is imported
     context = task_context_for_run(info)

@@ -1,0 +1,140 @@
+"""``circuitlab prune`` and ``circuitlab run``: prune task circuits out of a trained model.
+
+``prune`` works on an existing run folder; ``run`` is the main job: it trains a model (or reuses one
+cached by config hash), prunes every task the full model solves, and prints a table plus the
+geometric means of edges and nodes. Progress goes to stderr; ``--json`` prints one JSON document
+on stdout. Both write ``circuits/<task>.json`` and ``summary.json`` under ``--out``. Every pruning
+setting is a field of ``circuitlab.config.PruneConfig``, with its default and check defined there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import click
+
+from ..config import ABLATIONS, PruneConfig, TrainConfig
+from .options import RegistryName, emit_json, json_option, options, setting
+
+
+def prune_options(min_accuracy: float):
+    """The options shared by ``prune`` and ``run`` (``--min-accuracy`` defaults differ)."""
+    return options(
+        click.option("--pruner", type=RegistryName("pruner"), required=True,
+                     help="Mask parameterization: heaviside (the paper's), hardconcrete, sigmoid, or a plugin's."),
+        click.option("--objective", type=RegistryName("objective"), default=PruneConfig().objective,
+                     show_default=True, help="Pruning objective: binary_ce (the paper's), kl, logit_diff, or a plugin's."),
+        click.option("--tasks", "tasks", default=None, metavar="SUITE|SUITE:task,task",
+                     help="Tasks to prune. [default: every task of every suite]"),
+        setting(PruneConfig, "target_loss", help="Task loss (binary CE per prompt) the circuit must reach on the "
+                                                 "train pairs."),
+        setting(PruneConfig, "ablation", type=click.Choice(ABLATIONS),
+                help="What a pruned node is replaced by: its mean over corpus tokens, or zero."),
+        setting(PruneConfig, "freeze_norm",
+                help="Fix the final RMSNorm scale to the unpruned model's (paper-spec §6.2 control)."),
+        setting(PruneConfig, "calibrate",
+                help="Fit a scale and shift of the logit difference per candidate circuit (paper A.5)."),
+        setting(PruneConfig, "min_accuracy", default=min_accuracy,
+                help="Prune only tasks whose full-model test accuracy is at least this; list the others as skipped."),
+        setting(PruneConfig, "seed", help="Seed of the mask search."),
+        setting(PruneConfig, "steps", help="Mask optimisation steps. [default: the pruner's]"),
+        setting(PruneConfig, "lr", help="Mask learning rate. [default: the pruner's]"),
+        setting(PruneConfig, "penalty_coef", help="Coefficient of the mask penalty (kept-node count). "
+                                                  "[default: the pruner's]"),
+        setting(PruneConfig, "n_train", help="Train pairs per task (mask search and bisection)."),
+        setting(PruneConfig, "n_test", help="Held-out test pairs per task (reported loss, accuracy, validations)."),
+        setting(PruneConfig, "device", help="Torch device, e.g. cpu or cuda."),
+        setting(PruneConfig, "threads", help="CPU threads for pruning (its passes are small: one thread is "
+                                             "fastest on a busy machine)."),
+        click.option("--store", "store", default=None, metavar="PATH",
+                     help="Also add every circuit to this activation store."),
+        json_option,
+    )
+
+
+def prune_config(settings: dict) -> PruneConfig:
+    """The PruneConfig of a command's parameters (every parameter named like a PruneConfig field)."""
+    return PruneConfig(**{f.name: settings[f.name] for f in attrs.fields(PruneConfig) if f.name in settings})
+
+
+def print_table(summary: dict) -> None:
+    """The human-readable result: one row per circuit, skipped tasks, and the geometric means."""
+    rows = summary["tasks"]
+    width = max([len(r["task"]) for r in rows] + [len(s["task"]) for s in summary["skipped"]] + [4])
+    click.echo(f"{'task':<{width}}  {'nodes':>6}  {'edges':>7}  {'loss':>7}  {'reached':>7}  {'seconds':>7}")
+    for r in rows:
+        reached = "yes" if r["reached"] else "NO"
+        click.echo(f"{r['task']:<{width}}  {r['nodes']:>6}  {r['edges']:>7}  {r['loss']:>7.4f}  "
+                   f"{reached:>7}  {r['seconds']:>7.1f}")
+    for r in rows:
+        if not r["reached"]:
+            click.echo(f"not reached: {r['task']}: even the full model's loss is {r['full_model_loss']:.4f} "
+                       f"(target {r['target_loss']:g}); its row is the full model")
+    for s in summary["skipped"]:
+        acc = "n/a" if s.get("accuracy") is None else f"{s['accuracy']:.3f}"
+        click.echo(f"skipped: {s['task']} (accuracy {acc}): {s['reason']}")
+    ge, gn = summary["geomean_edges"], summary["geomean_nodes"]
+    if ge is None:
+        click.echo("geomean edges: n/a (no circuit reached the target)")
+    else:
+        click.echo(f"geomean edges: {ge:.1f}   geomean nodes: {gn:.1f}   "
+                   f"(over {summary['n_reached']} circuits that reached target {summary['target_loss']:g})")
+
+
+@click.command("prune")
+@click.option("--model", "model_dir", required=True, metavar="DIR", help="A run folder written by 'circuitlab train'.")
+@prune_options(min_accuracy=0.0)
+@click.option("--out", default=None, metavar="DIR",
+              help="Where circuits/<task>.json and summary.json go. [default: DIR/pruned/PRUNER-OBJECTIVE]")
+def prune_cmd(model_dir, store, json_, out, **settings):
+    """Prune a trained model to the smallest node circuit per task that reaches --target-loss.
+
+    Optimises node masks on each task's train pairs, ranks nodes by mask score, bisects the node
+    count to the smallest circuit whose train loss reaches the target, and reports its held-out test
+    loss, edges and validations (sufficiency, necessity, a random circuit of the same size).
+    """
+    from ..jobs import prune_job
+    from ..train.runs import read_run
+
+    config = prune_config(settings)
+    info = read_run(model_dir)
+    if out is None:
+        out = info.path / "pruned" / f"{config.pruner}-{config.objective}"
+    summary = prune_job(info.path, config, out, store=store)
+    if json_:
+        emit_json(summary)
+    else:
+        print_table(summary)
+
+
+@click.command("run")
+@click.option("--sparsity", type=RegistryName("sparsity"), required=True,
+              help="Sparsity schedule of the model: dense, topk (the paper's), or a plugin's.")
+@prune_options(min_accuracy=PruneConfig().min_accuracy)
+@setting(TrainConfig, "preset", help="Model size and training budget: tiny, small or ref.")
+@setting(TrainConfig, "density", help="Target fraction of nonzero weights per matrix.")
+@setting(TrainConfig, "seed", "--train-seed", "train_seed", help="Seed of model training.")
+@click.option("--out", default=None, metavar="DIR",
+              help="Where circuits, summary.json and the model reference go. [default: runs/run-PRESET-SPARSITY-PRUNER]")
+def run_cmd(sparsity, preset, density, train_seed, store, json_, out, **settings):
+    """The main job: train a model (or reuse one cached by config hash), then prune every task it solves.
+
+    Tasks whose full-model test accuracy is below --min-accuracy are listed as skipped: under mean
+    ablation a model near chance still yields a "circuit", and that circuit explains nothing.
+    Prints a table (task, nodes, edges, loss, reached, seconds) and the geometric means of edges and nodes.
+    """
+    from ..jobs import run_job
+
+    config = prune_config(settings)
+    train_config = TrainConfig.for_preset(preset, sparsity=sparsity, density=density, seed=train_seed)
+    if out is None:
+        out = Path("runs") / f"run-{preset}-{sparsity}-{config.pruner}"
+    summary = run_job(train_config, config, out, store=store)
+    if json_:
+        emit_json(summary)
+    else:
+        print_table(summary)
+        path = summary["model"]
+        click.echo(f"model: {path} ({'reused' if summary['model_reused'] else 'trained'}); results in {out}; "
+                   f"total {summary['total_seconds']:.0f}s")

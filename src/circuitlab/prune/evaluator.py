@@ -1,0 +1,102 @@
+"""Masked forward passes over one encoded task batch, returning last-position logits only.
+
+Every node location's activation ``x`` becomes ``ablated + gate * (x - ablated)``; the pass stops at
+the final residual and unembeds only each prompt's last position (``GPT.unembed``), which is all the
+task loss needs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..model.nodes import NodeSpace
+from ..tasks.loss import logit_diff
+from .ablation import ablation_hook
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..tasks.types import TaskBatch
+
+
+class _Stop(Exception):
+    """Raised by the hook at ``final`` to skip the full-vocabulary unembedding of every position."""
+
+
+class Evaluator:
+    """Masked forward passes over one TaskBatch that return the last-position logits only."""
+
+    def __init__(self, model, batch: TaskBatch, values: torch.Tensor, *, freeze_norm: bool = False,
+                 chunk: int = 128):
+        import torch
+
+        self.model, self.batch, self.values, self.chunk = model, batch, values, chunk
+        self.space = NodeSpace.from_config(model.config)
+        self.num_nodes = self.space.num_nodes
+        n = len(batch)
+        self.by_length = torch.argsort(batch.last, stable=True)
+        self.unsort = torch.argsort(self.by_length)
+        self.sign = 1.0 - 2.0 * (torch.arange(n, device=batch.ids.device) % 2).float()  # +1 prompt A, -1 prompt B
+        self.norm_scale = None
+        ones = torch.ones(self.num_nodes, device=values.device)
+        with torch.no_grad():
+            if freeze_norm:
+                scales = []
+                self.reference = self._run(ones, None, record_scale=scales)
+                width = int(batch.last.max()) + 1
+                self.norm_scale = torch.zeros(n, width, 1, device=values.device)
+                for rows, s in scales:
+                    self.norm_scale[rows, : s.shape[1]] = s
+            else:
+                self.reference = self._run(ones, None)  # (N, vocab)
+
+    def _chunk(self, gate, r, record_scale):
+        """Last-position logits (len(r), vocab) of the rows ``r``, padded to their own longest prompt."""
+        import torch
+
+        b = self.batch
+        last = b.last[r]
+        ids = b.ids[r, : int(last.max()) + 1]
+        scale = None if self.norm_scale is None else self.norm_scale[r]
+        inner = ablation_hook(self.space, gate, self.values, scale)
+        box: dict[str, Any] = {}
+
+        def hook(name, x):
+            if record_scale is not None and name == "final.norm":
+                record_scale.append((r, x.detach()))
+            x = inner(name, x)
+            if name == "final":
+                box["final"] = x
+                raise _Stop
+            return x
+
+        try:
+            self.model(ids, hook=hook)
+        except _Stop:
+            pass
+        rows = torch.arange(len(r), device=ids.device)
+        return self.model.unembed(box["final"][rows, last], ids[rows, last])  # (n, d_model) -> (n, vocab)
+
+    def _run(self, gate, rows, record_scale=None):
+        import torch
+
+        # Whole-set passes go shortest-first, so each chunk is padded only to its own longest prompt.
+        all_rows = self.by_length if rows is None else rows
+        out = torch.cat([self._chunk(gate, all_rows[i: i + self.chunk], record_scale)
+                         for i in range(0, len(all_rows), self.chunk)])
+        return out[self.unsort] if rows is None else out
+
+    def last_logits(self, gate, rows=None):
+        """(n, vocab) last-position logits with node gates ``gate`` (num_nodes,), for ``rows`` (default all)."""
+        return self._run(gate, rows)
+
+    def diffs(self, gate, rows=None):
+        """Right-minus-wrong logit difference per prompt, (n,)."""
+        b = self.batch
+        z = self.last_logits(gate, rows)
+        t = b.target if rows is None else b.target[rows]
+        c = b.contrast if rows is None else b.contrast[rows]
+        return logit_diff(z, t, c)
+
+    def hard_gate(self, kept):
+        return kept.to(self.values.dtype)

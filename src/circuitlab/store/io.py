@@ -1,0 +1,267 @@
+"""Reading and writing the zarr v3 hierarchy: opening with integrity checks, streaming writes of the
+activation dataset, atomic installation of a finished store, and group metadata (layout: ``circuitlab.store``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+
+from ..errors import CircuitlabError
+from .schema import (
+    CHUNK_BYTES,
+    EXAMPLE_COORDS,
+    METHODS,
+    MIN_CHUNK_BYTES,
+    NODE_COORDS,
+    ZSTD_LEVEL,
+    ExampleBatch,
+    chunk_examples,
+    root_attrs,
+)
+
+if TYPE_CHECKING:
+    import torch
+    import xarray as xr
+
+
+def _missing_chunks(array_dir: Path) -> tuple[list[str], int]:
+    """Chunk files of a zarr v3 array that should exist but do not, and how many there should be.
+
+    zarr reads a missing chunk as the fill value (NaN for activations), so a deleted file would pass
+    silently. Only for arrays written with ``write_empty_chunks``, where every chunk is on disk."""
+    import itertools
+
+    try:
+        meta = json.loads((array_dir / "zarr.json").read_text(encoding="utf-8"))
+        shape = meta["shape"]
+        chunk_shape = meta["chunk_grid"]["configuration"]["chunk_shape"]
+        encoding = meta.get("chunk_key_encoding", {})
+        name = encoding.get("name", "default")
+        sep = encoding.get("configuration", {}).get("separator", "/")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return [], 0  # unreadable metadata: xarray's own error is clearer
+    if name != "default" or sep != "/" or len(shape) != len(chunk_shape):
+        return [], 0  # a layout this store never writes: do not guess its chunk names
+    grid = [range(-(-n // max(1, c))) for n, c in zip(shape, chunk_shape, strict=True)]
+    keys = ["/".join(["c", *map(str, idx)]) for idx in itertools.product(*grid)]
+    return [k for k in keys if not (array_dir / k).is_file()], len(keys)
+
+
+def open_store(path: str | os.PathLike) -> xr.Dataset:
+    """Open a store's activation dataset lazily (no dask needed), after checking its schema and that
+    no activation chunk file is missing."""
+    import xarray as xr
+
+    path = Path(path)
+    root_attrs(path)
+    missing, total = _missing_chunks(path / "activation")
+    if missing:
+        raise CircuitlabError(f"store {str(path)!r} is damaged: {len(missing)} of {total} 'activation' chunk files "
+                              f"are missing (first: activation/{missing[0]}); re-record it with "
+                              "'circuitlab record --overwrite'")
+    try:
+        return xr.open_zarr(path, consolidated=False, chunks=None, zarr_format=3)
+    except Exception as exc:  # metadata of a variable unreadable: name what failed
+        raise CircuitlabError(f"store {str(path)!r} could not be opened ({type(exc).__name__}: {exc}); "
+                              "re-record it with 'circuitlab record --overwrite'") from None
+
+
+def read_values(da: xr.DataArray, what: str | None = None, where: str = "") -> np.ndarray:
+    """``da.values``, turning a corrupt chunk into a CircuitlabError naming the variable (and ``where``)."""
+    try:
+        return np.asarray(da.values)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        name = what or da.name
+        raise CircuitlabError(f"variable {name!r} is corrupt: a chunk{where} could not be read ({type(exc).__name__}: "
+                              f"{exc}); the store's other variables are still readable; re-record with "
+                              "'circuitlab record --overwrite'") from None
+
+
+def to_torch(da: xr.DataArray, device: Any = "cpu") -> torch.Tensor:
+    """One selection of a store (any DataArray) as a torch tensor, e.g.
+    ``to_torch(ds.activation.isel(example=slice(0, 8)).sel(node=ds.site == 6))``."""
+    import torch
+
+    arr = np.ascontiguousarray(read_values(da))
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return torch.from_numpy(arr).to(device)
+
+
+def sibling_tmp(path: Path) -> Path:
+    return path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+
+
+def group_json(path: Path, tmp_dir: Path, attributes: dict | None = None) -> None:
+    """Create a zarr v3 group's metadata file if it does not exist (atomically; safe under races).
+
+    The file is written in ``tmp_dir`` (outside the hierarchy, same file system) and hard-linked into place."""
+    path.mkdir(parents=True, exist_ok=True)
+    target = path / "zarr.json"
+    if target.exists():
+        return
+    tmp = tmp_dir / f".zarr.json.{uuid.uuid4().hex[:12]}"
+    tmp.write_text(json.dumps({"attributes": attributes or {}, "zarr_format": 3, "node_type": "group"}))
+    try:
+        os.link(tmp, target)  # fails if another writer got there first: fine, same content
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
+def _batch_dataset(batch: ExampleBatch, start: int, with_nodes: dict[str, np.ndarray] | None) -> xr.Dataset:
+    import xarray as xr
+
+    n = len(batch)
+    coords: dict[str, Any] = {"example": np.arange(start, start + n, dtype=np.int64)}
+    for c in EXAMPLE_COORDS:
+        coords[c] = ("example", getattr(batch, c))
+    if with_nodes is not None:
+        num = batch.activation.shape[2]
+        coords["node"] = np.arange(num, dtype=np.int32)
+        for c in NODE_COORDS:
+            coords[c] = ("node", with_nodes[c])
+        coords["token"] = np.arange(batch.activation.shape[1], dtype=np.int32)
+    data = {"activation": (("example", "token", "node"), batch.activation),
+            "token_ids": (("example", "token"), batch.token_ids)}
+    for v in ("length", "target", "contrast", "offset"):
+        data[v] = ("example", getattr(batch, v))
+    return xr.Dataset(data, coords=coords)
+
+
+def _coerce(batch: ExampleBatch, tokens: int, nodes: int) -> ExampleBatch:
+    n = len(batch)
+    out = {
+        "activation": np.ascontiguousarray(batch.activation, dtype=np.float32),
+        "token_ids": np.asarray(batch.token_ids, dtype=np.int32),
+        "length": np.asarray(batch.length, dtype=np.int32),
+        "task": np.asarray(batch.task, dtype=np.int16),
+        "side": np.asarray(batch.side, dtype=np.int8),
+        "split": np.asarray(batch.split, dtype=np.int8),
+        "pair": np.asarray(batch.pair, dtype=np.int32),
+        "target": np.asarray(batch.target, dtype=np.int32),
+        "contrast": np.asarray(batch.contrast, dtype=np.int32),
+        "offset": np.asarray(batch.offset, dtype=np.int64),
+    }
+    if out["activation"].shape != (n, tokens, nodes) or out["token_ids"].shape != (n, tokens):
+        raise CircuitlabError(f"batch shapes {out['activation'].shape}/{out['token_ids'].shape} do not match the "
+                              f"store's (n, {tokens}, {nodes})")
+    for k, v in out.items():
+        if k not in ("activation", "token_ids") and v.shape != (n,):
+            raise CircuitlabError(f"batch field {k!r} has shape {v.shape}, expected ({n},)")
+    return ExampleBatch(**out)
+
+
+def _concat(batches: list[ExampleBatch]) -> ExampleBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return ExampleBatch(**{f.name: np.concatenate([getattr(b, f.name) for b in batches])
+                           for f in attrs.fields(ExampleBatch)})
+
+
+def _split_batch(batch: ExampleBatch, n: int) -> tuple[ExampleBatch, ExampleBatch]:
+    head = ExampleBatch(**{f.name: getattr(batch, f.name)[:n] for f in attrs.fields(ExampleBatch)})
+    tail = ExampleBatch(**{f.name: getattr(batch, f.name)[n:] for f in attrs.fields(ExampleBatch)})
+    return head, tail
+
+
+def write_dataset(path: str | os.PathLike, batches: Iterable[ExampleBatch], *, num_examples: int, tokens: int,
+                  nodes: dict[str, np.ndarray], node_mean: np.ndarray, attributes: dict[str, Any],
+                  chunk_bytes: int = CHUNK_BYTES, flush_bytes: int = 64 << 20,
+                  min_chunk_bytes: int = MIN_CHUNK_BYTES) -> Path:
+    """Write a new store at ``path`` (which must not exist) from ``batches``, streaming.
+
+    Rows are buffered to whole activation chunks and appended along ``example`` through xarray; the root
+    attrs (schema, codes, model) are written last, so a store without them is incomplete. Not atomic by
+    itself: ``record_store`` writes to a temporary sibling and renames.
+    """
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    path = Path(path)
+    num_nodes = len(nodes["index"])
+    ce = chunk_examples(tokens, num_nodes, target=chunk_bytes, total=num_examples, minimum=min_chunk_bytes)
+    small = min(max(num_examples, 1), max(ce, -(-min_chunk_bytes // max(1, tokens * 4))))
+    zstd = [ZstdCodec(level=ZSTD_LEVEL)]
+    flush_rows = ce * max(1, flush_bytes // max(1, ce * tokens * num_nodes * 4))  # whole chunks per append
+    written, pending, n_pending = 0, [], 0
+
+    def flush(rows: ExampleBatch) -> None:
+        nonlocal written
+        if written == 0:
+            ds = _batch_dataset(rows, 0, nodes)
+            ds["node_mean"] = ("node", np.asarray(node_mean, dtype=np.float32))
+            # write_empty_chunks: skip zarr's per-chunk "all fill value?" scan; activation chunks are never empty
+            enc = {"activation": {"chunks": (ce, tokens, num_nodes), "compressors": zstd, "write_empty_chunks": True},
+                   "token_ids": {"chunks": (small, tokens), "compressors": zstd}}
+            for v in ("length", "target", "contrast", "offset", *EXAMPLE_COORDS, "example"):
+                enc[v] = {"chunks": (max(small, ce),), "compressors": zstd}
+            ds.to_zarr(path, mode="w-", zarr_format=3, consolidated=False, encoding=enc)
+        else:
+            # write_empty_chunks is not stored in the array's metadata: pass it on every append, so
+            # every activation chunk is on disk (open_store checks that none is missing).
+            _batch_dataset(rows, written, None).to_zarr(path, append_dim="example", zarr_format=3,
+                                                        consolidated=False, write_empty_chunks=True)
+        written += len(rows)
+
+    for batch in batches:
+        batch = _coerce(batch, tokens, num_nodes)
+        pending.append(batch)
+        n_pending += len(batch)
+        if n_pending >= flush_rows:
+            rows = _concat(pending)
+            whole = (n_pending // ce) * ce
+            head, tail = _split_batch(rows, whole)
+            flush(head)
+            pending, n_pending = ([tail], len(tail)) if len(tail) else ([], 0)
+    if n_pending or written == 0:
+        rows = _concat(pending) if pending else _coerce(_empty_batch(tokens, num_nodes), tokens, num_nodes)
+        flush(rows)
+    if written != num_examples:
+        raise CircuitlabError(f"wrote {written} examples, expected {num_examples}")
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    group.attrs.put(attributes)
+    group_json(path / METHODS, path.parent)
+    return path
+
+
+def _empty_batch(tokens: int, nodes: int) -> ExampleBatch:
+    z = np.zeros(0)
+    return ExampleBatch(activation=np.zeros((0, tokens, nodes), np.float32), token_ids=np.zeros((0, tokens)),
+                        length=z, task=z, side=z, split=z, pair=z, target=z, contrast=z, offset=z)
+
+
+def install_store(tmp: Path, out: Path, overwrite: bool) -> Path:
+    """Move a finished store from ``tmp`` to ``out``; with ``overwrite``, keep ``out``'s method results."""
+    if out.exists():
+        if not overwrite:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CircuitlabError(f"store {str(out)!r} already exists; pass --overwrite to re-record it "
+                                  "(its method results are kept)")
+        root_attrs(out)  # never replace a folder that is not a circuitlab store
+        old_methods = out / METHODS
+        if old_methods.is_dir():
+            shutil.rmtree(tmp / METHODS, ignore_errors=True)
+            os.rename(old_methods, tmp / METHODS)
+        trash = sibling_tmp(out)
+        os.rename(out, trash)
+        os.rename(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+        return out
+    try:
+        os.rename(tmp, out)
+    except OSError:  # another process created it in the meantime
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CircuitlabError(f"store {str(out)!r} already exists; pass --overwrite to re-record it") from None
+    return out

@@ -1,0 +1,167 @@
+"""Method results: one group per (method, task) under ``methods/``, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import CircuitlabError, UnknownNameError
+from ..model.nodes import NodeSpace
+from .io import group_json, open_store, read_values, sibling_tmp
+from .schema import METHODS, NODE_COORDS, SCHEMA_VERSION, check_name, node_coords, node_space, now, root_attrs
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+
+def method_group(method: str, task: str) -> str:
+    return f"{METHODS}/{check_name('method', method)}/{check_name('task', task)}"
+
+
+def list_methods(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(method, task) of every method result in the store, sorted."""
+    root = Path(path) / METHODS
+    found = []
+    if root.is_dir():
+        for m in sorted(os.listdir(root)):
+            if (root / m).is_dir() and not m.startswith("."):
+                for t in sorted(os.listdir(root / m)):
+                    if not t.startswith(".") and (root / m / t / "zarr.json").exists():
+                        found.append((m, t))
+    return found
+
+
+def open_method(path: str | os.PathLike, method: str, task: str) -> xr.Dataset:
+    import xarray as xr
+
+    path = Path(path)
+    root_attrs(path)
+    group = method_group(method, task)
+    if not (path / group / "zarr.json").exists():
+        raise UnknownNameError("method result", f"{method}/{task}", [f"{m}/{t}" for m, t in list_methods(path)])
+    try:
+        return xr.open_zarr(path, group=group, consolidated=False, chunks=None, zarr_format=3)
+    except Exception as exc:
+        raise CircuitlabError(f"method result {method}/{task} in {str(path)!r} could not be opened "
+                              f"({type(exc).__name__}: {exc}); rewrite it with --overwrite") from None
+
+
+def _check_nodes(path: Path, ds: xr.Dataset, space: NodeSpace | None, n: int) -> dict[str, np.ndarray]:
+    stored = {c: read_values(ds[c], c) for c in NODE_COORDS}
+    if len(stored["index"]) != n:
+        raise CircuitlabError(f"store {str(path)!r} has {len(stored['index'])} nodes but the result has {n}; "
+                              "it was recorded for a different model shape; use a store recorded from this run")
+    if space is not None:
+        mine = node_coords(space)
+        for c in NODE_COORDS:
+            if not np.array_equal(mine[c], stored[c]):
+                raise CircuitlabError(f"store {str(path)!r}: node coordinate {c!r} does not match this model's "
+                                      "node layout; use a store recorded from this run")
+    return stored
+
+
+def _edge_array(edge_list, ds: xr.Dataset) -> np.ndarray:
+    """(E, 2) int64 flat node indices from pairs of indices or of node names (``"0.mlp.neuron.3"``)."""
+    pairs = [tuple(p) for p in edge_list]
+    if pairs and any(isinstance(x, str) for p in pairs for x in p):
+        space = node_space(ds)
+        pairs = [tuple(space.index(x) if isinstance(x, str) else int(x) for x in p) for p in pairs]
+    try:
+        return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    except (TypeError, ValueError):
+        raise CircuitlabError("edge_list must be (source, destination) pairs of node indices or names") from None
+
+
+def _result_arrays(scores, kept, method: str, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """``scores`` as float32 and ``kept`` as bool, both (num_nodes,), from tensors or arrays."""
+    scores = np.asarray(scores.detach().cpu().numpy() if hasattr(scores, "detach") else scores, dtype=np.float32)
+    kept_arr = np.asarray(kept.detach().cpu().numpy() if hasattr(kept, "detach") else kept)
+    if kept_arr.dtype != np.bool_:
+        if not np.isin(kept_arr, (0, 1)).all():
+            raise CircuitlabError(f"kept for {method}/{task} must be boolean (one per node)")
+        kept_arr = kept_arr.astype(bool)
+    if scores.ndim != 1 or kept_arr.shape != scores.shape:
+        raise CircuitlabError(f"scores {scores.shape} and kept {kept_arr.shape} for {method}/{task} must both be "
+                              "(num_nodes,)")
+    return scores, kept_arr
+
+
+def add_method_result(store_path: str | os.PathLike, *, method: str, task: str, scores, kept, loss: float,
+                      edges: int, nodes: int, provenance: dict, edge_list=None, overwrite: bool = False,
+                      run=None) -> Path:
+    """Add one method's result for one task to a store recorded by ``circuitlab record``.
+
+    ``scores``: float (num_nodes,) mask scores; ``kept``: bool (num_nodes,) kept set; ``edge_list``: the
+    circuit's edges as (source, destination) flat node indices (``circuitlab.prune.edges.edge_list``) or
+    node names (``Circuit.edges``); without it, ``compare`` rebuilds the edges from the recorded run.
+    The node layout is checked against the store before anything is written. If ``run`` (a RunInfo or
+    run folder) is given, the model identity is checked too, and a missing store is first recorded
+    (``ensure_store``); without ``run`` the store must exist. The result goes into its own group
+    ``methods/<method>/<task>``, written in a temporary folder and renamed into place: it never touches
+    another method's data, and an existing result is an error unless ``overwrite``.
+    """
+    import xarray as xr
+
+    path = Path(store_path)
+    group = method_group(method, task)
+    space = None
+    if run is not None:
+        from ..train.runs import RunInfo, read_run
+        from .record import ensure_store
+
+        info = run if isinstance(run, RunInfo) else read_run(run)
+        ensure_store(path, info)  # checks the model identity; records the store if it is missing
+        space = NodeSpace.from_config(info.model)
+    store_attrs = root_attrs(path)
+    scores, kept_arr = _result_arrays(scores, kept, method, task)
+    ds = open_store(path)
+    stored = _check_nodes(path, ds, space, len(scores))
+    if int(nodes) != int(kept_arr.sum()):
+        raise CircuitlabError(f"{method}/{task}: nodes={nodes} but kept has {int(kept_arr.sum())} nodes")
+    if edge_list is not None:
+        e = _edge_array(edge_list, ds)
+        if len(e) != int(edges):
+            raise CircuitlabError(f"{method}/{task}: edges={edges} but edge_list has {len(e)} edges")
+        if len(e) and (e.min() < 0 or e.max() >= len(scores)):
+            raise CircuitlabError(f"{method}/{task}: edge_list has node indices outside 0..{len(scores) - 1}")
+    else:
+        e = np.zeros((0, 2), np.int64)
+    task_codes = store_attrs.get("codes", {}).get("task", [])
+    result = xr.Dataset(
+        {"score": ("node", scores), "kept": ("node", kept_arr),
+         "edge_src": ("edge", e[:, 0].astype(np.int32)), "edge_dst": ("edge", e[:, 1].astype(np.int32))},
+        coords={"node": np.arange(len(scores), dtype=np.int32), **{c: ("node", stored[c]) for c in NODE_COORDS}},
+        attrs={"schema_version": SCHEMA_VERSION, "method": method, "task": task,
+               "task_code": task_codes.index(task) if task in task_codes else None,
+               "loss": float(loss), "edges": int(edges), "nodes": int(nodes),
+               "has_edge_list": edge_list is not None,
+               "provenance": json.loads(json.dumps(provenance, default=str)), "created": now()})
+    target = path / group
+    if target.exists() and not overwrite:
+        raise CircuitlabError(f"store {str(path)!r} already has a result for method {method!r} on task {task!r}; "
+                              "pass --overwrite to replace it, or use another method label")
+    group_json(path / METHODS, path.parent)
+    group_json(target.parent, path.parent)
+    tmp = sibling_tmp(path)
+    try:
+        result.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False)
+        if target.exists() and overwrite:
+            trash = target.parent / f".trash-{uuid.uuid4().hex[:12]}"
+            os.rename(target, trash)
+            os.rename(tmp, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                raise CircuitlabError(f"store {str(path)!r} already has a result for method {method!r} on task "
+                                      f"{task!r} (written concurrently); pass --overwrite to replace it") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -1,0 +1,244 @@
+"""Recording a model into a store: every node's activation on task prompt pairs and corpus windows."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import RecordConfig
+from ..errors import CircuitlabError
+from ..model.nodes import NodeSpace
+from .io import install_store, sibling_tmp, write_dataset
+from .schema import (
+    CHUNK_BYTES,
+    CORPUS,
+    SIDES,
+    ExampleBatch,
+    base_attributes,
+    check_model,
+    model_identity,
+    node_coords,
+)
+
+
+def _record_rows(model, ids: np.ndarray, length: np.ndarray, space: NodeSpace, batch_size: int) -> Iterator[np.ndarray]:
+    """Activations (b, T, N) of rows of ``ids`` (n, T) int, zeroed after each row's length."""
+    import torch
+
+    from ..model.nodes import record_activations
+
+    T = ids.shape[1]
+    device = next(model.parameters()).device
+    for i in range(0, len(ids), batch_size):
+        x = torch.from_numpy(np.where(ids[i:i + batch_size] < 0, 0, ids[i:i + batch_size]).astype(np.int64))
+        acts = record_activations(model, x.to(device), space).cpu().numpy()
+        valid = np.arange(T)[None, :] < length[i:i + batch_size, None]
+        acts *= valid[:, :, None]
+        acts += 0.0  # -0.0 -> 0.0: zeros compress better as all-zero bytes
+        yield acts
+
+
+def _check_can_record(out: Path, info, overwrite: bool) -> None:
+    """An existing store may only be re-recorded for the same model, and only with --overwrite."""
+    if out.exists():
+        check_model(out, info)
+        if not overwrite:
+            raise CircuitlabError(f"store {str(out)!r} already exists for this model; pass --overwrite to "
+                                  "re-record it (its method results are kept)")
+
+
+def _encode_tasks(tasks, tokenizer, n_ctx: int) -> list:
+    from ..tasks import encode_pairs
+
+    encoded = []
+    for name, split, pairs in tasks:
+        if not pairs:
+            continue
+        try:
+            b = encode_pairs(list(pairs), tokenizer, max_len=n_ctx)
+        except ValueError as exc:
+            raise CircuitlabError(f"task {name!r}: {exc}; filter its pairs with circuitlab.tasks.check_tokens") from None
+        encoded.append((name, split, b))
+    return encoded
+
+
+def _default_node_mean(model, tokenizer, info) -> tuple[Any, dict]:
+    from ..prune.ablation import N_WINDOWS, WINDOW, WINDOW_SEED, node_means
+
+    means = node_means(model, tokenizer, info, next(model.parameters()).device)
+    return means, {"source": "circuitlab.prune.ablation.node_means", "split": "val", "n_windows": N_WINDOWS,
+                   "window": min(WINDOW, model.config.n_ctx), "seed": WINDOW_SEED}
+
+
+def _task_rows(model, encoded, tokens: int, task_names: list, splits: list, space, batch_size: int):
+    """ExampleBatches of both prompts of every encoded pair, in order."""
+    for name, split, b in encoded:
+        n = len(b)
+        ids = np.full((n, tokens), -1, np.int32)
+        length = (b.last.numpy() + 1).astype(np.int32)
+        raw = b.ids.numpy()
+        for r in range(n):
+            ids[r, :length[r]] = raw[r, :length[r]]
+        pos = 0
+        for acts in _record_rows(model, ids, length, space, batch_size):
+            k = len(acts)
+            sl = slice(pos, pos + k)
+            rows = np.arange(pos, pos + k)
+            yield ExampleBatch(
+                activation=acts, token_ids=ids[sl], length=length[sl],
+                task=np.full(k, task_names.index(name)), side=rows % 2, split=np.full(k, splits.index(split)),
+                pair=rows // 2, target=b.target.numpy()[sl], contrast=b.contrast.numpy()[sl],
+                offset=np.full(k, -1))
+            pos += k
+
+
+def _corpus_rows(model, corpus_ids, starts, window: int, tokens: int, split_code: int, space, batch_size: int):
+    """ExampleBatches of the corpus windows starting at ``starts``."""
+    ids = np.full((len(starts), tokens), -1, np.int32)
+    ids[:, :window] = np.stack([corpus_ids[s:s + window].astype(np.int32) for s in starts])
+    length = np.full(len(ids), window, np.int32)
+    pos = 0
+    for acts in _record_rows(model, ids, length, space, batch_size):
+        k = len(acts)
+        sl = slice(pos, pos + k)
+        yield ExampleBatch(
+            activation=acts, token_ids=ids[sl], length=length[sl], task=np.full(k, CORPUS),
+            side=np.full(k, SIDES.index("corpus")), split=np.full(k, split_code),
+            pair=np.full(k, -1), target=np.full(k, -1), contrast=np.full(k, -1), offset=starts[sl])
+        pos += k
+
+
+def record_store(out: str | os.PathLike, model, tokenizer, info, *,
+                 tasks: Sequence[tuple[str, str, Sequence[Any]]] = (), corpus_ids: np.ndarray | None = None,
+                 corpus_windows: int = 256, window: int | None = None, seed: int = 0, node_mean=None,
+                 node_mean_info: dict | None = None, overwrite: bool = False, batch_size: int = 32,
+                 chunk_bytes: int = CHUNK_BYTES, progress=None) -> Path:
+    """Record every node's activation on task prompt pairs and corpus windows into a new store.
+
+    ``tasks``: (task name, split, PromptPair list) triples; both prompts of every pair become examples.
+    ``corpus_ids``: the token ids of the corpus' validation split, from which ``corpus_windows`` windows of
+    ``window`` tokens (default: the model's context) are drawn (``circuitlab.data.windows``, sorted).
+    ``node_mean``: (num_nodes,) mean activations used for ablation (default:
+    ``circuitlab.prune.ablation.node_means``).
+    """
+    from ..config import to_dict
+    from ..data.windows import window_starts
+
+    out = Path(out)
+    _check_can_record(out, info, overwrite)
+    space = NodeSpace.from_config(model.config)
+    n_ctx = model.config.n_ctx
+    window = min(window or n_ctx, n_ctx)
+    task_names = list(dict.fromkeys(t for t, _, _ in tasks))
+    splits = list(dict.fromkeys([s for _, s, _ in tasks] + ["val"]))
+    encoded = _encode_tasks(tasks, tokenizer, n_ctx)
+    if node_mean is None:
+        node_mean, node_mean_info = _default_node_mean(model, tokenizer, info)
+    node_mean = np.asarray(node_mean.detach().cpu().numpy() if hasattr(node_mean, "detach") else node_mean,
+                           dtype=np.float32)
+    starts = (np.sort(window_starts(len(corpus_ids), corpus_windows, window, seed))
+              if corpus_ids is not None and corpus_windows > 0 else np.zeros(0, np.int64))
+    tokens = max([window] + [int(b.ids.shape[1]) for _, _, b in encoded])
+    num_examples = sum(len(b) for _, _, b in encoded) + len(starts)
+
+    def batches() -> Iterator[ExampleBatch]:
+        done = 0
+        rows = _task_rows(model, encoded, tokens, task_names, splits, space, batch_size)
+        if len(starts):
+            rows = itertools.chain(rows, _corpus_rows(model, corpus_ids, starts, window, tokens,
+                                                      splits.index("val"), space, batch_size))
+        for batch in rows:
+            done += len(batch)
+            if progress:
+                progress(done, num_examples)
+            yield batch
+
+    attributes = base_attributes(
+        codes={"task": task_names, "split": splits},
+        model=model_identity(info), model_config=to_dict(info.model),
+        token_text=[tokenizer.decode([i]) for i in range(tokenizer.get_vocab_size())],
+        node_mean=node_mean_info or {"source": "given"},
+        record={"corpus_windows": int(len(starts)), "window": int(window), "seed": int(seed),
+                "corpus_split": "val", "task_pairs": {f"{t}/{s}": len(p) for t, s, p in tasks}})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sibling_tmp(out)
+    try:
+        write_dataset(tmp, batches(), num_examples=num_examples, tokens=tokens, nodes=node_coords(space),
+                      node_mean=node_mean, attributes=attributes, chunk_bytes=chunk_bytes)
+        return install_store(tmp, out, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _task_sets(info, tok, config: RecordConfig, note) -> list:
+    """(task name, split, pairs) of every task ``config.tasks`` selects that the tokenizer can express."""
+    from ..tasks import check_tokens, load_pairs, resolve_tasks, task_context_for_run
+
+    if (config.tasks or "all").strip().lower() == "none" or config.pairs == 0:
+        return []
+    task_sets = []
+    context = task_context_for_run(info)
+    for task in resolve_tasks(config.tasks, context):
+        check = check_tokens(task, tok)
+        if not check.usable:  # the same rule as 'circuitlab prune': such a task is never pruned
+            if note:
+                note(f"skip {task.qualname}: {check.problem}")
+            continue
+        for split in config.splits:
+            kept = check_tokens(load_pairs(task, split, config.pairs, context), tok).pairs
+            if kept:
+                task_sets.append((task.qualname, split, list(kept)))
+    return task_sets
+
+
+def record_run(out: str | os.PathLike, run, config: RecordConfig | None = None, *, overwrite: bool = False,
+               progress=None, note=None) -> Path:
+    """``circuitlab record``: load the run, pick task pairs and corpus windows, and write the store.
+
+    Tasks the tokenizer cannot express are skipped (``note`` gets a message), with the same token check
+    as ``circuitlab prune``; ``config.tasks="none"`` records corpus windows only.
+    """
+    from ..data.corpus import load_corpus
+    from ..data.tokenizer import encode_split
+    from ..train.runs import RunInfo, load_model, read_run
+
+    config = config or RecordConfig()
+    info = run if isinstance(run, RunInfo) else read_run(run)  # cheap checks first: no torch yet
+    out = Path(out)
+    _check_can_record(out, info, overwrite)
+    model, tok, info = load_model(info.path)
+    task_sets = _task_sets(info, tok, config, note)
+    corpus_ids = None
+    if config.corpus_windows > 0:
+        corpus_ids = encode_split(load_corpus(info.train.corpus), tok, "val")
+    return record_store(out, model, tok, info, tasks=task_sets, corpus_ids=corpus_ids,
+                        corpus_windows=config.corpus_windows, window=config.window, seed=config.seed,
+                        overwrite=overwrite, progress=progress)
+
+
+def ensure_store(path: str | os.PathLike, run, *, note=None, config: RecordConfig | None = None) -> Path:
+    """The store at ``path`` for run ``run`` (RunInfo or folder): checked if it exists (same model, else an
+    error), else recorded with ``record_run`` (default: ``RecordConfig()``). For ``--store`` on
+    ``circuitlab prune``/``run``: call it once before pruning, so a wrong store fails before any work."""
+    from ..train.runs import RunInfo, read_run
+
+    info = run if isinstance(run, RunInfo) else read_run(run)
+    path = Path(path)
+    if path.exists():
+        check_model(path, info)
+        return path
+    if note:
+        note(f"recording activation store {str(path)!r} (circuitlab record --model {info.path} --out {path})")
+    try:
+        return record_run(path, info, config, note=note)
+    except CircuitlabError:
+        if path.exists():  # another process recorded it meanwhile: fine if it is the same model
+            check_model(path, info)
+            return path
+        raise

@@ -1,0 +1,12 @@
+"""The train layer: the training loop, checkpoints, DDP, sparsity helpers for schedules, and run folders.
+
+Modules: ``loop`` (``train_run``, ``train_step``), ``checkpoint``, ``distributed``, ``sparsity``
+(helpers for schedule plugins, also importable as ``circuitlab.sparsity``) and ``runs`` (reading a
+run folder, loading its model). torch is imported inside functions only.
+"""
+
+from .loop import evaluate_loss, lr_at, make_optimizer, train_run, train_step
+from .runs import RunInfo, cached_run_dir, load_model, read_run, run_summary
+
+__all__ = ["RunInfo", "cached_run_dir", "evaluate_loss", "load_model", "lr_at", "make_optimizer", "read_run",
+           "run_summary", "train_run", "train_step"]
