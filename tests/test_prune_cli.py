@@ -214,3 +214,24 @@ def test_run_reuses_a_cached_model(tiny_run, tmp_path, capsys, toy_registry, mon
     assert len(calls) == 1 and second["model_reused"] is True
     assert first["tasks"][0]["nodes"] == second["tasks"][0]["nodes"]
     assert (tmp_path / "b" / "circuits" / "copy_digit.json").exists()
+
+
+class _ChattySuite(ToySuite):
+    def tasks(self):
+        print("a plugin printing to stdout")  # exactly what --json must survive
+        return super().tasks()
+
+
+class ChattyPlugin:
+    @hookimpl
+    def register_task_suites(register):
+        register("chatty", _ChattySuite)
+
+
+def test_json_stdout_holds_only_the_document_when_a_plugin_prints(monkeypatch, capsys):
+    monkeypatch.setattr(plugins.manager, "_registry",
+                        plugins.make_registry(extra_plugins=(ChattyPlugin,), entrypoints=False))
+    code, out, err = run_main(["tasks", "--suite", "chatty", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["count"] == 1
+    assert "a plugin printing to stdout" in err

@@ -118,7 +118,7 @@ def test_empty_corpus_folder_is_rejected(tmp_path: Path):
     empty.mkdir()
     (empty / "notes.txt").write_text("not python")
     proc = run_cli("train", "--sparsity", "topk", "--corpus", str(empty), "--out", str(tmp_path / "out"))
-    assert proc.returncode == 2 and "no non-empty UTF-8 .py files" in proc.stderr
+    assert proc.returncode == 2 and "has no usable .py files" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from .errors import CircuitlabError
 from .store import SIDES, list_methods, open_method, open_store, read_values
+from .store.methods import rewrite_method
 
 
 def jaccard(a: set, b: set) -> float:
@@ -111,7 +112,7 @@ def compare_store(path: str | os.PathLike) -> dict[str, Any]:
         methods, sets = {}, {}
         for m in sorted(mm for mm, tt in results if tt == t):
             mds = open_method(path, m, t)
-            kept = read_values(mds["kept"], f"methods/{m}/{t}/kept").astype(bool)
+            kept = read_values(mds["kept"], f"methods/{m}/{t}/kept", fix=rewrite_method(m, t)).astype(bool)
             if len(kept) != len(mean_abs):
                 raise CircuitlabError(f"method result {m}/{t} has {len(kept)} nodes but the store has "
                                       f"{len(mean_abs)}; it was written for another model")

@@ -37,7 +37,20 @@ MAX_SEED = 2**63 - 1
 
 
 def flag(attribute: attrs.Attribute) -> str:
+    """How a message names a setting: its command-line flag, or its JSON key for records read from files."""
+    if attribute.metadata.get("json_key"):
+        return repr(attribute.name)
     return "--" + attribute.name.replace("_", "-")
+
+
+def is_bool(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise CircuitlabError(f"{flag(attribute)} must be true or false, got {value!r}")
+
+
+def _key(default: Any, *validators: Any) -> Any:
+    """A field of a record read from JSON (config.json): messages name the key, not a flag."""
+    return attrs.field(default=default, validator=list(validators), metadata={"json_key": True})
 
 
 def _number(attribute: attrs.Attribute, value: Any, expected: str) -> float:
@@ -120,21 +133,22 @@ def _tuple(x: Any) -> tuple:
 class ModelConfig:
     """Shape of the sparse GPT-2 core (paper-spec §1). Defaults follow the paper where it is affordable."""
 
-    vocab_size: int = 2048  # the paper's tinypython_2k BPE size; set from the trained tokenizer
-    n_ctx: int = 256  # training context length, in tokens
-    d_model: int = 128  # residual stream width
-    n_layer: int = 4
-    n_head: int = 8
-    d_head: int = 16  # small heads: "anecdotally" more monosemantic (paper A.1)
-    d_mlp: int = 512  # 4 * d_model in GPT-2
-    bias: bool = True  # linear biases; sparsified like weights by the topk schedule
-    attn_sink: bool = False  # per-head learnable attention-denominator logit (paper §1.2)
-    bigram_table: bool = True  # dense vocab x vocab logit table so sparse weights need not learn bigrams
-    pos_emb: bool = False  # learned absolute position embedding added to the residual; the paper uses none
-    afrac: float | None = attrs.field(default=None, validator=unit_interval)  # AbsTopK kept fraction; None = off
-    afrac_locations: tuple[str, ...] = attrs.field(default=AFRAC_LOCATIONS, converter=_tuple, validator=_locations)
-    init_std: float = 0.02
-    norm_eps: float = 1e-6
+    vocab_size: int = _key(2048, at_least(1))  # the paper's tinypython_2k BPE size; set from the trained tokenizer
+    n_ctx: int = _key(256, at_least(1))  # training context length, in tokens
+    d_model: int = _key(128, at_least(1))  # residual stream width
+    n_layer: int = _key(4, at_least(1))
+    n_head: int = _key(8, at_least(1))
+    d_head: int = _key(16, at_least(1))  # small heads: "anecdotally" more monosemantic (paper A.1)
+    d_mlp: int = _key(512, at_least(1))  # 4 * d_model in GPT-2
+    bias: bool = _key(True, is_bool)  # linear biases; sparsified like weights by the topk schedule
+    attn_sink: bool = _key(False, is_bool)  # per-head learnable attention-denominator logit (paper §1.2)
+    bigram_table: bool = _key(True, is_bool)  # dense vocab x vocab logit table so sparse weights need not learn bigrams
+    pos_emb: bool = _key(False, is_bool)  # learned absolute position embedding added to the residual; the paper uses none
+    afrac: float | None = _key(None, unit_interval)  # AbsTopK kept fraction; None = off
+    afrac_locations: tuple[str, ...] = attrs.field(default=AFRAC_LOCATIONS, converter=_tuple, validator=_locations,
+                                                   metadata={"json_key": True})
+    init_std: float = _key(0.02, positive)
+    norm_eps: float = _key(1e-6, positive)
 
     def site_widths(self) -> dict[str, int]:
         """Channels at each block site: the one definition of the node space's widths."""
@@ -209,6 +223,8 @@ class TrainConfig:
     eval_batches: int = 8
     ckpt_every: int = attrs.field(default=50, validator=at_least(1))
     corpus: str | None = None  # folder of .py files; None = the running interpreter's stdlib
+    # Corpus files larger than this are skipped. Added after models were cached: hashed only when changed.
+    max_file_bytes: int = attrs.field(default=1 << 20, validator=at_least(1), metadata={"hash_if_changed": True})
 
     @classmethod
     def for_preset(cls, preset: str = "small", **settings: Any) -> TrainConfig:
@@ -298,7 +314,17 @@ def from_dict(cls: type[T], data: dict[str, Any], what: str = "config") -> T:
         raise CircuitlabError(f"{what} is invalid: {exc}") from None
 
 
+def _hashed_fields(obj: Any) -> dict[str, Any]:
+    """The fields of a record that identify it: fields added later count only when changed from their
+    default, so models cached before they existed keep their hash."""
+    data = to_dict(obj)
+    for a in attrs.fields(type(obj)):
+        if a.metadata.get("hash_if_changed") and data.get(a.name) == a.default:
+            del data[a.name]
+    return data
+
+
 def config_hash(*objs: Any) -> str:
     """A short stable hash of configs (used to cache trained models)."""
-    payload = json.dumps([to_dict(o) if attrs.has(type(o)) else o for o in objs], sort_keys=True)
+    payload = json.dumps([_hashed_fields(o) if attrs.has(type(o)) else o for o in objs], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,19 +1,31 @@
-"""Atomic file writes, the cache folder and the one sha256 helper.
+"""Atomic file writes, atomic folder swaps, the cache folder and the one sha256 helper.
 
 Everything circuitlab writes goes to a temporary file in the target's folder and is renamed into
-place, so an interrupted run never leaves a half-written file behind.
+place, so an interrupted run never leaves a half-written file behind. Temporary names carry the
+writer's pid (``.NAME.tmp-PID-RAND``), so a later run can tell the debris of a killed writer from
+the work of a live one and sweep it (``sweep_stale``). Files get the permissions the umask allows,
+like any file a program creates.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
-import tempfile
+import re
+import shutil
+import signal
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from .errors import CircuitlabError
+
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{8,}$")
 
 
 def cache_dir() -> Path:
@@ -24,18 +36,91 @@ def cache_dir() -> Path:
     return path
 
 
+def fault_point(name: str) -> None:
+    """Tests kill the process here (``CIRCUITLAB_FAULT=name``) to prove that no instant loses data."""
+    if os.environ.get("CIRCUITLAB_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def sibling_tmp(path: str | os.PathLike, kind: str = "tmp") -> Path:
+    """A fresh temporary name next to ``path``, marked with this process's pid."""
+    path = Path(path)
+    return path.parent / f".{path.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Remove circuitlab's temporary files and folders in ``folder`` whose writer process is gone
+    (only those for ``name`` when given). Returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TMP_RE.match(entry.name)
+        if not m or (name is not None and m["name"] != name) or _pid_alive(int(m["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
+def remove_tree(path: str | os.PathLike, attempts: int = 6) -> None:
+    """Delete a temporary folder, again if writers still in flight recreate parts of it (zarr's
+    pending chunk writes after a failed write do), so that nothing is left behind."""
+    import time
+
+    path = Path(path)
+    for i in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.05 * 2**i)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    sweep_stale(path.parent, path.name)
+    tmp = sibling_tmp(path)
     try:
-        yield Path(tmp)
+        try:
+            yield tmp
+        except OSError as exc:  # name the file the user knows, not the temporary one
+            if exc.filename is None or str(exc.filename) == str(tmp):
+                exc.filename = str(path)
+            raise
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~_umask())
+        fault_point(f"rename:{path.name}")
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
 
 
@@ -51,6 +136,124 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
+def safetensors_bytes(tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file as bytes, with its JSON header in sorted key order.
+
+    safetensors itself writes the metadata in hash-map order, which differs from process to process;
+    sorting the header makes identical tensors and metadata give identical bytes."""
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8: 8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format pads the header to a multiple of 8 bytes
+    return len(text).to_bytes(8, "little") + text + raw[8 + n:]
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+    """Write tensors atomically, byte-reproducibly (``safetensors_bytes``)."""
+    write_bytes(path, safetensors_bytes(tensors, metadata))
+
+
+def tensors_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a safetensors file's tensors (names, dtypes, shapes and bytes, sorted by name),
+    independent of its metadata and of how the file was laid out: a model's identity."""
+    from safetensors import safe_open
+
+    h = hashlib.sha256()
+    with safe_open(str(path), framework="numpy") as f:
+        for name in sorted(f.keys()):
+            array = f.get_tensor(name)
+            h.update(f"{name}\0{array.dtype.str}\0{list(array.shape)}\0".encode())
+            h.update(array.tobytes())
+    return h.hexdigest()
+
+
+def _renameat2_exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths with Linux renameat2(RENAME_EXCHANGE); False where unsupported
+    (or where ``CIRCUITLAB_NO_RENAME_EXCHANGE`` is set, which tests use to exercise the fallback)."""
+    if os.environ.get("CIRCUITLAB_NO_RENAME_EXCHANGE"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the complete folder ``new`` in place of ``target`` so that a kill at any instant leaves one
+    complete folder at ``target``: the old one or the new one.
+
+    Where the kernel allows it the two are exchanged in one step and the old one deleted afterwards.
+    Elsewhere the old one is renamed aside (``.NAME.old-PID-RAND``), the new one renamed in, and the
+    old one deleted; ``recover_dir`` puts an aside folder back if a kill fell between the two renames."""
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.rename(new, target)
+        return
+    fault_point("swap:before")
+    if _renameat2_exchange(new, target):
+        fault_point("swap:after-exchange")
+        shutil.rmtree(new, ignore_errors=True)  # now the old folder
+        return
+    aside = sibling_tmp(target, "old")
+    os.rename(target, aside)
+    fault_point("swap:between-renames")
+    os.rename(new, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def recover_dir(target: Path) -> None:
+    """Undo an interrupted ``replace_dir``: if ``target`` is missing but an aside copy of a dead
+    writer exists, put it back; then sweep the dead writers' leftovers next to ``target``."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return
+    if not target.exists():
+        asides = sorted(p for p in target.parent.glob(f".{target.name}.old-*")
+                        if (m := _TMP_RE.match(p.name)) and not _pid_alive(int(m["pid"])))
+        if asides:
+            os.rename(asides[-1], target)
+    sweep_stale(target.parent, target.name)
+
+
+def check_writable_dir(folder: str | os.PathLike, what: str) -> None:
+    """Fail now, with one line, if ``folder`` could not be created or written to, rather than after long
+    work: ``what`` names the option, e.g. "--out". Nothing is created: a probe file goes into the folder,
+    or into its nearest existing ancestor, and is removed at once."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CircuitlabError(f"{what} {str(folder)!r}: {str(existing)!r} is a file, not a folder; "
+                              "choose another path")
+    probe = sibling_tmp(existing / "write-probe")
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CircuitlabError(f"{what} {str(folder)!r} is not writable ({os_error_text(exc)}); choose a "
+                              "writable folder") from None
+
+
+def os_error_text(exc: OSError) -> str:
+    """``Permission denied, EACCES`` for an OSError: the message and the errno's name."""
+    name = errno.errorcode.get(exc.errno, "") if exc.errno else ""
+    return ", ".join(x for x in (exc.strerror or str(exc), name) if x)
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
@@ -61,12 +264,12 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
-    from .errors import CircuitlabError
-
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         raise CircuitlabError(f"{what} {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise CircuitlabError(f"{what} {str(path)!r} is a folder, not a file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CircuitlabError(f"{what} {str(path)!r} is not valid JSON ({exc}); it may be truncated") from None

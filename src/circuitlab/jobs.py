@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, PruneConfig, TrainConfig, to_dict
-from .files import write_json
+from .config import ModelConfig, PruneConfig, TrainConfig, config_hash, to_dict
+from .errors import CircuitlabError
+from .files import check_writable_dir, write_json
 from .log import logger
 
 
@@ -32,39 +33,85 @@ def ensure_model(config: TrainConfig, model_config: ModelConfig | None = None,
     return path, False
 
 
-def _store_adder(store: str | Path, info, method: str):
-    """Check (or record) the store before any pruning, and return what adds one circuit to it."""
-    from .store import add_method_result, ensure_store
+def _check_store_conflicts(store: Path, info, config: PruneConfig, out: Path) -> None:
+    """Refuse, before any pruning, to replace results this method already has in the store for the
+    selected tasks (unless --overwrite) -- except the tasks this same prune already finished into
+    ``out``, which a rerun continues."""
+    from .prune.pipeline import finished_circuit
+    from .store import list_methods
+    from .tasks import pairs_source, resolve_tasks, task_context_for_run
 
+    stored = {t for m, t in list_methods(store) if m == config.method}
+    if not stored:
+        return
+    context = task_context_for_run(info)
+    run_prov = {"run_config_hash": config_hash(info.model, info.train)}
+    clashes = [t.name for t in resolve_tasks(config.tasks, context) if t.name in stored
+               and finished_circuit(out / "circuits" / f"{t.name}.json", config, run_prov,
+                                    pairs_source(t, context)) is None]
+    if clashes:
+        raise CircuitlabError(f"store {str(store)!r} already has {config.method!r} results for task(s) "
+                              f"{', '.join(clashes)}; pass --overwrite to replace them, or use another --store")
+
+
+def _store_adder(store: Path, info, config: PruneConfig, out: Path, overwrite: bool):
+    """Check (or record) the store before any pruning, and return what adds one circuit to it, and what
+    adds a circuit finished by an earlier run if the store lacks it."""
+    import numpy as np
+
+    from .model.nodes import NodeSpace
+    from .store import add_method_result, ensure_store, list_methods
+
+    check_writable_dir(Path(store).parent, "--store")
     ensure_store(store, info, note=logger.info)  # a store of another model fails now, not after the first task
+    if not overwrite:
+        _check_store_conflicts(Path(store), info, config, out)
 
     def add(circuit) -> None:
-        add_method_result(store, method=method, task=circuit.task, scores=circuit.scores, kept=circuit.kept,
+        add_method_result(store, method=config.method, task=circuit.task, scores=circuit.scores, kept=circuit.kept,
                           loss=circuit.loss, edges=circuit.edge_count, nodes=circuit.node_count,
                           provenance=circuit.provenance, edge_list=[list(e) for e in circuit.edges],
-                          run=info.path, overwrite=True)  # re-pruning a task replaces that method's result
+                          run=info.path, overwrite=overwrite)
 
-    return add
+    def add_finished(doc: dict) -> None:
+        if (config.method, doc["task"]) in list_methods(store):
+            return
+        space = NodeSpace.from_config(info.model)
+        kept = np.zeros(space.num_nodes, bool)
+        kept[[space.index(n) for n in doc["nodes"]]] = True
+        add_method_result(store, method=config.method, task=doc["task"], scores=np.asarray(doc["scores"], np.float32),
+                          kept=kept, loss=doc["loss"], edges=doc["edge_count"], nodes=doc["node_count"],
+                          provenance=doc["provenance"], edge_list=doc["edges"], run=info.path, overwrite=overwrite)
+
+    return add, add_finished
 
 
 def prune_job(run: str | Path, config: PruneConfig, out: str | Path, *, store: str | Path | None = None,
-              extra_provenance: dict | None = None) -> dict[str, Any]:
-    """Prune the run's tasks into ``out``; with ``store``, add every circuit to that activation store."""
+              overwrite: bool = False, extra_provenance: dict | None = None) -> dict[str, Any]:
+    """Prune the run's tasks into ``out``; with ``store``, add every circuit to that activation store
+    (an existing result of the same method and task is an error unless ``overwrite``). Output folders
+    are checked for writability before any work; a rerun continues an interrupted prune."""
     from .prune.pipeline import prune_model
     from .train.runs import read_run
 
     info = read_run(run)  # a clear error for a folder that is not a finished run, before torch work
-    on_circuit = _store_adder(store, info, config.method) if store is not None else None
-    return prune_model(info.path, config, out, on_circuit=on_circuit, extra_provenance=extra_provenance)
+    out = Path(out)
+    check_writable_dir(out, "--out")
+    on_circuit = on_finished = None
+    if store is not None:
+        on_circuit, on_finished = _store_adder(Path(store), info, config, out, overwrite)
+    return prune_model(info.path, config, out, on_circuit=on_circuit, on_finished=on_finished,
+                       extra_provenance=extra_provenance)
 
 
 def run_job(train_config: TrainConfig, prune_config: PruneConfig, out: str | Path, *,
-            store: str | Path | None = None) -> dict[str, Any]:
+            store: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
     """The main job: train (or reuse) the model, prune every task it solves, write ``out/summary.json``."""
     t0 = time.perf_counter()
+    check_writable_dir(Path(out), "--out")  # before training, not after
     path, reused = ensure_model(train_config)
     train_seconds = time.perf_counter() - t0
-    summary = prune_job(path, prune_config, out, store=store,
+    summary = prune_job(path, prune_config, out, store=store, overwrite=overwrite,
                         extra_provenance={"train_config": to_dict(train_config)})
     summary["model_reused"] = reused
     summary["train_seconds"] = train_seconds

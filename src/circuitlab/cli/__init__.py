@@ -9,14 +9,20 @@ and the layers below it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shlex
 import sys
 
 import click
 
 from .. import __version__
 from ..errors import CircuitlabError
+from ..files import os_error_text
+from ..interrupts import Interrupted, raising_signals
 from ..log import show_on_stderr
+from . import options
 from .plugins import plugins_cmd
 from .prune import prune_cmd, run_cmd
 from .store import compare_cmd, record_cmd, top_cmd
@@ -42,11 +48,26 @@ for _command in (plugins_cmd, train_cmd, tasks_cmd, prune_cmd, run_cmd, record_c
     cli.add_command(_command)
 
 
+def continue_command(args: list[str]) -> str:
+    """The command that continues an interrupted one: the same, with --resume for train."""
+    if args and args[0] == "train" and "--resume" not in args:
+        args = [*args, "--resume"]
+    return "circuitlab " + shlex.join(args)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: bad input becomes one stderr line and exit code 2, never a traceback."""
+    """Entry point: bad input becomes one stderr line and exit code 2, never a traceback.
+
+    With --json, anything else printed to stdout while the command runs (a plugin's print, say) goes to
+    stderr, so stdout holds exactly the one JSON document."""
+    args = list(sys.argv[1:] if argv is None else argv)
     show_on_stderr()
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # zarr's pending reads after an error
+    options.json_stream = sys.stdout
+    redirect = contextlib.redirect_stdout(sys.stderr) if "--json" in args else contextlib.nullcontext()
     try:
-        cli.main(args=argv, prog_name="circuitlab", standalone_mode=False)
+        with raising_signals(), redirect:
+            cli.main(args=args, prog_name="circuitlab", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
         sys.exit(2)
@@ -54,11 +75,21 @@ def main(argv: list[str] | None = None) -> None:
         cmd = exc.ctx.command_path if exc.ctx else "circuitlab"
         click.echo(f"error: {exc.format_message()} (see '{cmd} --help')", err=True)
         sys.exit(2)
+    except Interrupted as exc:
+        click.echo(f"{exc}; finished work is kept; continue with: {continue_command(args)}", err=True)
+        sys.exit(exc.exit_code)
     except CircuitlabError as exc:
         if os.environ.get("CIRCUITLAB_RAISE_ERRORS"):
             raise
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # disk full, file-size limit, permissions met while writing
+        if os.environ.get("CIRCUITLAB_RAISE_ERRORS"):
+            raise
+        where = f" {exc.filename!r}" if exc.filename else ""
+        click.echo(f"error: cannot write{where}: {os_error_text(exc)}; free space, raise the limit or fix "
+                   "permissions, then rerun (the previous results are intact)", err=True)
+        sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
@@ -68,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        click.echo(f"interrupted; finished work is kept; continue with: {continue_command(args)}", err=True)
         sys.exit(130)
 
 

@@ -85,9 +85,13 @@ class RegistryName(click.ParamType):
         return [CompletionItem(n) for n in plugins.get_registry().names(self.kind) if n.startswith(incomplete)]
 
 
+#: Where ``emit_json`` writes: the real stdout, kept by ``cli.main`` while stdout goes to stderr.
+json_stream: Any = None
+
+
 def emit_json(obj: Any) -> None:
     """The only thing a ``--json`` command prints on stdout."""
-    click.echo(json.dumps(obj, indent=2))
+    click.echo(json.dumps(obj, indent=2), file=json_stream)
 
 
 json_option = click.option("json_", "--json", is_flag=True, help="Print one JSON document on stdout.")

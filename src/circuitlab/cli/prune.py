@@ -49,6 +49,8 @@ def prune_options(min_accuracy: float):
                                              "fastest on a busy machine)."),
         click.option("--store", "store", default=None, metavar="PATH",
                      help="Also add every circuit to this activation store."),
+        click.option("--overwrite", is_flag=True,
+                     help="With --store: replace this method's earlier results for the same tasks."),
         json_option,
     )
 
@@ -87,7 +89,7 @@ def print_table(summary: dict) -> None:
 @prune_options(min_accuracy=0.0)
 @click.option("--out", default=None, metavar="DIR",
               help="Where circuits/<task>.json and summary.json go. [default: DIR/pruned/PRUNER-OBJECTIVE]")
-def prune_cmd(model_dir, store, json_, out, **settings):
+def prune_cmd(model_dir, store, overwrite, json_, out, **settings):
     """Prune a trained model to the smallest node circuit per task that reaches --target-loss.
 
     Optimises node masks on each task's train pairs, ranks nodes by mask score, bisects the node
@@ -101,7 +103,7 @@ def prune_cmd(model_dir, store, json_, out, **settings):
     info = read_run(model_dir)
     if out is None:
         out = info.path / "pruned" / f"{config.pruner}-{config.objective}"
-    summary = prune_job(info.path, config, out, store=store)
+    summary = prune_job(info.path, config, out, store=store, overwrite=overwrite)
     if json_:
         emit_json(summary)
     else:
@@ -117,7 +119,7 @@ def prune_cmd(model_dir, store, json_, out, **settings):
 @setting(TrainConfig, "seed", "--train-seed", "train_seed", help="Seed of model training.")
 @click.option("--out", default=None, metavar="DIR",
               help="Where circuits, summary.json and the model reference go. [default: runs/run-PRESET-SPARSITY-PRUNER]")
-def run_cmd(sparsity, preset, density, train_seed, store, json_, out, **settings):
+def run_cmd(sparsity, preset, density, train_seed, store, overwrite, json_, out, **settings):
     """The main job: train a model (or reuse one cached by config hash), then prune every task it solves.
 
     Tasks whose full-model test accuracy is below --min-accuracy are listed as skipped: under mean
@@ -130,7 +132,7 @@ def run_cmd(sparsity, preset, density, train_seed, store, json_, out, **settings
     train_config = TrainConfig.for_preset(preset, sparsity=sparsity, density=density, seed=train_seed)
     if out is None:
         out = Path("runs") / f"run-{preset}-{sparsity}-{config.pruner}"
-    summary = run_job(train_config, config, out, store=store)
+    summary = run_job(train_config, config, out, store=store, overwrite=overwrite)
     if json_:
         emit_json(summary)
     else:

@@ -91,11 +91,14 @@ def compare_cmd(store: Path, plot: Path | None, json_: bool) -> None:
     mean |activation| and activation frequency of the nodes it kept.
     """
     from ..compare import compare_store, format_table, plot_edges
+    from ..files import check_writable_dir
 
-    result = compare_store(store)
     if plot is not None:
         if plot.suffix.lower() != ".png":
             raise CircuitlabError(f"--plot {str(plot)!r} must end in .png")
+        check_writable_dir(plot.parent, "--plot")
+    result = compare_store(store)
+    if plot is not None:
         result["plot"] = str(plot_edges(result, plot))
     if json_:
         emit_json(result)

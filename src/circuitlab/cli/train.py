@@ -24,9 +24,11 @@ from .options import RegistryName, emit_json, json_option, setting
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
 @setting(TrainConfig, "ckpt_every", help="Steps between checkpoints.")
 @setting(TrainConfig, "seed", help="Seed of the initialisation and the batch order.")
+@setting(TrainConfig, "max_file_bytes", help="Corpus files larger than this are skipped (and counted).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @json_option
-def train_cmd(sparsity, density, preset, corpus, steps, batch_size, lr, out, resume, ckpt_every, seed, quiet, json_):
+def train_cmd(sparsity, density, preset, corpus, steps, batch_size, lr, out, resume, ckpt_every, seed, max_file_bytes,
+              quiet, json_):
     """Train the sparse GPT-2 core on real Python code.
 
     Writes model.safetensors, config.json (with provenance), tokenizer.json and a resumable
@@ -35,7 +37,8 @@ def train_cmd(sparsity, density, preset, corpus, steps, batch_size, lr, out, res
     from ..train import run_summary, train_run
 
     cfg = TrainConfig.for_preset(preset, sparsity=sparsity, density=density, corpus=corpus, steps=steps,
-                                 batch_size=batch_size, lr=lr, ckpt_every=ckpt_every, seed=seed)
+                                 batch_size=batch_size, lr=lr, ckpt_every=ckpt_every, seed=seed,
+                                 max_file_bytes=max_file_bytes)
     if out is None:
         out = f"runs/{preset}-{sparsity}-d{cfg.density:g}-s{seed}"
     path = train_run(cfg, out, resume=resume, progress=not quiet)
@@ -46,5 +49,8 @@ def train_cmd(sparsity, density, preset, corpus, steps, batch_size, lr, out, res
         emit_json(summary)
     else:
         click.echo(f"run: {summary['run']}")
+        skipped = summary["corpus_skipped"]
+        click.echo(f"corpus: {summary['corpus_files']} files (skipped: {skipped.get('too_large', 0)} too large, "
+                   f"{skipped.get('binary', 0)} binary, {skipped.get('not_utf8', 0)} not UTF-8)")
         click.echo(f"val loss: {summary['initial_val_loss']:.4f} -> {summary['val_loss']:.4f} "
                    f"after {summary['steps']} steps ({summary['sparsity']}, target density {summary['target_density']:g})")

@@ -30,12 +30,24 @@ class SourceFile:
     text: str = attrs.field(repr=False, eq=False)
 
 
+#: Files larger than this are skipped (the largest stdlib module, pydoc_data/topics.py, is 0.76 MB).
+MAX_FILE_BYTES = 1 << 20
+#: A line longer than this marks a file as generated or binary, not code to learn from (stdlib: <= 175).
+MAX_LINE_CHARS = 10_000
+
+
 @attrs.frozen(kw_only=True)
 class Corpus:
     root: str
     files: tuple[SourceFile, ...]
     hash: str  # sha256 over the sorted (relpath, sha256) manifest
     skipped: tuple[str, ...] = ()  # files that were not valid UTF-8
+    skipped_large: tuple[str, ...] = ()  # files over the size cap
+    skipped_binary: tuple[str, ...] = ()  # files with NUL bytes or very long lines
+
+    def skipped_counts(self) -> dict[str, int]:
+        return {"not_utf8": len(self.skipped), "too_large": len(self.skipped_large),
+                "binary": len(self.skipped_binary)}
 
     def split(self, name: str) -> list[SourceFile]:
         return [f for f in self.files if f.split == name]
@@ -46,6 +58,8 @@ class Corpus:
             "hash": self.hash,
             "files": [{"path": f.relpath, "sha256": f.sha256, "split": f.split} for f in self.files],
             "skipped_not_utf8": list(self.skipped),
+            "skipped_too_large": list(self.skipped_large),
+            "skipped_binary": list(self.skipped_binary),
         }
 
 
@@ -57,35 +71,56 @@ def _is_val(relpath: str) -> bool:
     return int(hashlib.sha256(relpath.encode()).hexdigest(), 16) % 20 == 0
 
 
-def load_corpus(directory: str | os.PathLike | None = None) -> Corpus:
-    """Read every ``.py`` file under ``directory`` (default: the stdlib, without its tests)."""
+def _python_files(root: Path, skip: set[str]) -> list[Path]:
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in skip and not d.startswith("."))
+        paths.extend(Path(dirpath, f) for f in sorted(filenames) if f.endswith(".py"))
+    return sorted(paths)
+
+
+def _looks_binary(data: bytes) -> bool:
+    return b"\0" in data or any(len(line) > MAX_LINE_CHARS for line in data.split(b"\n"))
+
+
+def load_corpus(directory: str | os.PathLike | None = None, max_file_bytes: int = MAX_FILE_BYTES) -> Corpus:
+    """Read every ``.py`` file under ``directory`` (default: the stdlib, without its tests).
+
+    Files over ``max_file_bytes``, with NUL bytes or with lines over ``MAX_LINE_CHARS`` are skipped and
+    counted, which keeps tokenizer training bounded (a 2 MB file of NUL bytes once stalled it for minutes).
+    """
     default = directory is None
     root = default_corpus_dir() if default else Path(directory)
     if not root.exists():
         raise CircuitlabError(f"corpus folder {str(root)!r} does not exist; pass --corpus DIR with a folder of .py files")
     if not root.is_dir():
         raise CircuitlabError(f"corpus {str(root)!r} is not a folder; pass --corpus DIR with a folder of .py files")
-    skip = _STDLIB_SKIP_DIRS if default else _ALWAYS_SKIP_DIRS
-    paths = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in skip and not d.startswith("."))
-        paths.extend(Path(dirpath, f) for f in sorted(filenames) if f.endswith(".py"))
-    files, skipped = [], []
-    for path in sorted(paths):
+    files, skipped = [], {"utf8": [], "large": [], "binary": []}
+    for path in _python_files(root, _STDLIB_SKIP_DIRS if default else _ALWAYS_SKIP_DIRS):
         rel = path.relative_to(root).as_posix()
-        data = path.read_bytes()
+        try:
+            if path.stat().st_size > max_file_bytes:
+                skipped["large"].append(rel)
+                continue
+            data = path.read_bytes()
+        except OSError:  # unreadable (permissions, a dangling link): not part of the corpus
+            skipped["binary"].append(rel)
+            continue
+        if _looks_binary(data):
+            skipped["binary"].append(rel)
+            continue
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            skipped.append(rel)
+            skipped["utf8"].append(rel)
             continue
-        if not text.strip():
-            continue
-        files.append(SourceFile(relpath=rel, sha256=hashlib.sha256(data).hexdigest(),
-                                split="val" if _is_val(rel) else "train", text=text))
+        if text.strip():
+            files.append(SourceFile(relpath=rel, sha256=hashlib.sha256(data).hexdigest(),
+                                    split="val" if _is_val(rel) else "train", text=text))
     if not files:
-        raise CircuitlabError(f"corpus folder {str(root)!r} has no non-empty UTF-8 .py files; "
-                              "pass --corpus DIR with a folder of Python source")
+        raise CircuitlabError(f"corpus folder {str(root)!r} has no usable .py files (skipped: {len(skipped['large'])} "
+                              f"over {max_file_bytes} bytes, {len(skipped['binary'])} binary, {len(skipped['utf8'])} "
+                              "not UTF-8); pass --corpus DIR with a folder of Python source")
     if len(files) >= 2:
         # Tiny corpora may hash every file into one split; keep both splits non-empty.
         if not any(f.split == "val" for f in files):
@@ -95,4 +130,5 @@ def load_corpus(directory: str | os.PathLike | None = None) -> Corpus:
     h = hashlib.sha256()
     for f in files:
         h.update(f"{f.relpath}\0{f.sha256}\n".encode())
-    return Corpus(root=str(root), files=tuple(files), hash=h.hexdigest(), skipped=tuple(skipped))
+    return Corpus(root=str(root), files=tuple(files), hash=h.hexdigest(), skipped=tuple(skipped["utf8"]),
+                  skipped_large=tuple(skipped["large"]), skipped_binary=tuple(skipped["binary"]))

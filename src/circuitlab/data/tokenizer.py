@@ -20,6 +20,18 @@ PRETOKENIZE_PATTERN = (
 )
 EOT = "<|endoftext|>"
 VOCAB_SIZE = 2048
+#: The BPE trains on at most this many characters of the train split (the stdlib's is ~11.5M), so that
+#: its cost stays bounded for any corpus.
+MAX_TOKENIZER_CHARS = 64_000_000
+
+
+def _bounded_texts(corpus: Corpus, limit: int = MAX_TOKENIZER_CHARS):
+    used = 0
+    for f in corpus.split("train"):
+        if used >= limit:
+            return
+        used += len(f.text)
+        yield f.text
 
 
 def train_tokenizer(corpus: Corpus, vocab_size: int = VOCAB_SIZE):
@@ -34,7 +46,7 @@ def train_tokenizer(corpus: Corpus, vocab_size: int = VOCAB_SIZE):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator((f.text for f in corpus.split("train")), trainer=trainer)
+    tok.train_from_iterator(_bounded_texts(corpus), trainer=trainer)
     return tok
 
 
@@ -53,9 +65,20 @@ def load_or_train_tokenizer(corpus: Corpus, vocab_size: int = VOCAB_SIZE):
 
 
 def load_tokenizer(path: str | Path):
+    """A tokenizer file written by ``tokenizers`` (a run folder's tokenizer.json); one-line errors."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(path))
+    from ..errors import CircuitlabError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CircuitlabError(f"tokenizer {str(path)!r} does not exist; copy the run's tokenizer.json back or "
+                              "retrain the run")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for any malformed file
+        raise CircuitlabError(f"tokenizer {str(path)!r} is not a valid tokenizer file ({str(exc)[:120]}); copy "
+                              "the run's tokenizer.json back or retrain the run") from None
 
 
 def tokenizer_hash(tok) -> str:

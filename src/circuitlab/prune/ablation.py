@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..files import sha256_file
+from ..files import tensors_sha256
 from ..log import logger
 from ..model.nodes import NodeSpace
 
@@ -79,7 +79,7 @@ def _corpus_hash(info) -> str | None:
 def means_key(info, tokenizer, corpus_hash: str, n_windows: int, window: int, seed: int) -> str:
     from ..data.tokenizer import tokenizer_hash
 
-    weights = sha256_file(Path(info.path) / "model.safetensors")[:16]
+    weights = tensors_sha256(Path(info.path) / "model.safetensors")[:16]
     return f"corpus-{corpus_hash[:16]}.tok-{tokenizer_hash(tokenizer)}.w-{weights}.{n_windows}x{window}.s{seed}"
 
 
@@ -103,12 +103,10 @@ def node_means(model, tokenizer, info, device: Any = "cpu", *, n_windows: int = 
     folder (``node_means.safetensors``, atomic write) and recomputed only for a new key. With
     ``info=None`` they are computed from the default corpus and not cached.
     """
-    from safetensors.torch import save
-
     from ..data.corpus import load_corpus
     from ..data.tokenizer import encode_split
     from ..data.windows import windows as corpus_windows
-    from ..files import write_bytes
+    from ..files import write_safetensors
 
     window = min(window, model.config.n_ctx)
     corpus = None
@@ -138,7 +136,7 @@ def node_means(model, tokenizer, info, device: Any = "cpu", *, n_windows: int = 
         tensors[key] = means.detach().cpu().contiguous()
         meta[key] = json.dumps({"corpus_hash": corpus_hash, "split": "val", "n_windows": n_windows,
                                 "window": window, "seed": seed})
-        write_bytes(path, save(tensors, metadata=meta))
+        write_safetensors(path, tensors, meta)
     return means
 
 

@@ -66,13 +66,7 @@ class Circuit:
 
     def row(self) -> dict[str, Any]:
         """The summary row printed by ``circuitlab prune/run`` (and their ``--json`` task entries)."""
-        return {"task": self.task, "nodes": self.node_count, "edges": self.edge_count,
-                "weight_edges": int(self.edge_counts["weight"]), "residual_edges": int(self.edge_counts["residual"]),
-                "loss": self.loss, "accuracy": self.accuracy, "train_loss": self.train_loss,
-                "target_loss": self.target_loss, "reached": self.reached, "seconds": self.seconds,
-                "full_model_loss": self.full_model_loss, "full_model_accuracy": self.full_model_accuracy,
-                "sufficiency": self.validations.sufficiency, "necessity": self.validations.necessity,
-                "random_loss": self.validations.random}
+        return circuit_row(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +103,17 @@ class Circuit:
         path = Path(folder) / f"{self.task}.json"
         write_json(path, self.to_json())
         return path
+
+
+def circuit_row(doc: dict[str, Any]) -> dict[str, Any]:
+    """The summary row of a circuit, from its JSON document (``Circuit.to_json``)."""
+    v = doc["validations"]
+    return {"task": doc["task"], "nodes": doc["node_count"], "edges": doc["edge_count"],
+            "weight_edges": int(doc["edge_counts"]["weight"]), "residual_edges": int(doc["edge_counts"]["residual"]),
+            "loss": doc["loss"], "accuracy": doc["accuracy"], "train_loss": doc["train_loss"],
+            "target_loss": doc["target_loss"], "reached": doc["reached"], "seconds": doc["seconds"],
+            "full_model_loss": doc["full_model_loss"], "full_model_accuracy": doc["full_model_accuracy"],
+            "sufficiency": v["sufficiency"], "necessity": v["necessity"], "random_loss": v["random"]}
 
 
 def _round(x: float) -> float:

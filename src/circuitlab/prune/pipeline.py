@@ -9,6 +9,7 @@ goes to the ``circuitlab`` logger.
 from __future__ import annotations
 
 import collections
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from ..config import PruneConfig, config_hash, to_dict
 from ..errors import CircuitlabError
 from ..files import write_json
 from ..log import logger
-from .circuit import Circuit, geomean
+from .circuit import Circuit, circuit_row, geomean
 
 
 def _file_stem(task, names_seen: dict[str, int]) -> str:
@@ -61,6 +62,19 @@ def _task_pairs(task, tok, context, config: PruneConfig, model, dev) -> tuple[An
     return train_pairs, test_pairs, full, None
 
 
+def finished_circuit(path: Path, config: PruneConfig, run_prov: dict, pairs: dict) -> dict | None:
+    """The circuit document at ``path`` if an earlier run of the same settings on the same model and
+    pairs finished it (an interrupted prune is continued by running it again), else None."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        prov = doc["provenance"]
+        same = (doc.get("kind") == "circuitlab-circuit" and prov.get("prune_config") == to_dict(config)
+                and prov.get("run_config_hash") == run_prov["run_config_hash"] and prov.get("pairs") == pairs)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return doc if same else None
+
+
 def _summary(info, config: PruneConfig, rows: list, skipped: list, seconds: float, out: Path, provenance: dict) -> dict:
     reached = [r for r in rows if r["reached"]]
     return {
@@ -76,10 +90,13 @@ def _summary(info, config: PruneConfig, rows: list, skipped: list, seconds: floa
 
 def prune_model(run: str | Path, config: PruneConfig, out: str | Path, *,
                 on_circuit: Callable[[Circuit], None] | None = None,
+                on_finished: Callable[[dict], None] | None = None,
                 extra_provenance: dict | None = None) -> dict[str, Any]:
     """Prune every task ``config`` selects in the run folder ``run``; write the results under ``out``.
 
-    Returns the summary document (also written to ``out/summary.json``).
+    A task whose circuit an earlier run with the same settings already wrote is not pruned again: its
+    document is passed to ``on_finished`` and its row reused. Returns the summary document (also
+    written to ``out/summary.json``).
     """
     import torch
 
@@ -87,12 +104,13 @@ def prune_model(run: str | Path, config: PruneConfig, out: str | Path, *,
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _prune_model(Path(run), config, Path(out), on_circuit, extra_provenance or {})
+        return _prune_model(Path(run), config, Path(out), on_circuit, on_finished, extra_provenance or {})
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, extra_provenance: dict) -> dict[str, Any]:
+def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finished,
+                 extra_provenance: dict) -> dict[str, Any]:
     import torch
 
     from .. import __version__, plugins
@@ -116,6 +134,14 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, extra_pr
                 "run_provenance": info.provenance}
     rows, skipped = [], []
     for task in tasks:
+        path = out / "circuits" / f"{_file_stem(task, names_seen)}.json"
+        done = finished_circuit(path, config, run_prov, pairs_source(task, context))
+        if done is not None:
+            logger.info(f"done {task.qualname}: kept from an earlier run ({path})")
+            if on_finished is not None:
+                on_finished(done)
+            rows.append({**circuit_row(done), "suite": task.suite, "file": str(path)})
+            continue
         train_pairs, test_pairs, full, skip = _task_pairs(task, tok, context, config, model, dev)
         if skip is not None:
             skipped.append(skip)
@@ -129,7 +155,6 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, extra_pr
                 "n_test_pairs": len(test_pairs), "ablation": config.ablation, **extra_provenance}
         circuit = prune_task(model, train, test, values, config, task=task.name, suite=task.suite,
                              provenance=prov, progress=True, mask_entry=mask_entry, objective_entry=objective_entry)
-        path = out / "circuits" / f"{_file_stem(task, names_seen)}.json"
         write_json(path, circuit.to_json())
         if on_circuit is not None:
             on_circuit(circuit)

@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 def _missing_chunks(array_dir: Path) -> tuple[list[str], int]:
     """Chunk files of a zarr v3 array that should exist but do not, and how many there should be.
 
-    zarr reads a missing chunk as the fill value (NaN for activations), so a deleted file would pass
-    silently. Only for arrays written with ``write_empty_chunks``, where every chunk is on disk."""
+    zarr reads a missing chunk as the fill value (NaN, 0 or False), so a deleted file would pass
+    silently. Only meaningful for arrays written with ``write_empty_chunks``, where every chunk is on disk."""
     import itertools
 
     try:
@@ -55,26 +55,60 @@ def _missing_chunks(array_dir: Path) -> tuple[list[str], int]:
     return [k for k in keys if not (array_dir / k).is_file()], len(keys)
 
 
+def _arrays(group_dir: Path) -> list[Path]:
+    """The array folders directly inside a zarr v3 group folder."""
+    found = []
+    for child in sorted(group_dir.iterdir()):
+        meta = child / "zarr.json"
+        if child.is_dir() and meta.is_file():
+            try:
+                if json.loads(meta.read_text(encoding="utf-8")).get("node_type") == "array":
+                    found.append(child)
+            except (OSError, ValueError):
+                found.append(child)  # unreadable metadata: let the chunk check and xarray name it
+    return found
+
+
+def check_chunks(group_dir: Path, every_array: bool, fix: str) -> None:
+    """One-line error naming the first missing chunk file of the group's arrays (all of them when the
+    group was written with every chunk on disk, else the activation only)."""
+    arrays = _arrays(group_dir) if every_array else [group_dir / "activation"]
+    for array in arrays:
+        if not array.exists():
+            continue
+        missing, total = _missing_chunks(array)
+        if missing:
+            raise CircuitlabError(f"store {str(group_dir)!r} is damaged: {len(missing)} of {total} {array.name!r} "
+                                  f"chunk files are missing (first: {array.name}/{missing[0]}); {fix}")
+
+
+RERECORD = "re-record it with 'circuitlab record --overwrite'"
+#: The arrays every store holds (besides its coordinates).
+STORE_ARRAYS = ("activation", "token_ids", "length", "target", "contrast", "offset", "node_mean")
+
+
 def open_store(path: str | os.PathLike) -> xr.Dataset:
     """Open a store's activation dataset lazily (no dask needed), after checking its schema and that
-    no activation chunk file is missing."""
+    no chunk file is missing."""
     import xarray as xr
 
     path = Path(path)
-    root_attrs(path)
-    missing, total = _missing_chunks(path / "activation")
-    if missing:
-        raise CircuitlabError(f"store {str(path)!r} is damaged: {len(missing)} of {total} 'activation' chunk files "
-                              f"are missing (first: activation/{missing[0]}); re-record it with "
-                              "'circuitlab record --overwrite'")
+    from ..files import recover_dir
+
+    recover_dir(path)  # a kill during a replacement: put the complete store back, sweep debris
+    attributes = root_attrs(path)
+    gone = [a for a in STORE_ARRAYS if not (path / a / "zarr.json").is_file()]
+    if gone:
+        raise CircuitlabError(f"store {str(path)!r} is damaged: its array(s) {', '.join(gone)} are missing; {RERECORD}")
+    check_chunks(path, attributes.get("integrity", {}).get("all_chunks_written", False), RERECORD)
     try:
         return xr.open_zarr(path, consolidated=False, chunks=None, zarr_format=3)
     except Exception as exc:  # metadata of a variable unreadable: name what failed
         raise CircuitlabError(f"store {str(path)!r} could not be opened ({type(exc).__name__}: {exc}); "
-                              "re-record it with 'circuitlab record --overwrite'") from None
+                              f"{RERECORD}") from None
 
 
-def read_values(da: xr.DataArray, what: str | None = None, where: str = "") -> np.ndarray:
+def read_values(da: xr.DataArray, what: str | None = None, where: str = "", fix: str = RERECORD) -> np.ndarray:
     """``da.values``, turning a corrupt chunk into a CircuitlabError naming the variable (and ``where``)."""
     try:
         return np.asarray(da.values)
@@ -83,8 +117,7 @@ def read_values(da: xr.DataArray, what: str | None = None, where: str = "") -> n
     except Exception as exc:
         name = what or da.name
         raise CircuitlabError(f"variable {name!r} is corrupt: a chunk{where} could not be read ({type(exc).__name__}: "
-                              f"{exc}); the store's other variables are still readable; re-record with "
-                              "'circuitlab record --overwrite'") from None
+                              f"{str(exc)[:200]}); the store's other variables are still readable; {fix}") from None
 
 
 def to_torch(da: xr.DataArray, device: Any = "cpu") -> torch.Tensor:
@@ -96,10 +129,6 @@ def to_torch(da: xr.DataArray, device: Any = "cpu") -> torch.Tensor:
     if not arr.flags.writeable:
         arr = arr.copy()
     return torch.from_numpy(arr).to(device)
-
-
-def sibling_tmp(path: Path) -> Path:
-    return path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
 
 
 def group_json(path: Path, tmp_dir: Path, attributes: dict | None = None) -> None:
@@ -187,9 +216,21 @@ def write_dataset(path: str | os.PathLike, batches: Iterable[ExampleBatch], *, n
     itself: ``record_store`` writes to a temporary sibling and renames.
     """
     import zarr
-    from zarr.codecs import ZstdCodec
 
     path = Path(path)
+    with zarr.config.set({"array.write_empty_chunks": True}):  # every chunk on disk: a missing one is damage
+        _write_rows(path, batches, num_examples, tokens, nodes, node_mean, chunk_bytes, flush_bytes,
+                    min_chunk_bytes)
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    group.attrs.put({**attributes, "integrity": {"all_chunks_written": True}})
+    group_json(path / METHODS, path.parent)
+    return path
+
+
+def _write_rows(path: Path, batches, num_examples: int, tokens: int, nodes: dict, node_mean, chunk_bytes: int,
+                flush_bytes: int, min_chunk_bytes: int) -> None:
+    from zarr.codecs import ZstdCodec
+
     num_nodes = len(nodes["index"])
     ce = chunk_examples(tokens, num_nodes, target=chunk_bytes, total=num_examples, minimum=min_chunk_bytes)
     small = min(max(num_examples, 1), max(ce, -(-min_chunk_bytes // max(1, tokens * 4))))
@@ -230,10 +271,6 @@ def write_dataset(path: str | os.PathLike, batches: Iterable[ExampleBatch], *, n
         flush(rows)
     if written != num_examples:
         raise CircuitlabError(f"wrote {written} examples, expected {num_examples}")
-    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
-    group.attrs.put(attributes)
-    group_json(path / METHODS, path.parent)
-    return path
 
 
 def _empty_batch(tokens: int, nodes: int) -> ExampleBatch:
@@ -243,7 +280,13 @@ def _empty_batch(tokens: int, nodes: int) -> ExampleBatch:
 
 
 def install_store(tmp: Path, out: Path, overwrite: bool) -> Path:
-    """Move a finished store from ``tmp`` to ``out``; with ``overwrite``, keep ``out``'s method results."""
+    """Put a finished store from ``tmp`` at ``out``; with ``overwrite``, keep ``out``'s method results.
+
+    The method results are hard-linked into the new store (the old one keeps them until it is gone), and
+    the two folders are swapped with ``circuitlab.files.replace_dir``: a kill at any instant leaves a
+    complete store at ``out``, the old one or the new one, never one without its method results."""
+    from ..files import replace_dir
+
     if out.exists():
         if not overwrite:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -253,11 +296,8 @@ def install_store(tmp: Path, out: Path, overwrite: bool) -> Path:
         old_methods = out / METHODS
         if old_methods.is_dir():
             shutil.rmtree(tmp / METHODS, ignore_errors=True)
-            os.rename(old_methods, tmp / METHODS)
-        trash = sibling_tmp(out)
-        os.rename(out, trash)
-        os.rename(tmp, out)
-        shutil.rmtree(trash, ignore_errors=True)
+            shutil.copytree(old_methods, tmp / METHODS, copy_function=os.link)
+        replace_dir(tmp, out)
         return out
     try:
         os.rename(tmp, out)

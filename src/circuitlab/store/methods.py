@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import CircuitlabError, UnknownNameError
+from ..files import recover_dir, remove_tree, replace_dir, sibling_tmp
 from ..model.nodes import NodeSpace
-from .io import group_json, open_store, read_values, sibling_tmp
+from .io import check_chunks, group_json, open_store, read_values
 from .schema import METHODS, NODE_COORDS, SCHEMA_VERSION, check_name, node_coords, node_space, now, root_attrs
 
 if TYPE_CHECKING:
     import xarray as xr
+
+
+#: The arrays every method result holds.
+METHOD_ARRAYS = ("score", "kept", "edge_src", "edge_dst")
 
 
 def method_group(method: str, task: str) -> str:
@@ -45,11 +48,29 @@ def open_method(path: str | os.PathLike, method: str, task: str) -> xr.Dataset:
     group = method_group(method, task)
     if not (path / group / "zarr.json").exists():
         raise UnknownNameError("method result", f"{method}/{task}", [f"{m}/{t}" for m, t in list_methods(path)])
+    fix = rewrite_method(method, task)
+    recover_dir(path / group)
+    try:
+        meta = json.loads((path / group / "zarr.json").read_text(encoding="utf-8"))
+        complete = bool(meta.get("attributes", {}).get("all_chunks_written"))
+    except (OSError, ValueError):
+        complete = False
+    gone = [a for a in METHOD_ARRAYS if not (path / group / a / "zarr.json").is_file()]
+    if gone:
+        raise CircuitlabError(f"method result {method}/{task} in {str(path)!r} is damaged: its array(s) "
+                              f"{', '.join(gone)} are missing; {fix}")
+    check_chunks(path / group, complete, fix)
     try:
         return xr.open_zarr(path, group=group, consolidated=False, chunks=None, zarr_format=3)
     except Exception as exc:
         raise CircuitlabError(f"method result {method}/{task} in {str(path)!r} could not be opened "
-                              f"({type(exc).__name__}: {exc}); rewrite it with --overwrite") from None
+                              f"({type(exc).__name__}: {exc}); {fix}") from None
+
+
+def rewrite_method(method: str, task: str) -> str:
+    """The fix for a damaged method result: record --overwrite keeps method results, so it would not help."""
+    return (f"rewrite it by pruning task {task!r} again with --store STORE --overwrite, or delete "
+            f"methods/{method}/{task}")
 
 
 def _check_nodes(path: Path, ds: xr.Dataset, space: NodeSpace | None, n: int) -> dict[str, np.ndarray]:
@@ -137,7 +158,7 @@ def add_method_result(store_path: str | os.PathLike, *, method: str, task: str, 
         {"score": ("node", scores), "kept": ("node", kept_arr),
          "edge_src": ("edge", e[:, 0].astype(np.int32)), "edge_dst": ("edge", e[:, 1].astype(np.int32))},
         coords={"node": np.arange(len(scores), dtype=np.int32), **{c: ("node", stored[c]) for c in NODE_COORDS}},
-        attrs={"schema_version": SCHEMA_VERSION, "method": method, "task": task,
+        attrs={"schema_version": SCHEMA_VERSION, "method": method, "task": task, "all_chunks_written": True,
                "task_code": task_codes.index(task) if task in task_codes else None,
                "loss": float(loss), "edges": int(edges), "nodes": int(nodes),
                "has_edge_list": edge_list is not None,
@@ -146,22 +167,28 @@ def add_method_result(store_path: str | os.PathLike, *, method: str, task: str, 
     if target.exists() and not overwrite:
         raise CircuitlabError(f"store {str(path)!r} already has a result for method {method!r} on task {task!r}; "
                               "pass --overwrite to replace it, or use another method label")
+    _write_result(result, path, target, overwrite)
+    return target
+
+
+def _write_result(result: xr.Dataset, path: Path, target: Path, overwrite: bool) -> None:
+    """Write the result in a temporary folder, then put it in place (swapped atomically over an old one)."""
+    import zarr
+
     group_json(path / METHODS, path.parent)
     group_json(target.parent, path.parent)
-    tmp = sibling_tmp(path)
+    tmp = sibling_tmp(target)
     try:
-        result.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False)
+        with zarr.config.set({"array.write_empty_chunks": True}):  # every chunk on disk: a missing one is damage
+            result.to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False)
         if target.exists() and overwrite:
-            trash = target.parent / f".trash-{uuid.uuid4().hex[:12]}"
-            os.rename(target, trash)
-            os.rename(tmp, target)
-            shutil.rmtree(trash, ignore_errors=True)
+            replace_dir(tmp, target)
         else:
             try:
                 os.rename(tmp, target)
             except OSError:
-                raise CircuitlabError(f"store {str(path)!r} already has a result for method {method!r} on task "
-                                      f"{task!r} (written concurrently); pass --overwrite to replace it") from None
+                raise CircuitlabError(f"store {str(path)!r} already has a result for method {result.attrs['method']!r} "
+                                      f"on task {result.attrs['task']!r} (written concurrently); pass --overwrite to "
+                                      "replace it") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        remove_tree(tmp)

@@ -30,15 +30,7 @@ def top_examples(path: str | os.PathLike, node: str, k: int = 10, source: str = 
         raise CircuitlabError(f"store {str(path)!r} has no {source} examples; record some with "
                               "'circuitlab record --corpus-windows N'")
     length = read_values(ds["length"], "length")[rows]
-    ce = int(ds["activation"].encoding.get("chunks", (256,))[0])
-    acts = np.empty((len(rows), ds.sizes["token"]), np.float32)
-    lo = 0
-    while lo < len(rows):  # read chunk by chunk so a corrupt chunk is named precisely
-        sel = rows[lo: lo + ce]
-        sel_ = slice(int(sel[0]), int(sel[-1]) + 1) if sel[-1] - sel[0] == len(sel) - 1 else sel
-        acts[lo: lo + len(sel)] = read_values(ds["activation"].isel(example=sel_, node=idx), "activation",
-                                              f" of examples {int(sel[0])}..{int(sel[-1])}")
-        lo += len(sel)
+    acts = _node_activations(ds, rows, idx)
     valid = np.arange(acts.shape[1])[None, :] < length[:, None]
     flat = np.where(valid, acts, -np.inf).ravel()
     order = np.argsort(-flat, kind="stable")[: max(0, k)]
@@ -66,3 +58,18 @@ def top_examples(path: str | os.PathLike, node: str, k: int = 10, source: str = 
             "mean_abs": float(np.abs(nz).mean()) if nz.size else 0.0,
             "frequency": float((nz != 0).mean()) if nz.size else 0.0, "top": hits}
 
+
+
+def _node_activations(ds, rows: np.ndarray, node: int) -> np.ndarray:
+    """(len(rows), token) activations of one node, read one stored chunk at a time, so that a corrupt
+    chunk is named by its file and the examples it holds."""
+    ce = int(ds["activation"].encoding.get("chunks", (256,))[0]) or 1
+    acts = np.empty((len(rows), ds.sizes["token"]), np.float32)
+    chunk_of = rows // ce
+    for c in np.unique(chunk_of):
+        at = np.flatnonzero(chunk_of == c)
+        lo, hi = int(c) * ce, min(int(c) * ce + ce, ds.sizes["example"]) - 1
+        block = read_values(ds["activation"].isel(example=slice(lo, hi + 1), node=node), "activation",
+                            f" (activation/c/{int(c)}/0/0, examples {lo}..{hi})")
+        acts[at] = block[rows[at] - lo]
+    return acts

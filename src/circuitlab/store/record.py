@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,9 @@ import numpy as np
 
 from ..config import RecordConfig
 from ..errors import CircuitlabError
+from ..files import remove_tree, sibling_tmp
 from ..model.nodes import NodeSpace
-from .io import install_store, sibling_tmp, write_dataset
+from .io import install_store, write_dataset
 from .schema import (
     CHUNK_BYTES,
     CORPUS,
@@ -45,12 +45,17 @@ def _record_rows(model, ids: np.ndarray, length: np.ndarray, space: NodeSpace, b
 
 
 def _check_can_record(out: Path, info, overwrite: bool) -> None:
-    """An existing store may only be re-recorded for the same model, and only with --overwrite."""
+    """An existing store may only be re-recorded for the same model, and only with --overwrite; the
+    folder must be writable (checked before any work)."""
+    from ..files import check_writable_dir, recover_dir
+
+    recover_dir(out)  # a kill during an earlier replacement: the complete store back in place
     if out.exists():
         check_model(out, info)
         if not overwrite:
             raise CircuitlabError(f"store {str(out)!r} already exists for this model; pass --overwrite to "
                                   "re-record it (its method results are kept)")
+    check_writable_dir(out.parent, "--out")
 
 
 def _encode_tasks(tasks, tokenizer, n_ctx: int) -> list:
@@ -173,7 +178,7 @@ def record_store(out: str | os.PathLike, model, tokenizer, info, *,
                       node_mean=node_mean, attributes=attributes, chunk_bytes=chunk_bytes)
         return install_store(tmp, out, overwrite)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
 
 
 def _task_sets(info, tok, config: RecordConfig, note) -> list:

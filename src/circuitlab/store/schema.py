@@ -16,7 +16,7 @@ import attrs
 import numpy as np
 
 from ..errors import CircuitlabError
-from ..files import sha256_file
+from ..files import sha256_file, tensors_sha256
 from ..model.nodes import SITE_CODES, Location, NodeSpace
 
 if TYPE_CHECKING:
@@ -67,14 +67,17 @@ def check_name(kind: str, name: str) -> str:
 
 
 def model_identity(info) -> dict[str, Any]:
-    """What identifies a trained model: its weights' sha256, config hash, corpus and tokenizer hashes."""
+    """What identifies a trained model: a hash of its tensors (names, dtypes, shapes, bytes; not of the
+    file, whose bytes could differ for equal weights), its config hash, corpus and tokenizer hashes."""
     from ..config import config_hash
 
     prov = info.provenance or {}
     corpus = prov.get("corpus") if isinstance(prov.get("corpus"), dict) else {}
+    weights = Path(info.path) / "model.safetensors"
     return {
         "run": str(Path(info.path).resolve()),
-        "weights_sha256": sha256_file(Path(info.path) / "model.safetensors"),
+        "tensors_sha256": tensors_sha256(weights),
+        "weights_sha256": sha256_file(weights),
         "config_hash": config_hash(info.model),
         "corpus_hash": corpus.get("hash") or prov.get("corpus_hash"),
         "tokenizer_hash": prov.get("tokenizer_hash"),
@@ -170,7 +173,8 @@ def check_model(path: str | os.PathLike, info) -> dict[str, Any]:
     attrs_ = root_attrs(path)
     stored = attrs_.get("model", {})
     ident = model_identity(info)
-    for key in ("weights_sha256", "config_hash"):
+    # Stores written before tensors_sha256 existed identify the model by the file's bytes.
+    for key in ("tensors_sha256" if "tensors_sha256" in stored else "weights_sha256", "config_hash"):
         if stored.get(key) != ident[key]:
             raise CircuitlabError(
                 f"store {str(path)!r} was recorded for a different model (run {stored.get('run')!r}, "

@@ -38,15 +38,15 @@ def task_context_for_run(info: RunInfo) -> TaskContext:
     When that corpus folder is gone, the context has the tokenizer but no held-out files (templated
     tasks still work; mined tasks have no pairs), and a note goes to stderr.
     """
+    from ..data.tokenizer import load_tokenizer
+
     tok_path = info.path / "tokenizer.json"
-    tokenizer_path = str(tok_path) if tok_path.exists() else None
+    tokenizer = load_tokenizer(tok_path) if tok_path.exists() else None  # a broken tokenizer is its own error
     try:
-        return _context_for_corpus(info.train.corpus, tokenizer_path)
+        return _context_for_corpus(info.train.corpus, str(tok_path) if tokenizer is not None else None)
     except CircuitlabError as exc:
         note_once(f"circuitlab: no held-out files for tasks mined from the corpus: {exc}")
-        from ..data.tokenizer import load_tokenizer
-
-        return TaskContext(tokenizer=load_tokenizer(tok_path) if tokenizer_path else None)
+        return TaskContext(tokenizer=tokenizer)
 
 
 def suite_names() -> list[str]:

@@ -12,14 +12,13 @@ from typing import Any
 
 from .. import __version__
 from ..errors import CircuitlabError
-from ..files import atomic_path
+from ..files import write_safetensors
 
 CHECKPOINT = "checkpoint.safetensors"
 
 
 def save_checkpoint(path: Path, model: Any, opt: Any, schedule: Any, step: int, history: list, meta: dict) -> None:
     import torch
-    from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
     names = {id(p): n for n, p in model.named_parameters()}
@@ -35,8 +34,7 @@ def save_checkpoint(path: Path, model: Any, opt: Any, schedule: Any, step: int, 
     tensors["rng.torch"] = torch.get_rng_state()
     metadata = {"step": str(step), "history": json.dumps(history), "train": json.dumps(meta["train"]),
                 "model": json.dumps(meta["model"]), "circuitlab_version": __version__}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_safetensors(path, tensors, metadata)
 
 
 def _read(path: Path, fix: str) -> tuple[dict, dict]:

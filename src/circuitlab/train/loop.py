@@ -24,7 +24,8 @@ import attrs
 from .. import __version__, plugins
 from ..config import ModelConfig, TrainConfig, to_dict
 from ..errors import CircuitlabError
-from ..files import atomic_path, write_bytes, write_json
+from ..files import check_writable_dir, write_bytes, write_json, write_safetensors
+from ..interrupts import Interrupted, deferred_signals
 from . import distributed
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .distributed import Dist
@@ -132,6 +133,7 @@ class Session:
 
 
 def _check_out(out: Path, resume: bool) -> None:
+    check_writable_dir(out, "--out")
     if (out / "model.safetensors").exists() and not resume:
         raise CircuitlabError(f"{str(out)!r} already holds a finished run; choose another --out")
     if (out / CHECKPOINT).exists() and not resume:
@@ -158,7 +160,7 @@ def _start(config: TrainConfig, out: Path, model_config: ModelConfig | None, res
     if config.batch_size % dist.world:
         raise CircuitlabError(f"--batch-size {config.batch_size} is not divisible by {dist.world} processes; "
                               "pick a multiple of the process count")
-    corpus = load_corpus(config.corpus)
+    corpus = load_corpus(config.corpus, config.max_file_bytes)
     tok = load_or_train_tokenizer(corpus)
     train_ids = torch.from_numpy(encode_split(corpus, tok, "train").astype(np.int64))
     val_ids = torch.from_numpy(encode_split(corpus, tok, "val").astype(np.int64))
@@ -175,7 +177,7 @@ def _start(config: TrainConfig, out: Path, model_config: ModelConfig | None, res
     provenance = {
         "circuitlab_version": __version__, "plugins": [schedule_entry.provenance()], "seed": config.seed,
         "corpus": {"root": corpus.root, "hash": corpus.hash, "files": len(corpus.files),
-                   "train_tokens": len(train_ids), "val_tokens": len(val_ids)},
+                   "skipped": corpus.skipped_counts(), "train_tokens": len(train_ids), "val_tokens": len(val_ids)},
         "tokenizer_hash": tokenizer_hash(tok), "torch_version": torch.__version__, "device": str(device),
         "world_size": dist.world,
     }
@@ -200,8 +202,17 @@ def _write_start(s: Session, tok: Any, corpus: Any) -> None:
     write_json(s.out / "config.json", {"kind": RUN_KIND, "status": "training", **s.meta, "provenance": s.provenance})
 
 
+def _diverged(s: Session, loss_value: float, lr: float) -> CircuitlabError:
+    return CircuitlabError(
+        f"training diverged at step {s.step + 1}: the loss is {loss_value} (learning rate {lr:.3g}); the likely "
+        f"cause is a learning rate too high for this model; train again with a smaller --lr (the preset's is "
+        f"{s.config.lr:g}) and a new --out")
+
+
 def _loop(s: Session, progress: bool) -> float:
-    """Steps from ``s.step`` to the end, with evaluations and checkpoints; returns tokens per second."""
+    """Steps from ``s.step`` to the end, with evaluations and checkpoints; returns tokens per second.
+
+    SIGINT/SIGTERM stop it after the current step, with a checkpoint at that step (``Interrupted``)."""
     from tqdm import tqdm
 
     c, dist = s.config, s.dist
@@ -212,32 +223,38 @@ def _loop(s: Session, progress: bool) -> float:
     if s.step == 0 and dist.main:
         s.history.append({"step": 0, "val_loss": s.val_loss(), "density": 1.0})
     s.model.train()
-    while s.step < c.steps:
-        density = s.schedule.density_at(s.step)
-        lr = lr_at(c, s.step, density)
-        for group in s.opt.param_groups:
-            group["lr"] = lr
-        x, y = _batch(s.train_ids, s.step, c, s.n_ctx, dist, s.device)
-        loss_value = train_step(s.model, s.train_model, s.opt, s.schedule, x, y, s.step, s.device)
-        tokens_done += x.numel() * dist.world
-        bar.set_postfix(loss=f"{loss_value:.3f}", density=f"{density:.3f}", lr=f"{lr:.2e}", refresh=False)
-        bar.update(1)
-        last = s.step == c.steps - 1
-        if dist.main and (last or (s.step + 1) % c.eval_every == 0):
-            val = s.val_loss()
-            s.history.append({"step": s.step + 1, "val_loss": val, "train_loss": loss_value, "density": density})
-            bar.write(f"step {s.step + 1}: val loss {val:.4f}, density {density:.4f}", file=sys.stderr)
-        if dist.main and (last or (s.step + 1) % c.ckpt_every == 0):
-            save_checkpoint(s.out / CHECKPOINT, s.model, s.opt, s.schedule, s.step, s.history, s.meta)
-        s.step += 1
+    with deferred_signals() as received:
+        while s.step < c.steps:
+            density = s.schedule.density_at(s.step)
+            lr = lr_at(c, s.step, density)
+            for group in s.opt.param_groups:
+                group["lr"] = lr
+            x, y = _batch(s.train_ids, s.step, c, s.n_ctx, dist, s.device)
+            loss_value = train_step(s.model, s.train_model, s.opt, s.schedule, x, y, s.step, s.device)
+            if not math.isfinite(loss_value):
+                raise _diverged(s, loss_value, lr)  # the last checkpoint (before the blow-up) stays
+            tokens_done += x.numel() * dist.world
+            bar.set_postfix(loss=f"{loss_value:.3f}", density=f"{density:.3f}", lr=f"{lr:.2e}", refresh=False)
+            bar.update(1)
+            last = s.step == c.steps - 1
+            if dist.main and (last or (s.step + 1) % c.eval_every == 0):
+                val = s.val_loss()
+                s.history.append({"step": s.step + 1, "val_loss": val, "train_loss": loss_value, "density": density})
+                if progress:
+                    bar.write(f"step {s.step + 1}: val loss {val:.4f}, density {density:.4f}", file=sys.stderr)
+            signum = received()
+            if dist.main and (last or signum or (s.step + 1) % c.ckpt_every == 0):
+                save_checkpoint(s.out / CHECKPOINT, s.model, s.opt, s.schedule, s.step, s.history, s.meta)
+            if signum and not last:
+                bar.close()
+                raise Interrupted(signum, f"interrupted at step {s.step + 1} of {c.steps}; the checkpoint holds it")
+            s.step += 1
     bar.close()
     seconds = time.perf_counter() - t0
     return tokens_done / seconds if seconds > 0 and tokens_done else None
 
 
 def _write_final(s: Session, tokens_per_second: float | None) -> None:
-    from safetensors.torch import save_file
-
     c = s.config
     if not s.history or s.history[-1]["step"] != c.steps:  # resumed from the final checkpoint
         s.history.append({"step": c.steps, "density": s.schedule.density_at(c.steps - 1), "val_loss": s.val_loss()})
@@ -247,8 +264,8 @@ def _write_final(s: Session, tokens_per_second: float | None) -> None:
     write_json(s.out / "config.json", {"kind": RUN_KIND, "status": "complete", **s.meta,
                                        "provenance": s.provenance, "final": final})
     state = {n: p.detach().cpu().contiguous() for n, p in s.model.named_parameters()}
-    with atomic_path(s.out / "model.safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"circuitlab_version": __version__, "config": json.dumps(s.meta["model"])})
+    write_safetensors(s.out / "model.safetensors", state,
+                      {"circuitlab_version": __version__, "config": json.dumps(s.meta["model"], sort_keys=True)})
 
 
 def train_run(config: TrainConfig, out: str | Path, *, model_config: ModelConfig | None = None,

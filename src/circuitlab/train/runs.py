@@ -62,18 +62,23 @@ def load_model(path: str | Path, device: Any = "cpu"):
     from ..model.gpt import GPT
 
     info = read_run(path)
+    weights = info.path / "model.safetensors"
     model = GPT(info.model)
     try:
-        state = load_file(str(info.path / "model.safetensors"), device=str(device))
+        state = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CircuitlabError(f"{str(info.path / 'model.safetensors')!r} is corrupt ({exc}); retrain the run") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
+        raise CircuitlabError(f"{str(weights)!r} is corrupt ({exc}); retrain the run") from None
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor whose shape does not fit the config
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise CircuitlabError(f"weights in {str(info.path)!r} do not match its config.json ({first}); restore the "
+                              "config.json written by training, or retrain the run") from None
     if missing or unexpected:
         raise CircuitlabError(f"weights in {str(info.path)!r} do not match its config (missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]}); retrain the run")
     model.to(device).eval()
-    tok = load_tokenizer(info.path / "tokenizer.json")
-    return model, tok, info
+    return model, load_tokenizer(info.path / "tokenizer.json"), info
 
 
 def run_summary(out: str | Path) -> dict:
@@ -93,6 +98,8 @@ def run_summary(out: str | Path) -> dict:
         "tokens_per_second": final.get("tokens_per_second"),
         "max_block_matrix_density": max(block.values()) if block else None,
         "corpus_hash": meta["provenance"]["corpus"]["hash"],
+        "corpus_files": meta["provenance"]["corpus"].get("files"),
+        "corpus_skipped": meta["provenance"]["corpus"].get("skipped", {}),
     }
 
 
