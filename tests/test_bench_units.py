@@ -151,6 +151,8 @@ def test_matched_loss_interpolates_log_log_and_says_when_not_bracketed():
     (line,) = matched_loss(rows, n_boot=100)
     assert line["node_ratio"] == pytest.approx(10, rel=1e-6) and line["edge_ratio"] == pytest.approx(10, rel=1e-6)
     assert line["node_interval"] == pytest.approx([10, 10])  # every resample sees the same power law
+    bigger = [r | {"nodes": r["nodes"] * 20, "edges": r["edges"] * 20} if r["model_id"] == "sparse" else r for r in rows]
+    assert matched_loss(bigger, n_boot=10)[0]["node_ratio"] == pytest.approx(0.5)  # ratios below 1 stay below 1
     far = [r | {"val_loss": 6.0} if r["model_id"] == "sparse" else r for r in rows]
     (line,) = matched_loss(far, n_boot=100)
     assert line["node_ratio"] is None and "not bracketed" in line["status"][0]

@@ -25,7 +25,13 @@ SOLVED = 0.9
 
 
 def _gm(values) -> float:
-    vals = [max(float(v), 1.0) for v in values]
+    """Geometric mean of counts (a count of 0 counts as 1)."""
+    return geo(max(float(v), 1.0) for v in values)
+
+
+def geo(values) -> float:
+    """Geometric mean of positive numbers (ratios)."""
+    vals = [float(v) for v in values]
     return math.exp(sum(map(math.log, vals)) / len(vals)) if vals else math.nan
 
 
@@ -128,8 +134,8 @@ def matched_loss(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> list[di
             if not ok:
                 line[f"{unit}_ratio"] = line[f"{unit}_interval"] = None
                 continue
-            line[f"{unit}_ratio"] = _gm(x[f"{unit}_ratio"] for x in ok)
-            boots = [_gm(_boot_one(ok[i]["_args"], rng, unit + "s") for i in rng.integers(0, len(ok), len(ok)))
+            line[f"{unit}_ratio"] = geo(x[f"{unit}_ratio"] for x in ok)
+            boots = [geo(_boot_one(ok[i]["_args"], rng, unit + "s") for i in rng.integers(0, len(ok), len(ok)))
                      for _ in range(n_boot)]
             line[f"{unit}_interval"] = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
         out.append(line)

@@ -15,7 +15,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from .analysis import SOLVED, _gm, primary
+from .analysis import SOLVED, geo, primary
 
 
 def _real_key(r: dict) -> tuple:
@@ -52,8 +52,8 @@ def control_summary(rows: list[dict]) -> list[dict[str, Any]]:
         solved = [p for p in pairs if p["solved"]]
         out.append({"control": control, "pairs": len(pairs), "on_solved_tasks": len(solved),
                     "reached": sum(p["reached"] for p in pairs),
-                    "node_ratio": _gm(p["node_ratio"] for p in solved) if solved else None,
-                    "edge_ratio": _gm(p["edge_ratio"] for p in solved) if solved else None,
+                    "node_ratio": geo(p["node_ratio"] for p in solved) if solved else None,
+                    "edge_ratio": geo(p["edge_ratio"] for p in solved) if solved else None,
                     "mean_loss_change": (statistics.fmean(p["loss"] - p["real_loss"] for p in solved)
                                          if solved else None)})
     return out

@@ -6,8 +6,9 @@ pruner (masked forward and backward over ``2 * batch_pairs`` prompts) and one ma
 train prompts. A model costs ``steps x train step`` (zero when cached); a cell costs
 ``attempts x mask steps x mask step + evaluations x train pass`` (bisection, validations and the 42
 faithfulness-curve passes, the test passes scaled by n_test / n_train). Prompts are taken as
-``PROMPT_TOKENS`` long. Cells of models not evaluated yet are listed as if every task were solved, so
-the total is an upper bound; the wall time is a list-scheduling simulation over the workers.
+``PROMPT_TOKENS`` long. Cells of models not evaluated yet are listed as if every task were solved (an
+upper bound), or as if the first ``assume_solved`` tasks were; the wall time is a list-scheduling
+simulation over the workers.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def _model_cells(spec: BenchSpec, m: ModelSpec, docs: dict[str, dict], all_tasks
     return cells_for(spec, m, doc["solved"] if doc else all_tasks)
 
 
-def dry_run(spec: BenchSpec, out: str, workers: int) -> dict[str, Any]:
+def dry_run(spec: BenchSpec, out: str, workers: int, assume_solved: int | None = None) -> dict[str, Any]:
     """Every model and cell of ``spec`` with its state (done, cached, to run) and estimated seconds."""
     models = model_specs(spec)
     docs = {m.model_id: d for m in models if (d := read_done(model_path(out, m.model_id))) is not None}
@@ -133,7 +134,7 @@ def dry_run(spec: BenchSpec, out: str, workers: int) -> dict[str, Any]:
         model_rows.append({**m.describe(), "state": "cached" if cached else "to train", "seconds": seconds,
                            "evaluated": m.model_id in docs})
         model_jobs.append((seconds, m.model_id))
-        for cell in _model_cells(spec, m, docs, list(spec.tasks)):
+        for cell in _model_cells(spec, m, docs, list(spec.tasks)[:assume_solved]):
             done = cell_path(out, cell).exists()
             s = 0.0 if done else cell_seconds(spec, cell, costs[key])
             cell_rows.append({"cell_id": cell.cell_id, "state": "done" if done else "to run", "seconds": s,
@@ -145,4 +146,5 @@ def dry_run(spec: BenchSpec, out: str, workers: int) -> dict[str, Any]:
             "models": model_rows, "cells": cell_rows,
             "total_seconds": sum(r["seconds"] for r in model_rows) + sum(r["seconds"] for r in cell_rows),
             "wall_seconds": _schedule(model_jobs, cell_jobs, workers),
-            "upper_bound": not all(r["exact"] for r in cell_rows)}
+            "assume_solved": assume_solved,
+            "upper_bound": assume_solved is None and not all(r["exact"] for r in cell_rows)}

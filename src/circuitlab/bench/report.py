@@ -10,13 +10,14 @@ them comes from the results table, which pandas or the csv module read without c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import CircuitlabError
 from ..files import write_bytes, write_json
 from . import analysis, controls
-from .table import RESULTS, read_table
+from .table import MODELS, RESULTS, read_table
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -105,7 +106,7 @@ def _matched_md(lines: list[dict]) -> str:
     rows = []
     for x in lines:
         ni, ei = x["node_interval"], x["edge_interval"]
-        status = "ok" if x["n_ok"] == len(x["models"]) else "; ".join(s for s in x["status"] if s != "ok")
+        status = "ok" if x["n_ok"] == len(x["models"]) else "; ".join(dict.fromkeys(s for s in x["status"] if s != "ok"))
         rows.append([x["group"], x["density"], x["pruner"], ", ".join(_fmt(v) for v in x["val_loss"]),
                      len(x["tasks"]), _fmt(x["node_ratio"]), f"[{_fmt(ni[0])}, {_fmt(ni[1])}]" if ni else "n/a",
                      _fmt(x["edge_ratio"]), f"[{_fmt(ei[0])}, {_fmt(ei[1])}]" if ei else "n/a", status])
@@ -137,14 +138,27 @@ def build_markdown(rows: list[dict], n_boot: int) -> tuple[str, dict]:
                    f["necessity_above_random"]] for f in faith]), "",
           f"Circuits whose test loss is below their full model's by more than 0.05: {len(beats)}.", "",
           "## Seed spread (circuit nodes)", "",
-          _table(["group", "density", "task", "pruner", "train seeds", "prune seeds", "reached", "min", "max",
-                  "max/min", "CV"],
-                 [[s["group"], s["density"], s["task"], s["pruner"], s["train_seeds"], s["prune_seeds"], s["reached"],
-                   s["min"], s["max"], s["spread"], s["cv"]] for s in spread]), ""]
+          _table(["group", "density", "width", "steps", "task", "pruner", "train seeds", "prune seeds", "reached",
+                  "min", "max", "max/min", "CV"],
+                 [[s["group"], s["density"], s["width"], s["train_steps"], s["task"], s["pruner"], s["train_seeds"],
+                   s["prune_seeds"], s["reached"], s["min"], s["max"], s["spread"], s["cv"]] for s in spread]), ""]
     for x in matched:
         x.pop("_args", None)
     return "\n".join(md), {"matched_loss": matched, "controls": ctl, "seed_spread": spread, "faithfulness": faith,
                            "beats_full_model": beats}
+
+
+def _models_md(out: Path) -> str:
+    import csv
+
+    path = out / MODELS
+    if not path.exists():
+        return ""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    lines = [[r["model_id"], r["kind"], float(r["val_loss"]) if r["val_loss"] else None, r["n_solved"],
+              ", ".join(t.partition(":")[2] for t in json.loads(r["solved"] or "[]"))] for r in rows]
+    return "## Models\n\n" + _table(["model", "kind", "val loss", "tasks solved", "solved"], lines) + "\n\n"
 
 
 def write_report(out: str | Path, n_boot: int = 2000) -> dict[str, Any]:
@@ -158,6 +172,7 @@ def write_report(out: str | Path, n_boot: int = 2000) -> dict[str, Any]:
     for task in sorted({r["task"] for r in analysis.primary(rows)}):
         figures.append(str(faithfulness_figure(rows, task, out / f"faithfulness_{task.replace(':', '-')}.png")))
     md, doc = build_markdown(rows, n_boot)
+    md = md.replace("## Matched-loss comparison", _models_md(out) + "## Matched-loss comparison", 1)
     md += "\n## Figures\n\n" + "\n".join(f"![{Path(f).stem}]({Path(f).name})" for f in figures) + "\n"
     write_bytes(out / "report.md", md.encode())
     doc = {"kind": "circuitlab-bench-report", "markdown": str(out / "report.md"), "figures": figures, **doc}

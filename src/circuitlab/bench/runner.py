@@ -23,7 +23,7 @@ from ..log import logger
 from .plan import Cell, ModelSpec, cells_for, model_specs
 from .spec import BenchSpec
 from .storing import StoreWriter
-from .table import RESULTS, cell_row, write_table
+from .table import MODELS, RESULTS, cell_row, write_models, write_table
 from .work import cell_path, prepare_model, read_done, run_cell
 
 SUMMARY_KIND = "circuitlab-bench-summary"
@@ -187,6 +187,7 @@ def run_bench(spec: BenchSpec, out: str | Path, *, workers: int | None = None,
                 fut.release()
             if kind == "model":
                 bench.model_docs[ident] = doc
+                write_models(out / MODELS, bench.model_docs.values())
                 _log_model(doc, bench.models[ident])
                 _submit_cells(client, bench, ac, kinds, ident)
             else:

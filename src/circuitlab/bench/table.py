@@ -121,3 +121,22 @@ def read_table(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a results table, typed (numbers, booleans, JSON lists)."""
     with open(path, newline="", encoding="utf-8") as f:
         return [{k: _parse(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+MODELS = "models.csv"
+MODEL_COLUMNS = ("model_id", "group", "kind", "preset", "sparsity", "density", "width", "train_steps", "train_seed",
+                 "val_loss", "n_solved", "solved", "accuracies", "train_seconds", "config_hash", "twin", "run")
+
+
+def write_models(path: str | Path, docs: Iterable[dict[str, Any]]) -> None:
+    """One row per model: validation loss, the tasks it solves, every task's full-model test accuracy."""
+    rows = []
+    for d in sorted(docs, key=lambda d: d["model_id"]):
+        rows.append({**{k: d.get(k) for k in MODEL_COLUMNS}, "n_solved": len(d["solved"]), "solved": d["solved"],
+                     "accuracies": {t: f["accuracy"] for t, f in d["tasks"].items()}})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=MODEL_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _text(r.get(k)) for k in MODEL_COLUMNS})
+    write_bytes(path, buf.getvalue().encode())

@@ -40,8 +40,10 @@ def bench_cmd() -> None:
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
               help="Attach to a running Dask scheduler instead of starting a local cluster.")
 @click.option("--dry-run", is_flag=True, help="List the models and cells with estimated times; run nothing.")
+@click.option("--assume-solved", type=click.IntRange(min=0), default=None, metavar="N",
+              help="With --dry-run: models not evaluated yet solve N tasks. [default: every task, an upper bound]")
 @json_option
-def run_cmd(spec, out, workers, scheduler, dry_run, json_):
+def run_cmd(spec, out, workers, scheduler, dry_run, assume_solved, json_):
     """Run a benchmark spec: train or reuse every model, prune every solved (model, task) cell.
 
     Resumable: rerun the same command after an interruption and only unfinished cells run. Progress
@@ -55,7 +57,7 @@ def run_cmd(spec, out, workers, scheduler, dry_run, json_):
     if dry_run:
         from ..bench.estimate import dry_run as plan
 
-        doc = plan(spec_obj, out, n)
+        doc = plan(spec_obj, out, n, assume_solved)
         emit_json(doc) if json_ else _print_plan(doc)
         return
     summary = run_bench(spec_obj, out, workers=n, scheduler=scheduler)
@@ -77,6 +79,8 @@ def _print_plan(doc: dict) -> None:
     for c in doc["cells"]:
         click.echo(f"cell  {c['cell_id']:<70} {c['state']:<7} {c['seconds']:8.1f}s")
     bound = " (upper bound: cells of unevaluated models assume every task solved)" if doc["upper_bound"] else ""
+    if doc["assume_solved"] is not None:
+        bound = f" (models not evaluated yet assumed to solve {doc['assume_solved']} tasks)"
     click.echo(f"{len(doc['models'])} models, {len(doc['cells'])} cells; estimated {doc['total_seconds'] / 60:.1f} "
                f"CPU-minutes, {doc['wall_seconds'] / 60:.1f} minutes wall on {doc['workers']} workers{bound}")
 
