@@ -41,8 +41,7 @@ def main() -> None:
             raise SystemExit(f"model {model.model_id} solves no task of {args.spec}; nothing to time")
 
         t0 = time.perf_counter()
-        for cell in cells:
-            run_cell(cell, doc, spec, str(Path(tmp) / "inproc"))
+        inside_inproc = [run_cell(cell, doc, spec, str(Path(tmp) / "inproc"))["seconds"] for cell in cells]
         inproc = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -53,7 +52,7 @@ def main() -> None:
         futures = [client.submit(run_cell, c, doc, spec, str(Path(tmp) / "dask"), key=f"cell-{c.cell_id}", pure=False)
                    for c in cells]
         wait(futures)
-        [f.result() for f in futures]
+        inside_dask = [f.result()["seconds"] for f in futures]
         on_dask = time.perf_counter() - t0
         client.close()
         cluster.close()
@@ -62,10 +61,15 @@ def main() -> None:
     print(f"{n} cells of {model.model_id} ({os.cpu_count()} CPUs, {args.workers} Dask worker(s), "
           f"{spec.threads} thread(s) per cell)")
     print(f"LocalCluster start-up: {startup:.2f} s (once per bench)")
-    print(f"in one process: {inproc:.2f} s ({inproc / n:.2f} s per cell)")
-    print(f"as Dask tasks:  {on_dask:.2f} s ({on_dask / n:.2f} s per cell)")
-    print(f"overhead per cell: {(on_dask - inproc * (1 if args.workers == 1 else 1 / args.workers)) / n:+.2f} s "
-          f"({'same core count' if args.workers == 1 else 'against the in-process time divided by the workers'})")
+    print(f"in one process: {inproc:.2f} s ({inproc / n:.2f} s per cell; first cell {inside_inproc[0]:.2f} s, "
+          f"the others {sum(inside_inproc[1:]) / max(n - 1, 1):.2f} s each)")
+    print(f"as Dask tasks:  {on_dask:.2f} s ({on_dask / n:.2f} s per cell; first cell {inside_dask[0]:.2f} s inside "
+          f"its worker, the others {sum(inside_dask[1:]) / max(n - 1, 1):.2f} s each)")
+    if args.workers == 1:
+        print(f"overhead per cell, all in: {(on_dask - inproc) / n:+.2f} s; scheduling and transfer alone (wall "
+              f"minus the time inside the cells): {(on_dask - sum(inside_dask)) / n:+.3f} s")
+    else:
+        print(f"speed-up over one process: {inproc / on_dask:.2f}x on {args.workers} workers")
 
 
 if __name__ == "__main__":

@@ -156,3 +156,20 @@ def test_matched_loss_interpolates_log_log_and_says_when_not_bracketed():
     far = [r | {"val_loss": 6.0} if r["model_id"] == "sparse" else r for r in rows]
     (line,) = matched_loss(far, n_boot=100)
     assert line["node_ratio"] is None and "not bracketed" in line["status"][0]
+
+
+def test_prune_pipeline_runs_the_nonsense_control_with_task_mean_ablation(tiny_run: Path, tmp_path: Path):
+    from circuitlab.config import PruneConfig
+    from circuitlab.prune.pipeline import prune_model
+
+    base = dict(pruner="heaviside", tasks="python:else_elif", min_accuracy=0.0, steps=10, n_train=16, n_test=8,
+                retries=0)
+    real = prune_model(tiny_run, PruneConfig(**base), tmp_path / "real")
+    control = prune_model(tiny_run, PruneConfig(**base, nonsense=True, ablation="task_mean"), tmp_path / "ctl")
+    assert control["nonsense"] and control["ablation"] == "task_mean"
+    (row,), (real_row,) = control["tasks"], real["tasks"]
+    assert row["full_model_loss"] != real_row["full_model_loss"]  # other answers, so another full-model loss
+    import json
+
+    circuit = json.loads(Path(row["file"]).read_text())
+    assert circuit["provenance"]["nonsense"] is True and circuit["provenance"]["ablation"] == "task_mean"
