@@ -1,6 +1,7 @@
 """``--dry-run``: the cells of a spec and an estimated time for each, from step costs measured here.
 
-For every distinct model shape the estimate times, on this machine with the spec's thread count:
+For every distinct model shape the estimate times (in CPU seconds, so the figures describe this machine
+running the bench alone, however busy it is now), with the spec's thread count:
 two training steps (forward, backward, AdamW, the schedule's masks), one mask-optimisation step of the
 pruner (masked forward and backward over ``2 * batch_pairs`` prompts) and one masked pass over the
 train prompts. A model costs ``steps x train step`` (zero when cached); a cell costs
@@ -29,11 +30,13 @@ TEST_PASSES = 6 + 42  # validations + faithfulness curves (2 levels x 2 rankings
 
 
 def _time(fn, repeats: int = 2) -> float:
+    """CPU seconds per call: with one thread this is the wall time on an otherwise idle machine, and it
+    stays so when other jobs share the cores (wall time would count their turns too)."""
     fn()  # warm-up
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for _ in range(repeats):
         fn()
-    return (time.perf_counter() - t0) / repeats
+    return (time.process_time() - t0) / repeats
 
 
 def measure(shape: ModelConfig, train: TrainConfig, spec: BenchSpec) -> dict[str, float]:
