@@ -24,8 +24,9 @@ from .errors import CircuitlabError, UnknownNameError
 BLOCK_SITES = ("attn.in", "attn.q", "attn.k", "attn.v", "attn.out", "mlp.in", "mlp.neuron", "mlp.out")
 #: AbsTopK activation-sparsity locations (paper-spec §1.5): the block sites with ``_`` for ``.``.
 AFRAC_LOCATIONS = tuple(site.replace(".", "_") for site in BLOCK_SITES)
-#: What a pruned node is replaced by.
-ABLATIONS = ("mean", "zero")
+#: What a pruned node is replaced by: its mean over corpus tokens, zero, or its mean over the task's own
+#: train prompts (the three ablations of the open replication, jacobcd52/sparse_pretrain_public).
+ABLATIONS = ("mean", "zero", "task_mean")
 #: Task-pair splits: train pairs drive pruning, test pairs are reported.
 SPLITS = ("train", "test")
 #: The largest seed torch and numpy accept.
@@ -256,6 +257,7 @@ class PruneConfig:
     target_loss: float = attrs.field(default=0.15, validator=positive)  # task loss on train pairs
     ablation: str = attrs.field(default="mean", validator=one_of(ABLATIONS))
     freeze_norm: bool = False  # fix the final RMSNorm scale to the unpruned model's (paper-spec §6.2)
+    nonsense: bool = False  # control: each pair's two answers assigned at random (circuitlab.tasks.nonsense_pairs)
     calibrate: bool = False  # fit a scale and shift of the logit difference per candidate (paper A.5)
     min_accuracy: float = attrs.field(default=0.9, validator=closed_unit_interval)  # prune only solved tasks
     seed: int = attrs.field(default=0, validator=valid_seed)

@@ -23,6 +23,7 @@ from ..files import os_error_text
 from ..interrupts import Interrupted, raising_signals
 from ..log import show_on_stderr
 from . import options
+from .bench import bench_cmd
 from .plugins import plugins_cmd
 from .prune import prune_cmd, run_cmd
 from .store import compare_cmd, record_cmd, top_cmd
@@ -44,7 +45,8 @@ def cli() -> None:
 
 
 # Each command module imports torch only inside its command body.
-for _command in (plugins_cmd, train_cmd, tasks_cmd, prune_cmd, run_cmd, record_cmd, compare_cmd, top_cmd):
+for _command in (plugins_cmd, train_cmd, tasks_cmd, prune_cmd, run_cmd, record_cmd, compare_cmd, top_cmd,
+                 bench_cmd):
     cli.add_command(_command)
 
 

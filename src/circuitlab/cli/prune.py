@@ -30,9 +30,13 @@ def prune_options(min_accuracy: float):
         setting(PruneConfig, "target_loss", help="Task loss (binary CE per prompt) the circuit must reach on the "
                                                  "train pairs."),
         setting(PruneConfig, "ablation", type=click.Choice(ABLATIONS),
-                help="What a pruned node is replaced by: its mean over corpus tokens, or zero."),
+                help="What a pruned node is replaced by: its mean over corpus tokens, zero, or its mean over "
+                     "the task's own train prompts."),
         setting(PruneConfig, "freeze_norm",
                 help="Fix the final RMSNorm scale to the unpruned model's (paper-spec §6.2 control)."),
+        setting(PruneConfig, "nonsense",
+                help="Control: prune the nonsense version of each task (the same prompts, the two answers "
+                     "assigned at random per pair); the accuracy gate still uses the real pairs."),
         setting(PruneConfig, "calibrate",
                 help="Fit a scale and shift of the logit difference per candidate circuit (paper A.5)."),
         setting(PruneConfig, "min_accuracy", default=min_accuracy,

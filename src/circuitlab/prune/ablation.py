@@ -1,7 +1,8 @@
 """Ablation of pruned nodes (paper-spec §3.2).
 
 A pruned node takes a fixed value at every prompt and position: its **mean activation over corpus
-tokens** (mean ablation, the default) or zero (``--ablation zero``). Means come from running the
+tokens** (mean ablation, the default), zero (``--ablation zero``), or its mean over every token of the
+task's own train prompts (``--ablation task_mean``, computed per task by ``task_mean_values``). Means come from running the
 unpruned model over fixed random windows of the corpus' validation split, once per model; they are
 cached in the run folder as ``node_means.safetensors`` under a key naming the corpus, the
 tokenizer, the weights and the windows, so a retrained or re-tokenized model never reuses stale
@@ -140,15 +141,52 @@ def node_means(model, tokenizer, info, device: Any = "cpu", *, n_windows: int = 
     return means
 
 
+def task_mean_values(model, batch, batch_size: int = 64) -> torch.Tensor:
+    """Every node's mean activation over the valid tokens of an encoded task batch, (num_nodes,) float32.
+
+    ``batch`` is a ``TaskBatch`` (both prompts of every pair); padding after each prompt's last token is
+    left out. This is the "task mean" ablation: what a node does on this task's prompts on average.
+    """
+    import torch
+
+    space = NodeSpace.from_config(model.config)
+    locs = space.by_hook()
+    sums = torch.zeros(space.num_nodes, dtype=torch.float64, device=batch.ids.device)
+    tokens = 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(batch), batch_size):
+            last = batch.last[i: i + batch_size]
+            ids = batch.ids[i: i + batch_size, : int(last.max()) + 1]
+            valid = (torch.arange(ids.shape[1], device=ids.device)[None, :] <= last[:, None]).double()  # (b, T)
+
+            def hook(name, x, valid=valid):
+                loc = locs.get(name)
+                if loc is not None:
+                    sums[loc.offset: loc.offset + loc.size] += torch.einsum("btn,bt->n", x.detach().double(), valid)
+                return x
+
+            model(ids, hook=hook)
+            tokens += int(valid.sum())
+    model.train(was_training)
+    return (sums / max(tokens, 1)).float()
+
+
 def ablation_values(model, tokenizer, info, ablation: str = "mean", device: Any = "cpu",
-                    progress: bool = False) -> torch.Tensor:
-    """What a pruned node is replaced by: the node means (``mean``) or zeros (``zero``).
+                    progress: bool = False, task_batch=None) -> torch.Tensor:
+    """What a pruned node is replaced by: the node means (``mean``), zeros (``zero``), or the means over
+    ``task_batch``'s tokens (``task_mean``; the caller passes the task's encoded train pairs).
 
     ``ablation`` is one of ``circuitlab.config.ABLATIONS``, checked by ``PruneConfig``."""
     import torch
 
     if ablation == "zero":
         return torch.zeros(NodeSpace.from_config(model.config).num_nodes, device=device)
+    if ablation == "task_mean":
+        if task_batch is None:
+            raise ValueError("task_mean ablation needs the task's encoded train pairs (task_batch)")
+        return task_mean_values(model, task_batch.to(device))
     return node_means(model, tokenizer, info, device, progress=progress)
 
 

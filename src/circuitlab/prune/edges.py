@@ -100,3 +100,26 @@ def edge_list(model, kept: torch.Tensor) -> list[tuple[int, int]]:
             for i in live.nonzero().flatten().tolist():
                 edges.append((write.offset + i, read.offset + i))
     return edges
+
+
+def all_edges(model) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every edge of the whole model (all nodes kept), vectorised: (source, destination) flat node indices.
+
+    The same edges, in the same order, as ``edge_list(model, all nodes kept)``, as two (E,) long tensors."""
+    import torch
+
+    space = NodeSpace.from_config(model.config)
+    srcs, dsts = [], []
+    for src, dst, nz in _weight_blocks(model, space):
+        i, j = nz.cpu().nonzero(as_tuple=True)  # i: destination channel, j: source channel
+        srcs.append(src.offset + j)
+        dsts.append(dst.offset + i)
+    subs = _sublayers(model, space)
+    for a, (_, _, write) in enumerate(subs):
+        if write is None:
+            continue
+        for read, norm_w, _ in subs[a + 1:]:
+            channels = (norm_w.cpu() != 0).nonzero().flatten()
+            srcs.append(write.offset + channels)
+            dsts.append(read.offset + channels)
+    return torch.cat(srcs).long(), torch.cat(dsts).long()

@@ -39,9 +39,14 @@ def _device(name: str):
     return dev
 
 
-def _task_pairs(task, tok, context, config: PruneConfig, model, dev) -> tuple[Any, Any, dict | None, dict | None]:
-    """(train pairs, test pairs, full-model test figures, skip record): the pairs to prune on, or why not."""
-    from ..tasks import check_tokens, evaluate, load_pairs
+def task_pairs(task, tok, context, config: PruneConfig, model, dev) -> tuple[Any, Any, dict | None, dict | None]:
+    """(train pairs, test pairs, full-model test figures, skip record): the pairs to prune on, or why not.
+
+    The ``min_accuracy`` gate is judged on the real test pairs. With ``config.nonsense`` the returned
+    pairs are the nonsense control (``circuitlab.tasks.nonsense_pairs``: answers flipped at random per
+    pair, seeded by task and split), and the full-model figures are those on the nonsense test pairs.
+    """
+    from ..tasks import check_tokens, evaluate, load_pairs, nonsense_pairs, nonsense_seed
 
     def skip(reason: str, **figures) -> tuple:
         logger.info(f"skip {task.qualname}: {reason}")
@@ -59,6 +64,10 @@ def _task_pairs(task, tok, context, config: PruneConfig, model, dev) -> tuple[An
     if full["accuracy"] < config.min_accuracy:
         return skip(f"full-model test accuracy {full['accuracy']:.3f} < {config.min_accuracy:g}",
                     accuracy=full["accuracy"], loss=full["loss"])
+    if config.nonsense:
+        train_pairs = tuple(nonsense_pairs(train_pairs, nonsense_seed(task.qualname, "train")))
+        test_pairs = tuple(nonsense_pairs(test_pairs, nonsense_seed(task.qualname, "test")))
+        full = {**evaluate(model, tok, list(test_pairs), device=dev), "real_task": full}
     return train_pairs, test_pairs, full, None
 
 
@@ -80,7 +89,8 @@ def _summary(info, config: PruneConfig, rows: list, skipped: list, seconds: floa
     return {
         "kind": "circuitlab-prune-summary", "model": str(info.path), "pruner": config.pruner,
         "objective": config.objective, "target_loss": config.target_loss, "ablation": config.ablation,
-        "freeze_norm": config.freeze_norm, "calibrate": config.calibrate, "min_accuracy": config.min_accuracy,
+        "freeze_norm": config.freeze_norm, "nonsense": config.nonsense, "calibrate": config.calibrate,
+        "min_accuracy": config.min_accuracy,
         "seed": config.seed, "tasks": rows, "skipped": skipped,
         "geomean_edges": geomean(r["edges"] for r in reached), "geomean_nodes": geomean(r["nodes"] for r in reached),
         "n_circuits": len(rows), "n_reached": len(reached), "seconds": seconds, "out": str(out),
@@ -128,7 +138,8 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
     tasks = resolve_tasks(config.tasks, context)
     if not tasks:
         raise CircuitlabError(f"--tasks {config.tasks!r} selects no tasks")
-    values = ablation_values(model, tok, info, config.ablation, device=dev, progress=True)
+    per_task_values = config.ablation == "task_mean"
+    values = None if per_task_values else ablation_values(model, tok, info, config.ablation, device=dev, progress=True)
     names_seen = collections.Counter(t.name for t in tasks)
     run_prov = {"run": str(info.path), "run_config_hash": config_hash(info.model, info.train),
                 "run_provenance": info.provenance}
@@ -142,7 +153,7 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
                 on_finished(done)
             rows.append({**circuit_row(done), "suite": task.suite, "file": str(path)})
             continue
-        train_pairs, test_pairs, full, skip = _task_pairs(task, tok, context, config, model, dev)
+        train_pairs, test_pairs, full, skip = task_pairs(task, tok, context, config, model, dev)
         if skip is not None:
             skipped.append(skip)
             continue
@@ -150,9 +161,12 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
                     f"full model: loss {full['loss']:.3f}, accuracy {full['accuracy']:.3f})")
         train = encode_pairs(list(train_pairs), tok, max_len=info.model.n_ctx)
         test = encode_pairs(list(test_pairs), tok, max_len=info.model.n_ctx)
+        if per_task_values:
+            values = ablation_values(model, tok, info, config.ablation, device=dev, task_batch=train)
         prov = {**run_prov, "task": task.qualname, "task_description": task.description,
                 "pairs": pairs_source(task, context), "n_train_pairs": len(train_pairs),
-                "n_test_pairs": len(test_pairs), "ablation": config.ablation, **extra_provenance}
+                "n_test_pairs": len(test_pairs), "ablation": config.ablation, "nonsense": config.nonsense,
+                **extra_provenance}
         circuit = prune_task(model, train, test, values, config, task=task.name, suite=task.suite,
                              provenance=prov, progress=True, mask_entry=mask_entry, objective_entry=objective_entry)
         write_json(path, circuit.to_json())

@@ -8,6 +8,7 @@ contexts) and ``evaluate``. The names below are the public surface plugin author
 """
 
 from ..config import SPLITS
+from .controls import nonsense_pairs, nonsense_seed
 from .evaluate import evaluate
 from .loss import binary_ce, last_logits, logit_diff, loss_and_accuracy, task_accuracy, task_loss
 from .suites import (
@@ -47,7 +48,7 @@ __all__ = [
     "N_TEST", "N_TRAIN", "SEED_TEST", "SEED_TRAIN", "SPLITS", "TASKSET_KIND", "TASKSET_VERSION", "PromptPair",
     "Task", "TaskBatch", "TaskContext", "TaskSet", "TokenCheck", "binary_ce", "boundary_ok", "check_suite",
     "check_tokens", "default_task_context", "encode_pairs", "evaluate", "last_logits", "load_pairs", "logit_diff",
-    "loss_and_accuracy", "pairs_source", "read_taskset", "resolve_tasks", "single_token_id", "standard_pairs",
+    "loss_and_accuracy", "nonsense_pairs", "nonsense_seed", "pairs_source", "read_taskset", "resolve_tasks", "single_token_id", "standard_pairs",
     "suite_names", "suite_tasks", "task_accuracy", "task_context_for_run", "task_loss", "taskset_path",
     "taskset_root", "token_pieces", "write_taskset",
 ]

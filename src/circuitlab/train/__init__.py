@@ -5,8 +5,8 @@ Modules: ``loop`` (``train_run``, ``train_step``), ``checkpoint``, ``distributed
 run folder, loading its model). torch is imported inside functions only.
 """
 
-from .loop import evaluate_loss, lr_at, make_optimizer, train_run, train_step
+from .loop import evaluate_loss, init_run, lr_at, make_optimizer, train_run, train_step
 from .runs import RunInfo, cached_run_dir, load_model, read_run, run_summary
 
-__all__ = ["RunInfo", "cached_run_dir", "evaluate_loss", "load_model", "lr_at", "make_optimizer", "read_run",
+__all__ = ["RunInfo", "cached_run_dir", "evaluate_loss", "init_run", "load_model", "lr_at", "make_optimizer", "read_run",
            "run_summary", "train_run", "train_step"]

@@ -254,13 +254,13 @@ def _loop(s: Session, progress: bool) -> float:
     return tokens_done / seconds if seconds > 0 and tokens_done else None
 
 
-def _write_final(s: Session, tokens_per_second: float | None) -> None:
+def _write_final(s: Session, tokens_per_second: float | None, untrained: bool = False) -> None:
     c = s.config
-    if not s.history or s.history[-1]["step"] != c.steps:  # resumed from the final checkpoint
+    if not s.history or (s.history[-1]["step"] != c.steps and not untrained):  # resumed from the final checkpoint
         s.history.append({"step": c.steps, "density": s.schedule.density_at(c.steps - 1), "val_loss": s.val_loss()})
-    final = {"steps": c.steps, "val_loss": s.history[-1]["val_loss"], "initial_val_loss": s.history[0]["val_loss"],
-             "tokens_per_second": tokens_per_second, "densities": s.schedule.densities(s.model),
-             "history": s.history}
+    final = {"steps": 0 if untrained else c.steps, "val_loss": s.history[-1]["val_loss"],
+             "initial_val_loss": s.history[0]["val_loss"], "tokens_per_second": tokens_per_second,
+             "densities": s.schedule.densities(s.model), "history": s.history, "untrained": untrained}
     write_json(s.out / "config.json", {"kind": RUN_KIND, "status": "complete", **s.meta,
                                        "provenance": s.provenance, "final": final})
     state = {n: p.detach().cpu().contiguous() for n, p in s.model.named_parameters()}
@@ -281,4 +281,25 @@ def train_run(config: TrainConfig, out: str | Path, *, model_config: ModelConfig
     if session.dist.main:
         _write_final(session, tokens_per_second)
     distributed.teardown_distributed(session.dist)
+    return out
+
+
+def init_run(config: TrainConfig, out: str | Path, *, model_config: ModelConfig | None = None) -> Path:
+    """The random-init control: a finished run folder holding the *untrained* model of ``config``.
+
+    The weights are the initialisation a run of ``config`` starts from (same seed), with the sparsity
+    schedule's final masks applied, so the model has the trained one's architecture and density and
+    none of its learning. ``config.json`` says ``final.untrained: true`` and ``final.steps: 0``."""
+    import torch
+
+    out = Path(out)
+    session, tok, corpus = _start(config, out, model_config, resume=False)
+    if session.dist.world > 1:
+        raise CircuitlabError("an untrained control run is written by one process; run it without torchrun")
+    with torch.no_grad():
+        session.schedule.apply(session.model, config.steps - 1)
+    session.history.append({"step": 0, "val_loss": session.val_loss(),
+                            "density": session.schedule.density_at(config.steps - 1)})
+    _write_start(session, tok, corpus)
+    _write_final(session, None, untrained=True)
     return out

@@ -1,0 +1,175 @@
+"""Pieces of the bench, fast: spec checks, plan, MIB areas, nonsense pairs, task-mean ablation, all edges,
+the random-init run, the matched-loss interpolation."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import tomllib
+from hypothesis import given
+from hypothesis import strategies as st
+
+from circuitlab.bench.analysis import matched_loss
+from circuitlab.bench.plan import cells_for, model_specs
+from circuitlab.bench.spec import load_spec, parse_spec
+from circuitlab.errors import CircuitlabError
+from circuitlab.prune.faithfulness import MIB_FRACTIONS, area_from_1, area_under
+from circuitlab.tasks import PromptPair, nonsense_pairs
+
+from .conftest import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = sorted((ROOT / "benchmarks").glob("*.toml"))
+
+
+def quick() -> dict:
+    return tomllib.loads((ROOT / "benchmarks" / "quick.toml").read_text())
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_every_shipped_spec_loads(path: Path):
+    spec = load_spec(path)
+    assert spec.name == path.stem and model_specs(spec)
+
+
+@pytest.mark.parametrize(("change", "key"), [
+    (lambda d: d["models"][1].update(densities=[2.0]), "models[1].densities[0]"),
+    (lambda d: d["models"][0].update(preset="huge"), "models[0].preset"),
+    (lambda d: d["models"][0].update(widths=[40]), "models[0].widths[0]"),
+    (lambda d: d["models"][0].update(seeds=[0, 0]), "models[0].seeds"),
+    (lambda d: d["models"][0].update(sparsity="topkk"), "models[0].sparsity"),
+    (lambda d: d["prune"].update(pruners=["hardconcret"]), "prune.pruners[0]"),
+    (lambda d: d["prune"].update(target_los=0.1), "prune.target_los"),
+    (lambda d: d["prune"].update(n_test="many"), "prune.n_test"),
+    (lambda d: d["prune"].pop("pruners"), "prune.pruners"),
+    (lambda d: d["tasks"].update({"python:if_equals": "0" * 64}), 'tasks."python:if_equals"'),
+    (lambda d: d["tasks"].update({"python:no_such_task": "0" * 64}), 'tasks."python:no_such_task"'),
+    (lambda d: d["controls"].update(groups=["sparse"]), "controls.groups"),
+    (lambda d: d["controls"].update(ablations=["median"]), "controls.ablations[0]"),
+    (lambda d: d.pop("models"), "models"),
+    (lambda d: d.update(extra=1), "extra"),
+])
+def test_spec_errors_are_one_line_naming_the_key(change, key):
+    data = copy.deepcopy(quick())
+    change(data)
+    with pytest.raises(CircuitlabError) as err:
+        spec = parse_spec(data, "quick.toml")
+        from circuitlab.bench.spec import _check_plugins
+
+        _check_plugins(spec)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"quick.toml: {key}"), message
+
+
+def test_a_bad_spec_exits_2_with_one_line(tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text((ROOT / "benchmarks" / "quick.toml").read_text().replace("target_loss = 0.15", "target_loss = -1"))
+    proc = run_cli("bench", str(bad), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().count("\n") == 0 and "prune.target_loss: must be > 0" in proc.stderr
+    proc = run_cli("bench", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_plan_gives_controls_to_the_first_seed_of_the_scoped_groups_only():
+    spec = parse_spec(quick(), "quick.toml")
+    models = {m.model_id: m for m in model_specs(spec)}
+    topk0, topk1, dense = (models[k] for k in ("topk-d0.5-w32-n300-s0", "topk-d0.5-w32-n300-s1",
+                                               "dense-d1-w32-n150-s0"))
+    task = "python:else_elif"
+    assert {c.control for c in cells_for(spec, topk0, [task])} == {
+        "none", "nonsense", "freeze_norm", "ablation-zero", "ablation-task_mean"}
+    assert {c.control for c in cells_for(spec, topk1, [task])} == {"none"}
+    assert {c.control for c in cells_for(spec, dense, [task])} == {"none"}
+    (init,) = [m for m in models.values() if m.kind == "init"]
+    assert init.twin == topk0.model_id and [c.control for c in cells_for(spec, init, [], [task])] == ["random_init"]
+    ids = [c.cell_id for m in models.values() for c in cells_for(spec, m, [task], [task])]
+    assert len(ids) == len(set(ids))
+
+
+@given(st.lists(st.floats(-5, 5), min_size=10, max_size=10))
+def test_mib_areas(f):
+    x = MIB_FRACTIONS
+    assert area_under(x, [1.0] * 10) == pytest.approx(0.999)
+    assert area_from_1(x, [1.0] * 10) == 0
+    assert area_from_1(x, f) >= 0
+    assert area_under(x, f) + area_under(x, [1 - v for v in f]) == pytest.approx(0.999)
+
+
+def test_nonsense_pairs_keep_prompts_and_flip_answers_at_random():
+    pairs = [PromptPair(prompt_a=f"a{i}", prompt_b=f"b{i}", token_a="x", token_b="y") for i in range(400)]
+    flipped = nonsense_pairs(pairs, seed=3)
+    assert flipped == nonsense_pairs(pairs, seed=3) and flipped != nonsense_pairs(pairs, seed=4)
+    assert [(p.prompt_a, p.prompt_b) for p in flipped] == [(p.prompt_a, p.prompt_b) for p in pairs]
+    swapped = sum(p.token_a == "y" for p in flipped)
+    assert all({p.token_a, p.token_b} == {"x", "y"} for p in flipped) and 150 < swapped < 250
+
+
+def test_task_mean_all_edges_and_the_untrained_run(tiny_run: Path, tmp_path: Path, one_thread):
+    import torch
+
+    from circuitlab.model.nodes import NodeSpace, record_activations
+    from circuitlab.prune.ablation import task_mean_values
+    from circuitlab.prune.edges import all_edges, count_edges, edge_list
+    from circuitlab.tasks import encode_pairs
+    from circuitlab.train import init_run, load_model, read_run
+
+    model, tok, info = load_model(tiny_run)
+    pairs = [PromptPair(prompt_a="if x", prompt_b="for x in", token_a=":", token_b=" range")] * 2
+    batch = encode_pairs(pairs, tok, max_len=model.config.n_ctx)
+    acts = record_activations(model, batch.ids)  # (rows, T, nodes)
+    valid = torch.arange(batch.ids.shape[1])[None, :] <= batch.last[:, None]
+    torch.testing.assert_close(task_mean_values(model, batch), acts[valid].mean(0), rtol=1e-4, atol=1e-5)
+
+    kept = torch.ones(NodeSpace.from_config(model.config).num_nodes, dtype=torch.bool)
+    src, dst = all_edges(model)
+    assert list(zip(src.tolist(), dst.tolist(), strict=True)) == edge_list(model, kept)
+    assert len(src) == count_edges(model, kept)["total"]
+
+    out = init_run(info.train, tmp_path / "init", model_config=info.model)
+    untrained = read_run(out)
+    assert untrained.meta["final"]["untrained"] and untrained.meta["final"]["steps"] == 0
+    assert untrained.meta["final"]["val_loss"] > info.meta["final"]["val_loss"]
+
+
+def _row(model_id, sparsity, val_loss, task, nodes, seed=0):
+    return {"cell_id": f"{model_id}.{task}.{seed}", "model_id": model_id, "group": sparsity, "kind": "trained",
+            "sparsity": sparsity, "density": 1.0 if sparsity == "dense" else 0.25, "width": 32, "train_steps": 1,
+            "train_seed": 0, "val_loss": val_loss, "twin": None, "task": task, "pruner": "p", "objective": "o",
+            "control": "none", "prune_seed": seed, "status": "done", "reached": True, "full_model_accuracy": 1.0,
+            "nodes": nodes, "edges": 10 * nodes}
+
+
+def test_matched_loss_interpolates_log_log_and_says_when_not_bracketed():
+    # Dense sizes on a power law: size = 1000 * (loss / 4) ** -3; the sparse model at loss 4.5 is 10x smaller.
+    dense = [(4.0, 1000.0), (5.0, 1000 * (5 / 4) ** -3)]
+    rows = [_row(f"dense{i}", "dense", loss, t, size) for i, (loss, size) in enumerate(dense) for t in ("a", "b")]
+    at = 1000 * (4.5 / 4) ** -3
+    rows += [_row("sparse", "topk", 4.5, t, at / 10) for t in ("a", "b")]
+    (line,) = matched_loss(rows, n_boot=100)
+    assert line["node_ratio"] == pytest.approx(10, rel=1e-6) and line["edge_ratio"] == pytest.approx(10, rel=1e-6)
+    assert line["node_interval"] == pytest.approx([10, 10])  # every resample sees the same power law
+    bigger = [r | {"nodes": r["nodes"] * 20, "edges": r["edges"] * 20} if r["model_id"] == "sparse" else r for r in rows]
+    assert matched_loss(bigger, n_boot=10)[0]["node_ratio"] == pytest.approx(0.5)  # ratios below 1 stay below 1
+    far = [r | {"val_loss": 6.0} if r["model_id"] == "sparse" else r for r in rows]
+    (line,) = matched_loss(far, n_boot=100)
+    assert line["node_ratio"] is None and "not bracketed" in line["status"][0]
+
+
+def test_prune_pipeline_runs_the_nonsense_control_with_task_mean_ablation(tiny_run: Path, tmp_path: Path):
+    from circuitlab.config import PruneConfig
+    from circuitlab.prune.pipeline import prune_model
+
+    base = dict(pruner="heaviside", tasks="python:else_elif", min_accuracy=0.0, steps=10, n_train=16, n_test=8,
+                retries=0)
+    real = prune_model(tiny_run, PruneConfig(**base), tmp_path / "real")
+    control = prune_model(tiny_run, PruneConfig(**base, nonsense=True, ablation="task_mean"), tmp_path / "ctl")
+    assert control["nonsense"] and control["ablation"] == "task_mean"
+    (row,), (real_row,) = control["tasks"], real["tasks"]
+    assert row["full_model_loss"] != real_row["full_model_loss"]  # other answers, so another full-model loss
+    import json
+
+    circuit = json.loads(Path(row["file"]).read_text())
+    assert circuit["provenance"]["nonsense"] is True and circuit["provenance"]["ablation"] == "task_mean"
