@@ -79,6 +79,13 @@ def test_other_commands_keep_working_with_broken_plugins_installed(load_time_pat
     assert "circuitlab-clash-a" in error and "circuitlab-clash-b" in error and "uninstall or disable" in error
 
 
+def test_a_builtin_name_shadowed_by_a_plugin_still_means_the_builtin(load_time_path: Path, tmp_path: Path):
+    proc = run_cli("train", "--sparsity", "topk", "--preset", "tiny", "--resume", "--out", str(tmp_path / "none"),
+                   env=_env(load_time_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert _lines(proc.stderr)[-1].startswith("error: nothing to resume"), proc.stderr  # --sparsity topk was accepted
+
+
 def test_raise_plugin_errors_gives_the_import_traceback(load_time_path: Path):
     proc = run_cli("plugins", env=_env(load_time_path, CIRCUITLAB_RAISE_PLUGIN_ERRORS="1"))
     assert proc.returncode != 0 and "Traceback" in proc.stderr
@@ -195,3 +202,10 @@ def test_raise_plugin_errors_gives_the_run_time_traceback(broken, capsys, monkey
     with pytest.raises(ValueError, match="apply exploded"):
         main(["train", "--sparsity", "raising_apply", "--preset", "tiny", "--steps", "2", "--batch-size", "2",
               "--corpus", str(small_corpus), "--out", str(tmp_path / "run"), "--quiet"])
+
+
+def test_tasks_given_twice_is_an_error_and_run_help_lists_gmp(capsys):
+    code, _, err = cli(capsys, "prune", "--model", "x", "--pruner", "heaviside", "--tasks", "python", "--tasks", "mined")
+    assert code == 2 and "given 2 times" in err and "Traceback" not in err
+    code, out, _ = cli(capsys, "run", "--help")
+    assert code == 0 and "gmp" in out

@@ -85,8 +85,9 @@ class NodeScorer(Protocol):
     """A score-only mask (API 2): ranks nodes without mask optimisation (attribution methods).
 
     Built like a ``NodeMask``; a class attribute ``score_only = True`` marks it. circuitlab calls
-    ``fit(gradients)`` once, then ranks nodes by ``scores()`` and bisects exactly as for a trained
-    mask; there are no retries, and ``lr``/``penalty_coef`` are not used.
+    ``fit(gradients)`` once, then ranks nodes by ``scores()`` and searches that ranking as for a
+    trained mask, except that the walk up the ranking starts at one node (a scorer keeps no nodes
+    by itself); there are no retries, and ``lr``/``penalty_coef`` are not used.
     """
 
     score_only: bool
@@ -95,7 +96,7 @@ class NodeScorer(Protocol):
         """Compute the scores from the objective's gradients with respect to the node gates."""
 
     def scores(self) -> torch.Tensor:
-        """(num_nodes,) finite scores; higher keeps a node longer; the bisection starts at the number > 0."""
+        """(num_nodes,) finite scores; higher keeps a node longer."""
 
 
 @runtime_checkable

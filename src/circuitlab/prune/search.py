@@ -5,7 +5,8 @@
    minibatches of ``batch_pairs`` pairs). Unpruned reference logits (and final-norm scales, for
    ``--freeze-norm``) are computed once, before the loop. A score-only mask (``score_only = True``,
    attribution methods) is not optimised: its ``fit`` gets the objective's gradients with respect to
-   the node gates (``gradients.GateGradients``), once, and there are no retries.
+   the node gates (``gradients.GateGradients``), once; there are no retries, and step 3 walks up
+   its ranking from one node (it keeps no nodes by itself).
 2. Rank the nodes by ``mask.scores()``.
 3. Keep the top k nodes (hard 0/1 gates, everything else ablated) and find the smallest k whose
    train task loss is at most the target: start at the k the mask kept by itself, walk up a x1.3
@@ -206,8 +207,11 @@ def _attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objective, g
         history = train_mask(model, tr, mask, objective, steps=steps, lr=lr, coef=coef,
                              batch_pairs=config.batch_pairs, generator=gen, progress=progress, label=task)
     scores = mask.scores().detach().float().cpu()
+    # A trained mask keeps the nodes scoring > 0 by itself, and the search starts there; a score-only
+    # mask keeps none by itself, so the search walks up its ranking from one node.
+    kept_by_itself = 0 if mask.score_only else int((scores > 0).sum())
     attempt = Attempt(k=None, order=torch.argsort(scores, descending=True, stable=True), bisection=[],
-                      calibration={}, scores=scores, mask_nodes=int((scores > 0).sum()), history=history,
+                      calibration={}, scores=scores, mask_nodes=kept_by_itself, history=history,
                       coef=coef, steps=steps, lr=lr)
     device = tr.values.device
 

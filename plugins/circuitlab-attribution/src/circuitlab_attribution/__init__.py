@@ -20,9 +20,10 @@ attribution patching (Nanda 2023) in the node form of edge attribution patching 
 
 A node's score is the magnitude of its estimated effect, ``|-dL/dgate_i|``, as in EAP, where circuits
 are the top nodes by absolute score; a node whose ablation would *lower* the objective therefore
-ranks as high as one whose ablation raises it by as much. circuitlab then bisects along this ranking
-to the smallest circuit that reaches ``--target-loss``, exactly as for the optimised masks, so the
-circuits are comparable. The objective plugin decides what is attributed (``binary_ce`` by default);
+ranks as high as one whose ablation raises it by as much. circuitlab then walks up this ranking
+from one node (x1.3 per step) to the first circuit that reaches ``--target-loss`` on the train
+pairs and bisects below it, as it does along an optimised mask's ranking, so circuits from both
+are counted and validated the same way. The objective plugin decides what is attributed (``binary_ce`` by default);
 note that with ``--objective kl`` the EAP gradient at the unpruned model is zero (the KL is at its
 minimum there), so use ``attribution_ig`` with it.
 
