@@ -13,14 +13,14 @@ from circuitlab import plugins
 from circuitlab.cli import main
 
 from .broken_plugins import LOAD_TIME, RUN_TIME, install
-from .conftest import run_cli
+from .conftest import FullEnv, run_cli
 
 
 def _env(path: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIRCUITLAB_") or k == "CIRCUITLAB_CACHE"}
     env["PYTHONPATH"] = os.pathsep.join([str(path), env.get("PYTHONPATH", "")])
     env.update(extra)
-    return env
+    return FullEnv(env)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from circuitlab import hookimpl, plugins
 from circuitlab.errors import CircuitlabError, UnknownNameError
 
-from .conftest import run_cli
+from .conftest import FullEnv, run_cli
 
 
 def test_builtins_register_through_the_hooks():
@@ -110,7 +110,7 @@ def _env(plugin_path: Path, **extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIRCUITLAB_") or k == "CIRCUITLAB_CACHE"}
     env["PYTHONPATH"] = os.pathsep.join([str(plugin_path), env.get("PYTHONPATH", "")])
     env.update(extra)
-    return env
+    return FullEnv(env)
 
 
 def test_broken_and_misspelled_plugins_warn_and_everything_else_works(plugin_path: Path):

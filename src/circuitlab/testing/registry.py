@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .. import plugins
-from ..errors import CircuitlabError, UnknownNameError
+from ..errors import UnknownNameError
 from .masks import check_mask
 from .objectives import check_objective
 from .report import CheckReport
@@ -40,10 +40,4 @@ def resolve(spec: str) -> list[plugins.Entry]:
 
 def check_registered(spec: str) -> list[CheckReport]:
     """Run the contract checks of every registered entry ``spec`` names (see ``resolve``)."""
-    reports = []
-    for entry in resolve(spec):
-        try:
-            reports.append(CHECKS[entry.kind](entry.factory, entry=entry, raise_on_failure=False))
-        except CircuitlabError:
-            raise
-    return reports
+    return [CHECKS[entry.kind](entry.factory, entry=entry, raise_on_failure=False) for entry in resolve(spec)]
