@@ -8,12 +8,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench tox clean
 
-$(STAMP): pyproject.toml constraints.txt plugins/circuitlab-example/pyproject.toml
+PLUGIN_PACKAGES := plugins/circuitlab-example plugins/circuitlab-rigl plugins/circuitlab-attribution
+
+$(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGIN_PACKAGES))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]' -e plugins/circuitlab-example
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]' $(addprefix -e ,$(PLUGIN_PACKAGES))
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -26,10 +28,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks plugins
 	$(BIN)/lint-imports
 
+# The maintainer matrix (tox.ini): each plugin package against the core, no plugins, the lowest
+# supported dependency versions, and lint. Needs the package index for the lowest-versions env.
+tox: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt 'tox>=4.22'
+	$(BIN)/tox -e plugin-example,plugin-rigl,plugin-attribution,plugins-none,lowest,lint
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/prune.py
 	$(BIN)/python benchmarks/store.py
 
 clean:
-	rm -rf $(VENV) out runs .pytest_cache
+	rm -rf $(VENV) out runs .pytest_cache .tox

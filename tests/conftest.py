@@ -64,9 +64,14 @@ def one_thread():
     torch.set_num_threads(old)
 
 
+class FullEnv(dict):
+    """A complete environment for ``run_cli``, used as it is (a plain dict is merged into os.environ, so it
+    cannot remove a variable such as an inherited ``CIRCUITLAB_LOAD_PLUGINS``)."""
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, check: bool = False):
     """Run the real ``circuitlab`` entry point in a subprocess (stdout, stderr and exit code)."""
-    full_env = {**os.environ, **(env or {})}
+    full_env = dict(env) if isinstance(env, FullEnv) else {**os.environ, **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "circuitlab", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
     if check and proc.returncode != 0:

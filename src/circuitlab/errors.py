@@ -30,3 +30,15 @@ class UnknownNameError(CircuitlabError, LookupError):
         if hint:
             msg += f" {hint}"
         super().__init__(msg)
+
+
+class PluginError(CircuitlabError):
+    """An exception or a broken contract inside a plugin's code, named after the plugin.
+
+    The message reads ``plugin 'P' (KIND 'NAME'): what happened``. ``CIRCUITLAB_RAISE_PLUGIN_ERRORS=1``
+    makes the command line show the traceback instead of this one line.
+    """
+
+    def __init__(self, message: str, *, plugin: str = "", kind: str = "", name: str = ""):
+        self.plugin, self.kind, self.name = plugin, kind, name
+        super().__init__(message)

@@ -18,6 +18,14 @@ from ..config import ABLATIONS, PruneConfig, TrainConfig
 from .options import RegistryName, emit_json, json_option, options, setting
 
 
+def _one_tasks_spec(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> str | None:
+    """``--tasks`` given twice used to keep only the last value, silently; now it is an error."""
+    if len(value) > 1:
+        raise click.BadParameter(f"given {len(value)} times ({', '.join(repr(v) for v in value)}); pass it once: "
+                                 "one suite, or SUITE:task,task for several tasks of one suite", ctx=ctx, param=param)
+    return value[0] if value else None
+
+
 def prune_options(min_accuracy: float):
     """The options shared by ``prune`` and ``run`` (``--min-accuracy`` defaults differ)."""
     return options(
@@ -25,8 +33,8 @@ def prune_options(min_accuracy: float):
                      help="Mask parameterization: heaviside (the paper's), hardconcrete, sigmoid, or a plugin's."),
         click.option("--objective", type=RegistryName("objective"), default=PruneConfig().objective,
                      show_default=True, help="Pruning objective: binary_ce (the paper's), kl, logit_diff, or a plugin's."),
-        click.option("--tasks", "tasks", default=None, metavar="SUITE|SUITE:task,task",
-                     help="Tasks to prune. [default: every task of every suite]"),
+        click.option("--tasks", "tasks", multiple=True, callback=_one_tasks_spec, metavar="SUITE|SUITE:task,task",
+                     help="Tasks to prune: one suite, or tasks of one suite. [default: every task of every suite]"),
         setting(PruneConfig, "target_loss", help="Task loss (binary CE per prompt) the circuit must reach on the "
                                                  "train pairs."),
         setting(PruneConfig, "ablation", type=click.Choice(ABLATIONS),
@@ -116,7 +124,8 @@ def prune_cmd(model_dir, store, overwrite, json_, out, **settings):
 
 @click.command("run")
 @click.option("--sparsity", type=RegistryName("sparsity"), required=True,
-              help="Sparsity schedule of the model: dense, topk (the paper's), or a plugin's.")
+              help="Sparsity schedule of the model: dense, topk (the paper's), gmp, or a plugin's "
+                   "('circuitlab plugins' lists them).")
 @prune_options(min_accuracy=PruneConfig().min_accuracy)
 @setting(TrainConfig, "preset", help="Model size and training budget: tiny, small or ref.")
 @setting(TrainConfig, "density", help="Target fraction of nonzero weights per matrix.")

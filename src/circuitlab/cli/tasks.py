@@ -29,12 +29,19 @@ def _tail(prompt: str, width: int = 56) -> str:
 
 def list_tasks(tasks: list, context: Any) -> list[dict]:
     """One record per task: description, an example pair and whether the project tokenizer can score it."""
+    from ..errors import PluginError
     from ..tasks import check_tokens, load_pairs
 
     rows = []
     for task in tasks:
-        example = load_pairs(task, "train", 1, context)
-        check = check_tokens(task, context.tokenizer) if context.tokenizer is not None else None
+        try:
+            example = load_pairs(task, "train", 1, context)
+            check = check_tokens(task, context.tokenizer) if context.tokenizer is not None else None
+        except PluginError as exc:  # one broken task of a plugin suite: say so on its row, list the others
+            click.echo(f"circuitlab: {exc}", err=True)
+            rows.append({"suite": task.suite, "task": task.name, "description": task.description, "example": None,
+                         "usable": False, "problem": str(exc)})
+            continue
         rows.append({"suite": task.suite, "task": task.name, "description": task.description,
                      "example": _pair_record(example[0]) if example else None,
                      "usable": None if check is None else check.usable,
@@ -44,12 +51,19 @@ def list_tasks(tasks: list, context: Any) -> list[dict]:
 
 def evaluate_tasks(tasks: list, model: Any, tokenizer: Any, context: Any, n: int | None) -> list[dict]:
     """Every task's test pairs through the full model: loss, accuracy and token usability."""
+    from ..errors import PluginError
     from ..tasks import check_tokens, evaluate, load_pairs
 
     rows = []
     for task in tasks:
         click.echo(f"evaluating {task.qualname} ...", err=True)
-        pairs = load_pairs(task, "test", n, context)
+        try:
+            pairs = load_pairs(task, "test", n, context)
+        except PluginError as exc:
+            click.echo(f"circuitlab: {exc}", err=True)
+            rows.append({"suite": task.suite, "task": task.name, "usable": False, "problem": str(exc),
+                         "n_dropped": 0, "loss": None, "accuracy": None, "n_pairs": 0})
+            continue
         check = check_tokens(pairs, tokenizer)
         if not pairs:
             check = attrs.evolve(check, problem="no test pairs: its source (the corpus' held-out files) has "

@@ -1,24 +1,40 @@
-"""The plugin system: four hooks (``hookspecs``), a protocol per kind (``protocols``), and the
-resilient loader and name registry (``manager``). Built-in plugins live in ``circuitlab.builtins``
-and are registered through the same hooks as third-party ones.
+"""The plugin system: four hooks (``hookspecs``), a protocol per kind (``protocols``), the resilient
+loader (``loading``), the name registry (``manager``) and the checked run-time calls (``calls``).
+Built-in plugins live in ``circuitlab.builtins`` and are registered through the same hooks as
+third-party ones.
 
-The registry API is re-exported here: ``circuitlab.plugins.get(kind, name)`` and friends.
+The registry API is re-exported here: ``circuitlab.plugins.get(kind, name)`` and friends, and so are
+the protocols plugin authors implement. ``circuitlab.testing`` checks a plugin against them.
 """
 
+from .loading import BUILTIN_PLUGINS, PluginFailure, PluginManager
 from .manager import (
-    BUILTIN_PLUGINS,
     KIND_LABELS,
     KINDS,
     Entry,
-    PluginFailure,
-    PluginManager,
     Registry,
+    Skipped,
+    cache_identity,
     get,
     get_registry,
     make_registry,
     plugin_provenance,
     reset,
 )
+from .protocols import (
+    GateGradients,
+    MaskFactory,
+    NodeMask,
+    NodeScorer,
+    ObjectiveFactory,
+    PruningObjective,
+    ScheduleFactory,
+    SparsitySchedule,
+    SuiteFactory,
+    TaskSuite,
+)
 
-__all__ = ["BUILTIN_PLUGINS", "KINDS", "KIND_LABELS", "Entry", "PluginFailure", "PluginManager", "Registry",
-           "get", "get_registry", "make_registry", "plugin_provenance", "reset"]
+__all__ = ["BUILTIN_PLUGINS", "KINDS", "KIND_LABELS", "Entry", "GateGradients", "MaskFactory", "NodeMask",
+           "NodeScorer", "ObjectiveFactory", "PluginFailure", "PluginManager", "PruningObjective", "Registry",
+           "ScheduleFactory", "Skipped", "SparsitySchedule", "SuiteFactory", "TaskSuite", "cache_identity", "get",
+           "get_registry", "make_registry", "plugin_provenance", "reset"]

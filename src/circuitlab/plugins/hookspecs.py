@@ -10,7 +10,9 @@ provides. Its signature is the same for all four kinds::
 below and in ``docs/plugins.md``. ``summary`` is the one-line description shown by
 ``circuitlab plugins``; it defaults to the first line of ``factory.__doc__``.
 
-Two plugins registering the same name in the same kind is an error that names both plugins.
+Names are lowercase slugs (``[a-z][a-z0-9_-]*``). A built-in name wins over a plugin's; a name
+two third-party plugins register is unusable until one is removed (docs/plugins.md). Each factory's
+shape is a protocol in ``circuitlab.plugins.protocols``; the ``Register*`` types below say which.
 Plugin modules should import torch lazily (inside methods), so that ``circuitlab --help`` stays fast.
 """
 
@@ -20,17 +22,35 @@ from typing import Any, Protocol
 
 import pluggy
 
+from .protocols import MaskFactory, ObjectiveFactory, ScheduleFactory, SuiteFactory
+
 hookspec = pluggy.HookspecMarker("circuitlab")
 
 
 class Register(Protocol):
-    """The callback passed to every ``register_*`` hook."""
+    """The callback passed to every ``register_*`` hook (the typed variants below narrow ``factory``)."""
 
     def __call__(self, name: str, factory: Any, *, summary: str | None = None) -> None: ...
 
 
+class RegisterSchedule(Protocol):
+    def __call__(self, name: str, factory: ScheduleFactory, *, summary: str | None = None) -> None: ...
+
+
+class RegisterMask(Protocol):
+    def __call__(self, name: str, factory: MaskFactory, *, summary: str | None = None) -> None: ...
+
+
+class RegisterObjective(Protocol):
+    def __call__(self, name: str, factory: ObjectiveFactory, *, summary: str | None = None) -> None: ...
+
+
+class RegisterSuite(Protocol):
+    def __call__(self, name: str, factory: SuiteFactory, *, summary: str | None = None) -> None: ...
+
+
 @hookspec
-def register_sparsity_schedules(register: Register) -> None:
+def register_sparsity_schedules(register: RegisterSchedule) -> None:
     """Register weight-sparsity schedules used by ``circuitlab train --sparsity NAME``.
 
     :param register: call ``register(name, factory)``. ``factory(config)`` gets the run's
@@ -43,12 +63,13 @@ def register_sparsity_schedules(register: Register) -> None:
 
 
 @hookspec
-def register_mask_parameterizations(register: Register) -> None:
+def register_mask_parameterizations(register: RegisterMask) -> None:
     """Register node-mask parameterizations used by ``circuitlab prune --pruner NAME``.
 
-    :param register: call ``register(name, factory)``. ``factory(num_nodes=..., generator=...)``
-        (``generator`` is a seeded ``torch.Generator``: draw every random number from it, so a seed
-        reproduces the result) returns a ``circuitlab.plugins.protocols.NodeMask``:
+    :param register: call ``register(name, factory)``. ``factory(num_nodes=..., generator=...,
+        device=...)`` (``generator`` is a seeded CPU ``torch.Generator``: draw every random number from
+        it, so a seed reproduces the result; ``device`` is the model's device, passed only if the
+        factory accepts it) returns a ``circuitlab.plugins.protocols.NodeMask``:
 
         - ``parameters() -> list[Tensor]``: what Adam optimises;
         - ``gate() -> Tensor``: shape ``(num_nodes,)``, values in [0, 1], used in the training forward
@@ -61,16 +82,20 @@ def register_mask_parameterizations(register: Register) -> None:
 
         Optional class attributes ``lr``, ``steps`` and ``penalty_coef`` give the defaults used when
         ``--lr``, ``--steps`` and ``--penalty-coef`` are not passed.
+
+        Or, for attribution methods that need no optimisation, a ``NodeScorer`` (``score_only = True``,
+        ``fit(gradients)``, ``scores()``): see ``circuitlab.plugins.protocols``.
     """
 
 
 @hookspec
-def register_pruning_objectives(register: Register) -> None:
+def register_pruning_objectives(register: RegisterObjective) -> None:
     """Register pruning objectives used by ``circuitlab prune --objective NAME``.
 
     :param register: call ``register(name, factory)``. ``factory()`` returns a
         ``circuitlab.plugins.protocols.PruningObjective``, a callable
-        ``objective(logits, target, contrast, reference_logits) -> Tensor`` (a scalar to minimise).
+        ``objective(logits, target, contrast, reference_logits) -> Tensor`` (a finite scalar to minimise,
+        carrying the gradient).
         ``logits`` and ``reference_logits`` are last-position logits of shape ``(N, vocab)`` for the
         pruned and the unpruned model; ``target`` and ``contrast`` are token ids of shape ``(N,)``.
         The objective only drives the mask optimisation: the target loss, the bisection and the
@@ -79,11 +104,11 @@ def register_pruning_objectives(register: Register) -> None:
 
 
 @hookspec
-def register_task_suites(register: Register) -> None:
+def register_task_suites(register: RegisterSuite) -> None:
     """Register task suites used by ``circuitlab tasks --suite NAME`` and ``prune --tasks NAME``.
 
     :param register: call ``register(name, factory)``. ``factory(context)`` returns a
         ``circuitlab.plugins.protocols.TaskSuite``, whose ``tasks() -> list[circuitlab.tasks.Task]``
-        lists its tasks. ``context`` is a
-        ``circuitlab.tasks.TaskContext`` (held-out corpus files, for suites that mine real code).
+        lists its tasks (names unique). ``context`` is a ``circuitlab.tasks.TaskContext`` (held-out
+        corpus files, for suites that mine real code, and the model's tokenizer).
     """

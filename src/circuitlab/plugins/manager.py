@@ -1,33 +1,37 @@
-"""Plugin loading and the name-keyed registries built on top of pluggy.
+"""The name-keyed registries built on top of the plugin manager (``loading``).
 
-Built-in plugins are ordinary plugin modules registered through the same hooks as third-party
-ones. Third-party plugins are found through the ``circuitlab`` entry-point group; a plugin that
-fails to import is skipped with one stderr line (``CIRCUITLAB_RAISE_PLUGIN_ERRORS=1`` re-raises).
-``CIRCUITLAB_LOAD_PLUGINS`` is a comma-separated allow-list of entry-point or distribution names
-(empty: load none).
+Each plugin's hooks are called on their own with a ``register`` callback, so every registered name
+knows the plugin, distribution and version it came from. Built-ins are collected first. Problems
+with one registration never take the registry down:
+
+- a hook that raises skips that whole plugin (one warning line naming it);
+- a name that is not a lowercase slug, or a factory that is not callable, skips that entry;
+- a name a built-in already has: the built-in wins, the plugin's entry is skipped with a warning;
+- a name two third-party plugins register (or one plugin twice) becomes unusable: using it is an
+  error naming both registrations; every other name keeps working.
+
+``circuitlab plugins`` shows the failures, the skipped entries and the conflicts.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
 import attrs
-import pluggy
 
 from ..errors import CircuitlabError, UnknownNameError
 from ..log import logger
-from . import hookspecs
-
-#: Built-in plugin modules, registered after entry points, exactly like third-party plugins.
-BUILTIN_PLUGINS = (
-    "circuitlab.builtins.sparsity",
-    "circuitlab.builtins.masks",
-    "circuitlab.builtins.objectives",
-    "circuitlab.builtins.tasks",
+from .loading import (
+    ALLOW_ENV,
+    BUILTIN_PLUGINS,
+    RAISE_ENV,
+    PluginFailure,
+    PluginManager,
+    describe_exception,
+    raise_plugin_errors,
 )
 
 #: The plugin kinds: CLI-facing kind name -> hook name.
@@ -45,6 +49,9 @@ KIND_LABELS = {
     "suite": "task suite",
 }
 
+#: What a registered name must look like: it is typed on the command line and used in file names.
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]*")
+
 
 @attrs.frozen(kw_only=True)
 class Entry:
@@ -58,67 +65,29 @@ class Entry:
     dist: str  # distribution that provides it ("circuitlab" for built-ins)
     version: str
 
+    @property
+    def builtin(self) -> bool:
+        return self.dist == "circuitlab" and self.plugin in BUILTIN_PLUGINS
+
+    @property
+    def label(self) -> str:
+        """How errors name it: ``plugin 'circuitlab-rigl' (sparsity 'rigl')``."""
+        return f"plugin {self.plugin!r} ({self.kind} {self.name!r})"
+
     def provenance(self) -> dict[str, str]:
         return {"kind": self.kind, "name": self.name, "plugin": self.plugin, "dist": self.dist,
                 "version": self.version}
 
 
 @attrs.frozen(kw_only=True)
-class PluginFailure:
+class Skipped:
+    """One registration that was not added, and why (shown by ``circuitlab plugins``)."""
+
+    kind: str
+    name: str
     plugin: str
     dist: str
-    version: str
-    error: str
-
-
-class PluginManager(pluggy.PluginManager):
-    """A pluggy manager that survives broken plugins and records where each plugin came from."""
-
-    def __init__(self) -> None:
-        super().__init__("circuitlab")
-        self.add_hookspecs(hookspecs)
-        self.failures: list[PluginFailure] = []
-        self.origins: dict[str, tuple[str, str]] = {}  # plugin name -> (dist, version)
-
-    def load_entrypoints(self, group: str = "circuitlab") -> None:
-        allow = os.environ.get("CIRCUITLAB_LOAD_PLUGINS")
-        allowed = None if allow is None else {s.strip() for s in allow.split(",") if s.strip()}
-        raise_errors = os.environ.get("CIRCUITLAB_RAISE_PLUGIN_ERRORS", "") not in ("", "0")
-        seen: set[str] = set()
-        for dist in importlib.metadata.distributions():
-            dist_name = dist.metadata["Name"] or "?"
-            for ep in dist.entry_points:
-                if ep.group != group or (dist_name, ep.name) in seen:
-                    continue
-                seen.add((dist_name, ep.name))
-                if allowed is not None and ep.name not in allowed and dist_name not in allowed:
-                    continue
-                if self.has_plugin(ep.name):
-                    other = self.origins.get(ep.name, ("?", "?"))[0]
-                    logger.warning(f"circuitlab: skipped plugin {ep.name!r} from {dist_name}: the name is already "
-                                   f"used by {other}; rename its entry point")
-                    continue
-                try:
-                    plugin = ep.load()
-                    self.register(plugin, name=ep.name)
-                except Exception as exc:  # a broken plugin must not take the CLI down
-                    if raise_errors:
-                        raise
-                    self.failures.append(PluginFailure(plugin=ep.name, dist=dist_name,
-                                                       version=dist.version, error=f"{type(exc).__name__}: {exc}"))
-                    logger.warning(f"circuitlab: skipped plugin {ep.name!r} ({dist_name} {dist.version}): "
-                                   f"{type(exc).__name__}: {exc}; set CIRCUITLAB_RAISE_PLUGIN_ERRORS=1 for the "
-                                   "traceback")
-                    continue
-                self.origins[ep.name] = (dist_name, dist.version)
-
-    def load_builtins(self) -> None:
-        from .. import __version__
-
-        for modname in BUILTIN_PLUGINS:
-            if not self.has_plugin(modname):
-                self.register(importlib.import_module(modname), name=modname)
-                self.origins[modname] = ("circuitlab", __version__)
+    reason: str
 
 
 class Registry:
@@ -127,32 +96,90 @@ class Registry:
     def __init__(self, pm: PluginManager) -> None:
         self.pm = pm
         self.entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
-        for kind, hook_name in KINDS.items():
-            hook = getattr(pm.hook, hook_name)
-            # Call each plugin's implementation separately so that every entry knows its plugin.
-            for impl in reversed(hook.get_hookimpls()):
-                self._collect(kind, impl.plugin_name, impl.function)
+        self.skipped: list[Skipped] = []
+        self.conflicts: dict[tuple[str, str], list[Entry]] = {}
+        names = [pm.get_name(p) for p in pm.get_plugins()]
+        # Built-ins first (they win any conflict), then third-party plugins in load order.
+        order = [n for n in BUILTIN_PLUGINS if n in names] + [n for n in names if n not in BUILTIN_PLUGINS]
+        for plugin_name in order:
+            staged = self._stage(plugin_name)
+            if staged is not None:
+                for entry in staged:
+                    self._add(entry)
 
-    def _collect(self, kind: str, plugin_name: str, function: Callable[..., None]) -> None:
+    def _stage(self, plugin_name: str) -> list[Entry] | None:
+        """Every entry one plugin registers, or None when one of its hooks raised (plugin skipped)."""
         dist, version = self.pm.origins.get(plugin_name, ("?", "?"))
+        plugin = self.pm.get_plugin(plugin_name)
+        staged: list[Entry] = []
+        for kind, hook_name in KINDS.items():
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                try:
+                    impl.function(register=self._register_into(staged, kind, plugin_name, dist, version))
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:
+                    if raise_plugin_errors() or dist == "circuitlab":
+                        raise
+                    self.pm.fail(plugin_name, dist, version, f"{hook_name}() raised {describe_exception(exc)}")
+                    return None
+        return staged
 
+    def _register_into(self, staged: list[Entry], kind: str, plugin: str, dist: str, version: str) -> Callable:
         def register(name: str, factory: Any, *, summary: str | None = None) -> None:
-            if not isinstance(name, str) or not name:
-                raise CircuitlabError(f"plugin {plugin_name!r} registered a {KIND_LABELS[kind]} with an "
-                                      f"invalid name {name!r}; names are non-empty strings")
+            problem = None
+            if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+                problem = (f"invalid name {name!r}: names are lowercase slugs (a letter, then letters, digits, _ or -) "
+                           "typed on the command line")
+            elif not callable(factory):
+                problem = f"its factory {factory!r} is not callable"
+            if problem:
+                self._skip(Skipped(kind=kind, name=str(name), plugin=plugin, dist=dist,
+                                   reason=f"{KIND_LABELS[kind]} skipped: {problem}"))
+                return
             if summary is None:
                 doc = (getattr(factory, "__doc__", None) or "").strip()
                 summary = doc.splitlines()[0] if doc else ""
-            existing = self.entries[kind].get(name)
-            if existing is not None:
-                raise CircuitlabError(
-                    f"{KIND_LABELS[kind]} {name!r} is registered twice: by plugin {existing.plugin!r} "
-                    f"({existing.dist}) and by plugin {plugin_name!r} ({dist}); uninstall or disable one "
-                    f"of them (CIRCUITLAB_LOAD_PLUGINS)")
-            self.entries[kind][name] = Entry(kind=kind, name=name, factory=factory, summary=summary,
-                                             plugin=plugin_name, dist=dist, version=version)
+            staged.append(Entry(kind=kind, name=name, factory=factory, summary=str(summary), plugin=plugin,
+                                dist=dist, version=version))
 
-        function(register=register)
+        return register
+
+    def _skip(self, skipped: Skipped) -> None:
+        self.skipped.append(skipped)
+        logger.warning(f"circuitlab: plugin {skipped.plugin!r} ({skipped.dist}): {skipped.reason}")
+
+    def _add(self, entry: Entry) -> None:
+        kind, name = entry.kind, entry.name
+        label = f"{KIND_LABELS[kind]} {name!r}"
+        if (kind, name) in self.conflicts:
+            self.conflicts[(kind, name)].append(entry)
+            return
+        existing = self.entries[kind].get(name)
+        if existing is None:
+            self.entries[kind][name] = entry
+            return
+        if existing.builtin:
+            self._skip(Skipped(kind=kind, name=name, plugin=entry.plugin, dist=entry.dist,
+                               reason=f"{label} skipped: circuitlab has a built-in {label}, which wins; "
+                                      "rename it in the plugin"))
+            return
+        del self.entries[kind][name]
+        self.conflicts[(kind, name)] = [existing, entry]
+        logger.warning(f"circuitlab: {self.conflict_message(kind, name)}")
+
+    def conflict_message(self, kind: str, name: str) -> str:
+        entries = self.conflicts[(kind, name)]
+        label = f"{KIND_LABELS[kind]} {name!r}"
+        if len({e.plugin for e in entries}) == 1:
+            e = entries[0]
+            return (f"{label} is registered {len(entries)} times by the same plugin {e.plugin!r} ({e.dist} "
+                    f"{e.version}); the name is unusable until the plugin registers it once")
+        who = " and by ".join(f"plugin {e.plugin!r} ({e.dist} {e.version})" for e in entries)
+        return (f"{label} is registered by {who}; the name is unusable until you uninstall or disable one of them "
+                f"({ALLOW_ENV})")
 
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries[kind])
@@ -161,11 +188,22 @@ class Registry:
         try:
             return self.entries[kind][name]
         except KeyError:
-            hint = ""
-            failed = [f.plugin for f in self.pm.failures]
-            if failed:
-                hint = f"(plugins that failed to load: {', '.join(failed)})"
-            raise UnknownNameError(KIND_LABELS[kind], name, self.entries[kind], hint) from None
+            pass
+        if (kind, name) in self.conflicts:
+            raise CircuitlabError(self.conflict_message(kind, name))
+        raise UnknownNameError(KIND_LABELS[kind], name, self.entries[kind], self._unknown_hint(kind, name))
+
+    def _unknown_hint(self, kind: str, name: str) -> str:
+        hints = [f"plugin {s.plugin!r} registered it, but: {s.reason}." for s in self.skipped
+                 if s.kind == kind and s.name == name]
+        if self.pm.failures:
+            hints.append(f"(plugins that failed to load: {', '.join(f.plugin for f in self.pm.failures)}; "
+                         "see 'circuitlab plugins')")
+        if self.pm.allow is not None and not self.pm.allow:
+            hints.append(f"{ALLOW_ENV} is set and empty, so no third-party plugin was loaded; unset it to load them.")
+        elif self.pm.allow:
+            hints.append(f"{ALLOW_ENV}={os.environ.get(ALLOW_ENV, '')} limits which plugins are loaded.")
+        return " ".join(hints)
 
 
 _registry: Registry | None = None
@@ -181,20 +219,7 @@ def make_registry(extra_plugins: tuple[Any, ...] = (), entrypoints: bool = True)
         pm.register(plugin, name=name)
         pm.origins[name] = ("(in-process)", "")
     pm.load_builtins()
-    # A misspelled hook would otherwise never run; drop the offending plugin with a warning, like tox.
-    while True:
-        try:
-            pm.check_pending()
-            break
-        except pluggy.PluginValidationError as exc:
-            name = pm.get_name(exc.plugin) or repr(exc.plugin)
-            dist, version = pm.origins.get(name, ("?", "?"))
-            if dist == "circuitlab":
-                raise
-            pm.unregister(exc.plugin)
-            pm.failures.append(PluginFailure(plugin=name, dist=dist, version=version, error=str(exc)))
-            logger.warning(f"circuitlab: skipped plugin {name!r} ({dist}): {exc}; check the hook names against "
-                           "docs/plugins.md")
+    pm.drop_invalid()
     return Registry(pm)
 
 
@@ -218,3 +243,17 @@ def get(kind: str, name: str) -> Entry:
 
 def plugin_provenance(*entries: Entry) -> list[dict[str, str]]:
     return [e.provenance() for e in entries]
+
+
+def cache_identity(kind: str, name: str) -> dict[str, str] | None:
+    """What of a plugin belongs in a cache key: its distribution and version; None for built-ins (whose
+    code is circuitlab's own, so keys of runs that use only built-ins stay as they were)."""
+    entry = get(kind, name)
+    if entry.builtin:
+        return None
+    return {"plugin": entry.plugin, "dist": entry.dist, "version": entry.version}
+
+
+__all__ = ["BUILTIN_PLUGINS", "KINDS", "KIND_LABELS", "RAISE_ENV", "Entry", "PluginFailure", "PluginManager",
+           "Registry", "Skipped", "cache_identity", "get", "get_registry", "make_registry", "plugin_provenance",
+           "reset"]

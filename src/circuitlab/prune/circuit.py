@@ -55,7 +55,7 @@ class Circuit:
     full_model_accuracy: float
     calibration: dict | None  # {"scale", "shift"} when calibrated
     bisection: tuple[tuple[int, float], ...]  # (k, train loss) in the order evaluated
-    mask_nodes: int  # nodes the trained mask kept by itself (score > 0)
+    mask_nodes: int  # nodes the trained mask kept by itself (score > 0); 0 for score-only masks
     validations: Validations
     seconds: float
     provenance: dict = attrs.field(eq=False, repr=False)

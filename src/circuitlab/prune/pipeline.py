@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import PruneConfig, config_hash, to_dict
-from ..errors import CircuitlabError
+from ..errors import CircuitlabError, PluginError
 from ..files import write_json
 from ..log import logger
 from .circuit import Circuit, circuit_row, geomean
@@ -53,11 +53,15 @@ def task_pairs(task, tok, context, config: PruneConfig, model, dev) -> tuple[Any
         return None, None, None, {"task": task.name, "suite": task.suite, "accuracy": None, **figures,
                                   "reason": reason}
 
-    check = check_tokens(task, tok)
-    if not check.usable:
-        return skip(f"unusable with this tokenizer: {check.problem}")
-    train_pairs = check_tokens(load_pairs(task, "train", config.n_train, context), tok).pairs
-    test_pairs = check_tokens(load_pairs(task, "test", config.n_test, context), tok).pairs
+    try:
+        check = check_tokens(task, tok)
+        if not check.usable:
+            return skip(f"unusable with this tokenizer: {check.problem}")
+        train_pairs = check_tokens(load_pairs(task, "train", config.n_train, context), tok).pairs
+        test_pairs = check_tokens(load_pairs(task, "test", config.n_test, context), tok).pairs
+    except PluginError as exc:  # the task's generator (a plugin suite's code) failed: skip it, prune the rest
+        logger.warning(f"circuitlab: {exc}")
+        return skip(str(exc))
     if not train_pairs or not test_pairs:
         return skip("no usable train or test pairs")
     full = evaluate(model, tok, list(test_pairs), device=dev)
@@ -173,8 +177,10 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
         if on_circuit is not None:
             on_circuit(circuit)
         rows.append({**circuit.row(), "suite": task.suite, "file": str(path)})
+    suites = [plugins.get("suite", s).provenance() for s in dict.fromkeys(t.suite for t in tasks)
+              if s in plugins.get_registry().entries["suite"]]
     provenance = {"circuitlab_version": __version__, "torch_version": torch.__version__,
-                  "plugins": [mask_entry.provenance(), objective_entry.provenance()],
+                  "plugins": [mask_entry.provenance(), objective_entry.provenance(), *suites],
                   "prune_config": to_dict(config), **run_prov, **extra_provenance}
     summary = _summary(info, config, rows, skipped, time.perf_counter() - t_start, out, provenance)
     write_json(out / "summary.json", summary)

@@ -3,7 +3,10 @@
 1. Optimise one mask parameter per node on the task's train pairs, minimising
    ``objective + penalty_coef * mask.penalty()`` (Adam, betas 0.9/0.95, lr decayed linearly to 0,
    minibatches of ``batch_pairs`` pairs). Unpruned reference logits (and final-norm scales, for
-   ``--freeze-norm``) are computed once, before the loop.
+   ``--freeze-norm``) are computed once, before the loop. A score-only mask (``score_only = True``,
+   attribution methods) is not optimised: its ``fit`` gets the objective's gradients with respect to
+   the node gates (``gradients.GateGradients``), once; there are no retries, and step 3 walks up
+   its ranking from one node (it keeps no nodes by itself).
 2. Rank the nodes by ``mask.scores()``.
 3. Keep the top k nodes (hard 0/1 gates, everything else ablated) and find the smallest k whose
    train task loss is at most the target: start at the k the mask kept by itself, walk up a x1.3
@@ -29,9 +32,11 @@ import attrs
 from ..config import PruneConfig
 from ..errors import CircuitlabError
 from ..log import logger
+from ..plugins import calls
 from ..tasks.loss import loss_and_accuracy
 from .circuit import Circuit, build_circuit
 from .evaluator import Evaluator
+from .gradients import GateGradients
 
 if TYPE_CHECKING:
     import torch
@@ -161,9 +166,9 @@ class Attempt:
     scores: Any
     mask_nodes: int  # nodes the mask kept by itself (score > 0)
     history: list
-    coef: float
+    coef: float | None  # None for score-only masks (no optimisation)
     steps: int
-    lr: float
+    lr: float | None
 
     def kept(self, k: int, num_nodes: int):
         import torch
@@ -188,16 +193,25 @@ def _attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objective, g
     import torch
 
     N = tr.num_nodes
-    mask = mask_entry.factory(num_nodes=N, generator=gen)
-    steps = config.steps or getattr(mask, "steps", 200)
-    lr = config.lr or getattr(mask, "lr", 1e-2)
-    coef = config.penalty_coef if config.penalty_coef is not None else getattr(mask, "penalty_coef", 1e-3)
-    coef = coef * coef_scale
-    history = train_mask(model, tr, mask, objective, steps=steps, lr=lr, coef=coef,
-                         batch_pairs=config.batch_pairs, generator=gen, progress=progress, label=task)
+    # The mask's calls are checked (plugins.calls): an error inside a plugin names it.
+    mask = calls.build_mask(mask_entry, num_nodes=N, generator=gen, device=tr.values.device)
+    if mask.score_only:  # attribution-style scorers: one fit on the objective's gate gradients, no training
+        steps, lr, coef = config.steps or getattr(mask, "steps", 1), None, None
+        mask.fit(GateGradients(tr, objective, batch_pairs=config.batch_pairs, steps=steps))
+        history: list = []
+    else:
+        steps = config.steps or getattr(mask, "steps", 200)
+        lr = config.lr or getattr(mask, "lr", 1e-2)
+        coef = config.penalty_coef if config.penalty_coef is not None else getattr(mask, "penalty_coef", 1e-3)
+        coef = coef * coef_scale
+        history = train_mask(model, tr, mask, objective, steps=steps, lr=lr, coef=coef,
+                             batch_pairs=config.batch_pairs, generator=gen, progress=progress, label=task)
     scores = mask.scores().detach().float().cpu()
+    # A trained mask keeps the nodes scoring > 0 by itself, and the search starts there; a score-only
+    # mask keeps none by itself, so the search walks up its ranking from one node.
+    kept_by_itself = 0 if mask.score_only else int((scores > 0).sum())
     attempt = Attempt(k=None, order=torch.argsort(scores, descending=True, stable=True), bisection=[],
-                      calibration={}, scores=scores, mask_nodes=int((scores > 0).sum()), history=history,
+                      calibration={}, scores=scores, mask_nodes=kept_by_itself, history=history,
                       coef=coef, steps=steps, lr=lr)
     device = tr.values.device
 
@@ -219,7 +233,7 @@ def _best_attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objecti
     import torch
 
     gen = torch.Generator().manual_seed(config.seed)
-    objective = objective_entry.factory()
+    objective = calls.build_objective(objective_entry)
     attempts: list[dict] = []
     best = None
     for i in range(config.retries + 1):
@@ -227,12 +241,22 @@ def _best_attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objecti
         attempts.append(attempt.summary())
         if best is None or (attempt.k is not None and (best.k is None or attempt.k < best.k)):
             best = attempt
-        if not attempt.collapsed(config):
+        if attempt.lr is None or not attempt.collapsed(config):  # a score-only mask has nothing to retry
             break
         if progress and i < config.retries:
             why = "not reached" if attempt.k is None else f"needed {attempt.k} nodes against the mask's {attempt.mask_nodes}"
             logger.info(f"  {task}: {why}; retrying with penalty coefficient {attempt.coef * config.retry_factor:.2g}")
     return best, attempts
+
+
+def suite_provenance(suite: str) -> list[dict]:
+    """The task suite's plugin, for the circuit's provenance (none for a suite that is not registered)."""
+    from .. import plugins
+
+    try:
+        return [plugins.get("suite", suite).provenance()] if suite else []
+    except CircuitlabError:
+        return []
 
 
 def prune_task(model, train: TaskBatch, test: TaskBatch, values: torch.Tensor, config: PruneConfig | None = None,
@@ -263,7 +287,8 @@ def prune_task(model, train: TaskBatch, test: TaskBatch, values: torch.Tensor, c
         te = Evaluator(model, test, values, freeze_norm=config.freeze_norm)
         best, attempts = _best_attempt(model, tr, config, mask_entry, objective_entry, progress, task)
         circuit = build_circuit(model, tr, te, best, attempts, config, task=task, suite=suite,
-                                plugins=[mask_entry.provenance(), objective_entry.provenance()],
+                                plugins=[mask_entry.provenance(), objective_entry.provenance(),
+                                         *suite_provenance(suite)],
                                 provenance=provenance, with_edge_list=with_edge_list, t0=t0)
     finally:
         for p, r in zip(model.parameters(), grads, strict=True):

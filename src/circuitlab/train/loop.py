@@ -26,6 +26,7 @@ from ..config import ModelConfig, TrainConfig, to_dict
 from ..errors import CircuitlabError
 from ..files import check_writable_dir, write_bytes, write_json, write_safetensors
 from ..interrupts import Interrupted, deferred_signals
+from ..plugins import calls
 from . import distributed
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .distributed import Dist
@@ -171,7 +172,7 @@ def _start(config: TrainConfig, out: Path, model_config: ModelConfig | None, res
                               f"({len(train_ids)} train / {len(val_ids)} val tokens); pass a larger --corpus")
     torch.manual_seed(config.seed)
     model = GPT(mcfg).to(device)
-    schedule = schedule_entry.factory(config)
+    schedule = calls.build_schedule(schedule_entry, config)  # checks every call: errors name the plugin
     opt = make_optimizer(model, config)
     meta = json.loads(json.dumps({"train": to_dict(config), "model": to_dict(mcfg)}))  # as stored: lists, not tuples
     provenance = {

@@ -104,9 +104,14 @@ def run_summary(out: str | Path) -> dict:
 
 
 def cached_run_dir(config: TrainConfig, model_config: ModelConfig) -> Path:
-    """Where ``circuitlab run`` keeps the model of a (train config, model config): the cache, by config hash."""
+    """Where ``circuitlab run`` keeps the model of a (train config, model config): the cache, by config hash.
+
+    A schedule from a third-party plugin adds its distribution and version to the hash, so a new release
+    of the plugin trains a new model; built-in schedules add nothing (their keys are unchanged)."""
+    from .. import plugins
     from ..config import config_hash
     from ..files import cache_dir
 
-    h = config_hash(config, model_config)
+    plugin = plugins.cache_identity("sparsity", config.sparsity)
+    h = config_hash(config, model_config) if plugin is None else config_hash(config, model_config, plugin)
     return cache_dir() / "runs" / f"{config.preset}-{config.sparsity}-d{config.density:g}-{h}"
