@@ -17,6 +17,7 @@ import click
 from .. import __version__
 from ..errors import CircuitlabError
 from ..log import show_on_stderr
+from .interop import import_oai_cmd
 from .plugins import plugins_cmd
 from .prune import prune_cmd, run_cmd
 from .store import compare_cmd, record_cmd, top_cmd
@@ -38,7 +39,8 @@ def cli() -> None:
 
 
 # Each command module imports torch only inside its command body.
-for _command in (plugins_cmd, train_cmd, tasks_cmd, prune_cmd, run_cmd, record_cmd, compare_cmd, top_cmd):
+for _command in (plugins_cmd, train_cmd, tasks_cmd, prune_cmd, run_cmd, record_cmd, compare_cmd, top_cmd,
+                 import_oai_cmd):
     cli.add_command(_command)
 
 

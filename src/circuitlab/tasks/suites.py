@@ -38,15 +38,17 @@ def task_context_for_run(info: RunInfo) -> TaskContext:
     When that corpus folder is gone, the context has the tokenizer but no held-out files (templated
     tasks still work; mined tasks have no pairs), and a note goes to stderr.
     """
-    tok_path = info.path / "tokenizer.json"
-    tokenizer_path = str(tok_path) if tok_path.exists() else None
+    from ..train.runs import require_tokenizer
+
+    tok_path = require_tokenizer(info)  # never a tokenizer of our own: the model's ids would mean other text
+    tokenizer_path = str(tok_path)
     try:
         return _context_for_corpus(info.train.corpus, tokenizer_path)
     except CircuitlabError as exc:
         note_once(f"circuitlab: no held-out files for tasks mined from the corpus: {exc}")
         from ..data.tokenizer import load_tokenizer
 
-        return TaskContext(tokenizer=load_tokenizer(tok_path) if tokenizer_path else None)
+        return TaskContext(tokenizer=load_tokenizer(tok_path))
 
 
 def suite_names() -> list[str]:

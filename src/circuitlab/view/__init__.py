@@ -1,0 +1,1 @@
+"""Circuit pages: one self-contained, offline HTML file per circuit, and an index of a bench."""
