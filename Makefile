@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean chromium view-demo
 
 $(STAMP): pyproject.toml constraints.txt plugins/circuitlab-example/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ $(STAMP): pyproject.toml constraints.txt plugins/circuitlab-example/pyproject.to
 run: $(STAMP)
 	$(BIN)/circuitlab run --sparsity topk --pruner hardconcrete --out out/run
 
-test: $(STAMP)
+# The viewer test opens pages in Debian's headless chromium; install it once when it is missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q chromium; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

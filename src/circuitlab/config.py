@@ -321,6 +321,16 @@ class ImportConfig:
     overwrite: bool = False  # replace an existing run folder at --out
 
 
+@attrs.frozen(kw_only=True)
+class ViewConfig:
+    """What ``circuitlab view`` computes into a circuit page."""
+
+    examples: int = attrs.field(default=5, validator=at_least(0))  # top corpus examples per node (needs a store)
+    context: int = attrs.field(default=24, validator=at_least(0))  # tokens shown before the highlighted one
+    ablation_pairs: int = attrs.field(default=32, validator=at_least(0))  # test pairs for per-node ablation; 0: skip
+    device: str = "cpu"  # where the model runs for the ablations
+
+
 T = TypeVar("T")
 
 
