@@ -194,7 +194,7 @@ def export_to_reference(run: Path, dest: Path) -> dict:
     return config
 
 
-def test_prune_runs_on_an_imported_run(tiny_run, small_corpus, tmp_path, capsys, toy_registry):
+def test_prune_record_and_top_accept_an_imported_run(tiny_run, small_corpus, tmp_path, capsys, toy_registry):
     src = tmp_path / "oai"
     export_to_reference(tiny_run, src)
     run = tmp_path / "imported"
@@ -211,6 +211,15 @@ def test_prune_runs_on_an_imported_run(tiny_run, small_corpus, tmp_path, capsys,
     circuit = json.loads((out / "circuits" / "copy_digit.json").read_text())
     assert circuit["node_count"] == row["nodes"] == len(circuit["nodes"]) > 0
     assert circuit["provenance"]["run_provenance"]["imported_from"]["format"] == "openai/circuit_sparsity"
+    # record and top accept the imported run too.
+    store = tmp_path / "store.zarr"
+    code, _, err = run_main(["record", "--model", str(run), "--tasks", "none", "--corpus-windows", "4",
+                             "--window", "16", "--out", str(store), "--quiet"], capsys)
+    assert code == 0, err
+    code, stdout, err = run_main(["top", "--store", str(store), "--node", "0.mlp.neuron.3", "--k", "2", "--json"],
+                                 capsys)
+    assert code == 0, err
+    assert len(json.loads(stdout)["top"]) == 2
     # The imported model computes what the original computed (only the RMSNorm epsilon differs).
     original, tok, _ = load_model(tiny_run)
     imported, _, _ = load_model(run)
@@ -225,3 +234,22 @@ def toy_registry(monkeypatch):
     monkeypatch.setattr(plugins.manager, "_registry", reg)
     yield reg
 
+
+
+def test_gpt2_style_tokenizer_files_are_converted(tiny_run, tmp_path):
+    """encoder.json + vocab.bpe (the released tinypython files' format) encode as the tokenizer they came from."""
+    from tokenizers import Tokenizer
+
+    from circuitlab.interop.oai import read_tokenizer
+
+    original = Tokenizer.from_file(str(tiny_run / "tokenizer.json"))
+    model = json.loads(original.to_str())["model"]
+    (tmp_path / "encoder.json").write_text(json.dumps(model["vocab"]))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    (tmp_path / "vocab.bpe").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    converted = read_tokenizer(tmp_path / "encoder.json", vocab_size=2048)
+    text = "def f(x):\n    return {'a': [x, \"b\"]}  # ü\n<|endoftext|>class A:\n\tpass\n"
+    assert converted.encode(text).ids == original.encode(text).ids
+    assert converted.decode(original.encode(text).ids, skip_special_tokens=False) == text
+    with pytest.raises(CircuitlabError, match="has 2048 tokens but the model only 100"):
+        read_tokenizer(tmp_path / "encoder.json", vocab_size=100)

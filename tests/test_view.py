@@ -17,7 +17,7 @@ from circuitlab import plugins
 from .test_prune_cli import ToyPlugin, assert_one_line_error, run_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-FAST = ["--target-loss", "0.6", "--steps", "15", "--n-train", "24", "--n-test", "12", "--seed", "1"]
+FAST = ["--target-loss", "0.75", "--steps", "15", "--n-train", "24", "--n-test", "12", "--seed", "1"]
 
 
 @pytest.fixture(scope="module")
