@@ -7,11 +7,23 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from circuitlab import plugins
-from circuitlab.config import TrainConfig, config_hash, get_preset
+from circuitlab.config import (
+    AFRAC_LOCATIONS,
+    RESIDUAL_AFRAC_LOCATIONS,
+    ModelConfig,
+    TrainConfig,
+    config_hash,
+    from_dict,
+    get_preset,
+    to_dict,
+)
 from circuitlab.errors import CircuitlabError
 from circuitlab.interop.oai_config import model_config_from_oai
+from circuitlab.model.nodes import NodeSpace
 from circuitlab.train.runs import load_model, read_run
 
 from .oai_reference import circuitlab_hook, make_state, reference_forward, write_checkpoint
@@ -253,3 +265,21 @@ def test_gpt2_style_tokenizer_files_are_converted(tiny_run, tmp_path):
     assert converted.decode(original.encode(text).ids, skip_special_tokens=False) == text
     with pytest.raises(CircuitlabError, match="has 2048 tokens but the model only 100"):
         read_tokenizer(tmp_path / "encoder.json", vocab_size=100)
+
+
+@given(norm=st.sampled_from(["rms", "layer"]), norm_bias=st.booleans(), d_pos_emb=st.none() | st.integers(1, 8),
+       activation=st.sampled_from(["gelu", "relu"]), residual=st.sampled_from(["identity", "relu"]),
+       tied=st.booleans(), bias=st.booleans(), eps=st.none() | st.floats(1e-8, 1e-3),
+       locations=st.lists(st.sampled_from(AFRAC_LOCATIONS + RESIDUAL_AFRAC_LOCATIONS), unique=True))
+def test_import_fields_round_trip_and_vanish_at_defaults(norm, norm_bias, d_pos_emb, activation, residual, tied,
+                                                        bias, eps, locations):
+    cfg = ModelConfig(norm=norm, norm_bias=norm_bias, d_pos_emb=d_pos_emb, activation=activation,
+                      residual_activation=residual, tied_unembed=tied, final_logits_bias=bias, norm_eps=eps,
+                      afrac=0.5, afrac_locations=tuple(locations))
+    data = to_dict(cfg)
+    assert from_dict(ModelConfig, json.loads(json.dumps(data))) == cfg
+    defaults = to_dict(ModelConfig())
+    assert not {"norm", "norm_bias", "d_pos_emb", "activation", "residual_activation", "tied_unembed",
+                "final_logits_bias"} & set(defaults)
+    # The node space follows the input width.
+    assert NodeSpace.from_config(cfg).by_hook()["0.mlp.in"].size == cfg.d_model + (d_pos_emb or 0)

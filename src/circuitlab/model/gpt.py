@@ -69,13 +69,14 @@ class LayerNorm(nn.Module):
 
     def __init__(self, dim: int, eps: float | None, bias: bool):
         super().__init__()
-        self.eps = 1e-5 if eps is None else eps
+        self.eps = eps  # None: the input dtype's machine epsilon
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: torch.Tensor, hook: Hook | None = None, name: str = "") -> torch.Tensor:
+        eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
         centred = x - x.mean(-1, keepdim=True)  # (B, T, dim)
-        scale = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + self.eps)  # (B, T, 1)
+        scale = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + eps)  # (B, T, 1)
         if hook is not None:
             scale = hook(name, scale)
         y = centred * scale * self.weight

@@ -61,6 +61,10 @@ def _load_run(circuit: dict, model_dir: str | Path | None, device: str) -> tuple
         if model_dir:
             raise CircuitlabError(f"--model {str(run)!r} is not a finished circuitlab run")
         return None, None, None, f"its run {str(run)!r} is not here; pass --model RUN"
+    import torch
+
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise CircuitlabError(f"--device {device!r}: CUDA is not available here; use --device cpu")
     model, tok, info = load_model(run, device, need_tokenizer=False)
     if NodeSpace.from_config(model.config).num_nodes != circuit.get("total_nodes"):
         raise CircuitlabError(f"run {str(run)!r} has a different node layout than the circuit "
@@ -171,7 +175,7 @@ def _means(names: list[str], space, store: Path | None, model, tok, info) -> tup
     if model is not None and tok is not None:
         from ..prune.ablation import node_means
 
-        mean = node_means(model, tok, info).cpu()
+        mean = node_means(model, tok, info, next(model.parameters()).device).cpu()
         return {n: round(float(mean[space.index(n)]), 5) for n in names}, None
     return {}, "no store and no run with a tokenizer: mean activations are not available"
 
