@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench tox clean
+.PHONY: run test lint bench tox clean chromium view-demo
 
 PLUGIN_PACKAGES := plugins/circuitlab-example plugins/circuitlab-rigl plugins/circuitlab-attribution
 
@@ -21,7 +21,11 @@ $(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGIN_PA
 run: $(STAMP)
 	$(BIN)/circuitlab run --sparsity topk --pruner hardconcrete --out out/run
 
-test: $(STAMP)
+# The viewer test opens pages in Debian's headless chromium; install it once when it is missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q chromium; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
@@ -33,6 +37,29 @@ lint: $(STAMP)
 tox: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt 'tox>=4.22'
 	$(BIN)/tox -e plugin-example,plugin-rigl,plugin-attribution,plugins-none,lowest,lint
+
+# The circuit viewer on a real model: train DEMO_PRESET (resumable; reused once trained), prune two
+# tasks with two pruners into one activation store, then write out/view/index.html (every circuit,
+# each with its page in out/view/circuits/) and out/view/circuit.html (one circuit).
+DEMO ?= out/view-demo
+DEMO_PRESET ?= small
+DEMO_TASKS ?= python:else_elif,single_double_quote
+DEMO_PRUNERS ?= heaviside hardconcrete
+DEMO_CIRCUIT ?= else_elif
+
+$(DEMO)/model/model.safetensors: $(STAMP)
+	$(BIN)/circuitlab train --preset $(DEMO_PRESET) --sparsity topk --out $(DEMO)/model --quiet \
+		$(if $(wildcard $(DEMO)/model/checkpoint.safetensors),--resume)
+
+view-demo: $(DEMO)/model/model.safetensors
+	$(BIN)/circuitlab record --model $(DEMO)/model --tasks $(DEMO_TASKS) --corpus-windows 128 --quiet \
+		--out $(DEMO)/store.zarr --overwrite
+	for p in $(DEMO_PRUNERS); do \
+		$(BIN)/circuitlab prune --model $(DEMO)/model --pruner $$p --tasks $(DEMO_TASKS) --min-accuracy 0.9 \
+			--store $(DEMO)/store.zarr --out $(DEMO)/bench/$$p || exit 1; done
+	$(BIN)/circuitlab view --bench $(DEMO)/bench --store $(DEMO)/store.zarr --out out/view/index.html
+	$(BIN)/circuitlab view $(DEMO)/bench/$(firstword $(DEMO_PRUNERS))/circuits/$(DEMO_CIRCUIT).json \
+		--store $(DEMO)/store.zarr --out out/view/circuit.html
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py

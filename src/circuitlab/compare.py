@@ -69,7 +69,7 @@ def _edge_set(mds, store_attrs: dict, kept: np.ndarray, cache: dict) -> set | No
         from .train.runs import load_model
 
         if "model" not in cache:
-            cache["model"] = load_model(run)[0]
+            cache["model"] = load_model(run, need_tokenizer=False)[0]
         return set(map(tuple, edge_list(cache["model"], torch.from_numpy(kept))))
     except (ImportError, CircuitlabError):
         return None

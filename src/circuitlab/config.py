@@ -24,6 +24,12 @@ from .errors import CircuitlabError, UnknownNameError
 BLOCK_SITES = ("attn.in", "attn.q", "attn.k", "attn.v", "attn.out", "mlp.in", "mlp.neuron", "mlp.out")
 #: AbsTopK activation-sparsity locations (paper-spec §1.5): the block sites with ``_`` for ``.``.
 AFRAC_LOCATIONS = tuple(site.replace(".", "_") for site in BLOCK_SITES)
+#: Further AbsTopK locations on the residual stream itself, after each add (used by imported models).
+RESIDUAL_AFRAC_LOCATIONS = ("resid_post_attn", "resid_post_mlp")
+#: Normalisations, MLP activations and residual activations a model can use.
+NORMS = ("rms", "layer")
+ACTIVATIONS = ("gelu", "relu")
+RESIDUAL_ACTIVATIONS = ("identity", "relu")
 #: What a pruned node is replaced by: its mean over corpus tokens, zero, or its mean over the task's own
 #: train prompts (the three ablations of the open replication, jacobcd52/sparse_pretrain_public).
 ABLATIONS = ("mean", "zero", "task_mean")
@@ -111,9 +117,26 @@ def one_of(choices: tuple[str, ...]):
 
 
 def _locations(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
-    bad = [v for v in value if v not in AFRAC_LOCATIONS]
+    valid = AFRAC_LOCATIONS + RESIDUAL_AFRAC_LOCATIONS
+    bad = [v for v in value if v not in valid]
     if bad:
-        raise CircuitlabError(f"unknown activation-sparsity location(s) {bad}; valid: {', '.join(AFRAC_LOCATIONS)}")
+        raise CircuitlabError(f"unknown activation-sparsity location(s) {bad}; valid: {', '.join(valid)}")
+
+
+def _pos_emb_width(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+    at_least(1)(instance, attribute, value)
+    if value is not None and instance.pos_emb:
+        raise CircuitlabError("pos_emb (added position embedding) and d_pos_emb (concatenated position "
+                              "embedding) exclude each other; set one of them")
+
+
+#: Marks a field added after the first release: ``to_dict`` (and so ``config_hash`` and every
+#: config.json) leaves it out while it holds its default, so older runs keep their hashes.
+_OMIT_AT_DEFAULT = {"omit_at_default": True}
+
+
+def _extension(default: Any, validator: Any = None) -> Any:
+    return attrs.field(default=default, validator=validator, metadata=_OMIT_AT_DEFAULT)
 
 
 def _splits(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
@@ -149,13 +172,27 @@ class ModelConfig:
     afrac_locations: tuple[str, ...] = attrs.field(default=AFRAC_LOCATIONS, converter=_tuple, validator=_locations,
                                                    metadata={"json_key": True})
     init_std: float = _key(0.02, positive)
-    norm_eps: float = _key(1e-6, positive)
+    norm_eps: float | None = _key(1e-6, positive)  # None: the dtype's machine epsilon
+    # Shapes other codebases use (``circuitlab import-oai``); the defaults are circuitlab's own model.
+    norm: str = _extension("rms", one_of(NORMS))  # rms: RMSNorm (weight only); layer: LayerNorm
+    norm_bias: bool = _extension(False)  # LayerNorm only: a learned shift after the scale
+    d_pos_emb: int | None = _extension(None, _pos_emb_width)  # concatenate a position embedding this
+    # wide to every block's normed input (attn.in and mlp.in are then d_model + d_pos_emb wide)
+    activation: str = _extension("gelu", one_of(ACTIVATIONS))  # MLP activation (gelu: the exact erf form)
+    residual_activation: str = _extension("identity", one_of(RESIDUAL_ACTIVATIONS))  # after each residual add
+    tied_unembed: bool = _extension(False)  # lm_head shares the token embedding matrix
+    final_logits_bias: bool = _extension(False)  # a fixed (vocab,) logit bias, a buffer
+
+    @property
+    def d_in(self) -> int:
+        """Width of each block's input read (``attn.in``, ``mlp.in``): the residual plus any concatenated position."""
+        return self.d_model + (self.d_pos_emb or 0)
 
     def site_widths(self) -> dict[str, int]:
         """Channels at each block site: the one definition of the node space's widths."""
         inner = self.n_head * self.d_head
-        return {"attn.in": self.d_model, "attn.q": inner, "attn.k": inner, "attn.v": inner,
-                "attn.out": self.d_model, "mlp.in": self.d_model, "mlp.neuron": self.d_mlp,
+        return {"attn.in": self.d_in, "attn.q": inner, "attn.k": inner, "attn.v": inner,
+                "attn.out": self.d_model, "mlp.in": self.d_in, "mlp.neuron": self.d_mlp,
                 "mlp.out": self.d_model}
 
 
@@ -293,11 +330,35 @@ class RecordConfig:
     seed: int = attrs.field(default=0, validator=valid_seed)
 
 
+@attrs.frozen(kw_only=True)
+class ImportConfig:
+    """How ``circuitlab import-oai`` turns a released checkpoint folder into a run folder."""
+
+    tokenizer: str | None = None  # a tokenizers JSON file, or an encoder.json with vocab.bpe beside it
+    corpus: str | None = None  # .py folder for ablation means and mined tasks; None = the stdlib
+    overwrite: bool = False  # replace an existing run folder at --out
+
+
+@attrs.frozen(kw_only=True)
+class ViewConfig:
+    """What ``circuitlab view`` computes into a circuit page."""
+
+    examples: int = attrs.field(default=5, validator=at_least(0))  # top corpus examples per node (needs a store)
+    context: int = attrs.field(default=24, validator=at_least(0))  # tokens shown before the highlighted one
+    ablation_pairs: int = attrs.field(default=32, validator=at_least(0))  # test pairs for per-node ablation; 0: skip
+    device: str = "cpu"  # where the model runs for the ablations
+
+
 T = TypeVar("T")
 
 
+def _keep(attribute: attrs.Attribute, value: Any) -> bool:
+    return not (attribute.metadata.get("omit_at_default") and value == attribute.default)
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
-    return attrs.asdict(obj, recurse=True)
+    """A record as JSON-ready data; fields added after the first release are left out at their defaults."""
+    return attrs.asdict(obj, recurse=True, filter=_keep)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], what: str = "config") -> T:

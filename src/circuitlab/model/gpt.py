@@ -10,16 +10,20 @@ One readable file in the spirit of nanoGPT's model.py. Design choices (paper-spe
 Hook points. ``forward(idx, hook=fn)`` calls ``fn(name, x)`` at each point below and continues with
 whatever it returns (return ``x`` unchanged to only record). ``L`` is the layer index.
 
-    L.attn.in     (B, T, d_model)          residual read after ln_1
+    L.attn.in     (B, T, d_in)             residual read after ln_1 (d_in = d_model, + d_pos_emb if set)
     L.attn.q/k/v  (B, T, n_head * d_head)  query, key and value channels, before splitting into heads
     L.attn.out    (B, T, d_model)          residual write of the attention block, before the add
-    L.mlp.in      (B, T, d_model)          residual read after ln_2
-    L.mlp.neuron  (B, T, d_mlp)            MLP neurons after GELU
+    L.mlp.in      (B, T, d_in)             residual read after ln_2
+    L.mlp.neuron  (B, T, d_mlp)            MLP neurons after the activation
     L.mlp.out     (B, T, d_model)          residual write of the MLP block, before the add
     final         (B, T, d_model)          final residual after ln_f, read by the unembedding
 
-Each RMSNorm also exposes its scale 1/rms(x), shape (B, T, 1), as ``L.attn.norm``, ``L.mlp.norm``
-and ``final.norm``; pruning uses it to freeze the final norm (paper-spec §6.2).
+These are the node locations (``circuitlab.model.nodes``). A few more points are hooked but hold no
+nodes: ``L.resid_in`` and ``L.resid_mid`` (the residual before each block and between its two
+halves), ``L.attn.y`` (the heads' outputs before c_proj) and ``final.resid`` (before ln_f).
+Each norm also exposes its scale 1/rms(x) (LayerNorm: 1/std(x)), shape (B, T, 1), as
+``L.attn.norm``, ``L.mlp.norm`` and ``final.norm``; pruning uses it to freeze the final norm
+(paper-spec §6.2). docs/interop.md maps these names to those of OpenAI's circuit_sparsity code.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ Hook = Callable[[str, torch.Tensor], torch.Tensor]
 
 # The AbsTopK location name of each site (paper-spec §1.5 names).
 _AFRAC_LOCATION = dict(zip(BLOCK_SITES, AFRAC_LOCATIONS, strict=True))
+_ACTIVATION = {"gelu": F.gelu, "relu": F.relu}
 
 
 def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -46,16 +51,42 @@ def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
+    def __init__(self, dim: int, eps: float | None):
         super().__init__()
-        self.eps = eps
+        self.eps = eps  # None: the input dtype's machine epsilon, as torch.nn.RMSNorm
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor, hook: Hook | None = None, name: str = "") -> torch.Tensor:
-        scale = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)  # (B, T, 1)
+        eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+        scale = torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)  # (B, T, 1)
         if hook is not None:
             scale = hook(name, scale)
         return x * scale * self.weight
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias; its scale 1/std(x) is hooked like RMSNorm's."""
+
+    def __init__(self, dim: int, eps: float | None, bias: bool):
+        super().__init__()
+        self.eps = eps  # None: the input dtype's machine epsilon
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: torch.Tensor, hook: Hook | None = None, name: str = "") -> torch.Tensor:
+        eps = torch.finfo(x.dtype).eps if self.eps is None else self.eps
+        centred = x - x.mean(-1, keepdim=True)  # (B, T, dim)
+        scale = torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + eps)  # (B, T, 1)
+        if hook is not None:
+            scale = hook(name, scale)
+        y = centred * scale * self.weight
+        return y if self.bias is None else y + self.bias
+
+
+def make_norm(config: ModelConfig, dim: int) -> nn.Module:
+    if config.norm == "layer":
+        return LayerNorm(dim, config.norm_eps, config.norm_bias)
+    return RMSNorm(dim, config.norm_eps)
 
 
 class Sites(nn.Module):
@@ -66,8 +97,10 @@ class Sites(nn.Module):
         self.layer = layer
         self.k = {}
         if config.afrac is not None:
+            locations = dict(_AFRAC_LOCATION, resid_post_attn="resid_post_attn", resid_post_mlp="resid_post_mlp")
+            widths = dict(widths, resid_post_attn=config.d_model, resid_post_mlp=config.d_model)
             for site, width in widths.items():
-                if _AFRAC_LOCATION[site] in config.afrac_locations:
+                if locations[site] in config.afrac_locations:
                     self.k[site] = max(1, int(config.afrac * width))
 
     def forward(self, site: str, x: torch.Tensor, hook: Hook | None) -> torch.Tensor:
@@ -81,7 +114,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head, self.d_head = config.n_head, config.d_head
         inner = config.n_head * config.d_head
-        self.c_attn = nn.Linear(config.d_model, 3 * inner, bias=config.bias)  # q, k, v in one matmul
+        self.c_attn = nn.Linear(config.d_in, 3 * inner, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(inner, config.d_model, bias=config.bias)
         # The sink is a virtual key/value slot of zeros that every query can attend to; its logit is
         # learned per head, so a head can put its attention mass "nowhere" (paper-spec §1.2).
@@ -107,17 +140,20 @@ class CausalSelfAttention(nn.Module):
             att = torch.cat([sink, att], dim=-1).softmax(dim=-1)[..., 1:]  # drop the sink's (zero) value
             y = att @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, inner)  # (B, T, nh * hs)
+        if hook is not None:
+            y = hook(f"{sites.layer}.attn.y", y)
         return sites("attn.out", self.c_proj(y), hook)
 
 
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.c_fc = nn.Linear(config.d_model, config.d_mlp, bias=config.bias)
+        self.c_fc = nn.Linear(config.d_in, config.d_mlp, bias=config.bias)
         self.c_proj = nn.Linear(config.d_mlp, config.d_model, bias=config.bias)
+        self.act = _ACTIVATION[config.activation]
 
     def forward(self, x: torch.Tensor, sites: Sites, hook: Hook | None) -> torch.Tensor:
-        h = sites("mlp.neuron", F.gelu(self.c_fc(x)), hook)
+        h = sites("mlp.neuron", self.act(self.c_fc(x)), hook)
         return sites("mlp.out", self.c_proj(h), hook)
 
 
@@ -125,16 +161,39 @@ class Block(nn.Module):
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
         self.layer = layer
-        self.ln_1 = RMSNorm(config.d_model, config.norm_eps)
+        self.residual_relu = config.residual_activation == "relu"
+        self.ln_1 = make_norm(config, config.d_model)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = RMSNorm(config.d_model, config.norm_eps)
+        self.ln_2 = make_norm(config, config.d_model)
         self.mlp = MLP(config)
+        if config.d_pos_emb is not None:  # each half norms the position embedding on its own
+            self.ln_p1 = make_norm(config, config.d_pos_emb)
+            self.ln_p2 = make_norm(config, config.d_pos_emb)
         self.sites = Sites(config, layer, config.site_widths())
 
-    def forward(self, x: torch.Tensor, hook: Hook | None = None) -> torch.Tensor:
+    def read(self, x: torch.Tensor, pos: torch.Tensor | None, half: str, hook: Hook | None) -> torch.Tensor:
+        """A half's normed input: ln(x), with the normed position embedding concatenated if configured."""
+        ln, ln_p = (self.ln_1, "ln_p1") if half == "attn" else (self.ln_2, "ln_p2")
+        h = ln(x, hook, f"{self.layer}.{half}.norm")  # (B, T, d_model)
+        if pos is not None:
+            p = getattr(self, ln_p)(pos).expand(x.shape[0], -1, -1)  # (B, T, d_pos_emb)
+            h = torch.cat([h, p], dim=-1)  # (B, T, d_model + d_pos_emb)
+        return self.sites(f"{half}.in", h, hook)
+
+    def add(self, x: torch.Tensor, delta: torch.Tensor, site: str) -> torch.Tensor:
+        x = x + delta
+        if self.residual_relu:
+            x = torch.relu(x)
+        return abs_topk(x, self.sites.k[site]) if site in self.sites.k else x
+
+    def forward(self, x: torch.Tensor, hook: Hook | None = None, pos: torch.Tensor | None = None) -> torch.Tensor:
         L = self.layer
-        x = x + self.attn(self.sites("attn.in", self.ln_1(x, hook, f"{L}.attn.norm"), hook), self.sites, hook)
-        x = x + self.mlp(self.sites("mlp.in", self.ln_2(x, hook, f"{L}.mlp.norm"), hook), self.sites, hook)
+        if hook is not None:
+            x = hook(f"{L}.resid_in", x)
+        x = self.add(x, self.attn(self.read(x, pos, "attn", hook), self.sites, hook), "resid_post_attn")
+        if hook is not None:
+            x = hook(f"{L}.resid_mid", x)
+        x = self.add(x, self.mlp(self.read(x, pos, "mlp", hook), self.sites, hook), "resid_post_mlp")
         return x
 
 
@@ -143,17 +202,24 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.d_model)
-        self.wpe = nn.Embedding(config.n_ctx, config.d_model) if config.pos_emb else None
+        pos_width = config.d_pos_emb or (config.d_model if config.pos_emb else None)
+        self.wpe = nn.Embedding(config.n_ctx, pos_width) if pos_width else None
         self.blocks = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
-        self.ln_f = RMSNorm(config.d_model, config.norm_eps)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)  # untied from wte
+        self.ln_f = make_norm(config, config.d_model)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)  # untied from wte by default
         # The bigram table adds a learned logit row for the current token, so the sparse weights
         # do not have to spend their budget on bigram statistics. It stays dense.
         self.bigram = nn.Parameter(torch.zeros(config.vocab_size, config.vocab_size)) if config.bigram_table else None
+        if config.final_logits_bias:
+            self.register_buffer("final_logits_bias", torch.zeros(config.vocab_size))
+        else:
+            self.final_logits_bias = None
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # residual writes: scaled init as in GPT-2
                 nn.init.normal_(p, mean=0.0, std=config.init_std / math.sqrt(2 * config.n_layer))
+        if config.tied_unembed:
+            self.lm_head.weight = self.wte.weight
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -168,10 +234,15 @@ class GPT(nn.Module):
         B, T = idx.shape
         assert T <= self.config.n_ctx, f"sequence of {T} tokens is longer than n_ctx={self.config.n_ctx}"
         x = self.wte(idx)  # (B, T, d_model)
+        pos = None
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=idx.device))  # (T, d_model) broadcast over B
+            pos = self.wpe(torch.arange(T, device=idx.device))[None]  # (1, T, width)
+            if self.config.d_pos_emb is None:
+                x, pos = x + pos, None  # added once, broadcast over B
         for block in self.blocks:
-            x = block(x, hook)
+            x = block(x, hook, pos)
+        if hook is not None:
+            x = hook("final.resid", x)
         x = self.ln_f(x, hook, "final.norm")
         if hook is not None:
             x = hook("final", x)
@@ -186,6 +257,8 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (..., vocab)
         if self.bigram is not None:
             logits = logits + F.embedding(idx, self.bigram)  # (..., vocab): the row of each current token
+        if self.final_logits_bias is not None:
+            logits = logits + self.final_logits_bias
         return logits
 
     def num_params(self) -> int:

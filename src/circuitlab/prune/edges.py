@@ -8,7 +8,8 @@ Convention (see docs/pruning.md):
   ``mlp.in -> mlp.neuron`` (``c_fc``) and ``mlp.neuron -> mlp.out`` (``mlp.c_proj``).
 - **Residual edges**: a kept write channel i (``attn.out`` or ``mlp.out`` of one sublayer) to a
   kept read channel i (``attn.in``, ``mlp.in`` or ``final``) of any later sublayer, when the
-  read's RMSNorm weight at i is nonzero.
+  read's norm weight at i is nonzero. (With a concatenated position embedding, ``d_pos_emb``, a
+  read's last channels carry the position, not the residual: they have no residual edges.)
 - Not counted: embedding -> read, ``final`` -> logit, q -> k (no weight between them), biases,
   the bigram table.
 
@@ -32,7 +33,7 @@ def _weight_blocks(model, space: NodeSpace):
     locs = space.by_hook()
     inner = model.config.n_head * model.config.d_head
     for L, block in enumerate(model.blocks):
-        qkv = block.attn.c_attn.weight.detach() != 0  # (3 * inner, d_model)
+        qkv = block.attn.c_attn.weight.detach() != 0  # (3 * inner, d_in)
         for i, site in enumerate(("attn.q", "attn.k", "attn.v")):
             yield locs[f"{L}.attn.in"], locs[f"{L}.{site}"], qkv[i * inner: (i + 1) * inner]
         yield locs[f"{L}.attn.v"], locs[f"{L}.attn.out"], block.attn.c_proj.weight.detach() != 0  # (d, inner)
@@ -51,8 +52,9 @@ def _sublayers(model, space: NodeSpace):
     return out
 
 
-def _seg(kept: torch.Tensor, loc) -> torch.Tensor:
-    return kept[loc.offset: loc.offset + loc.size]
+def _seg(kept: torch.Tensor, loc, width: int | None = None) -> torch.Tensor:
+    """``kept`` at a location; ``width`` keeps only its first channels (a read's residual part)."""
+    return kept[loc.offset: loc.offset + (loc.size if width is None else width)]
 
 
 def count_edges(model, kept: torch.Tensor) -> dict[str, int]:
@@ -76,7 +78,7 @@ def count_edges(model, kept: torch.Tensor) -> dict[str, int]:
     for read, norm_w, write in reversed(_sublayers(model, space)):
         if write is not None:
             residual += int(reads_after[_seg(kept, write)].sum())
-        reads_after += (_seg(kept, read) & (norm_w.cpu() != 0)).long()
+        reads_after += (_seg(kept, read, len(norm_w)) & (norm_w.cpu() != 0)).long()
     return {"weight": weight, "residual": residual, "total": weight + residual}
 
 
@@ -96,7 +98,7 @@ def edge_list(model, kept: torch.Tensor) -> list[tuple[int, int]]:
         if write is None:
             continue
         for read, norm_w, _ in subs[a + 1:]:
-            live = _seg(kept, write) & _seg(kept, read) & (norm_w.cpu() != 0)
+            live = _seg(kept, write) & _seg(kept, read, len(norm_w)) & (norm_w.cpu() != 0)
             for i in live.nonzero().flatten().tolist():
                 edges.append((write.offset + i, read.offset + i))
     return edges

@@ -28,7 +28,7 @@ rewrites another's data, and concurrent writers of different methods never touch
 
 from .io import install_store, open_store, read_values, to_torch, write_dataset
 from .methods import add_method_result, list_methods, method_group, open_method
-from .query import top_examples
+from .query import top_examples, top_examples_many
 from .record import ensure_store, record_run, record_store
 from .schema import (
     SCHEMA,
@@ -48,5 +48,5 @@ __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "SIDES", "SUPPORTED_SCHEMA_VERSIONS", "ExampleBatch", "add_method_result",
     "base_attributes", "check_model", "chunk_examples", "ensure_store", "install_store", "list_methods",
     "method_group", "model_identity", "node_coords", "node_space", "open_method", "open_store", "read_values",
-    "record_run", "record_store", "to_torch", "top_examples", "write_dataset",
+    "record_run", "record_store", "to_torch", "top_examples", "top_examples_many", "write_dataset",
 ]

@@ -44,9 +44,10 @@ def task_context_for_run(info: RunInfo) -> TaskContext:
     tasks still work; mined tasks have no pairs), and a note goes to stderr.
     """
     from ..data.tokenizer import load_tokenizer
+    from ..train.runs import require_tokenizer
 
-    tok_path = info.path / "tokenizer.json"
-    tokenizer = load_tokenizer(tok_path) if tok_path.exists() else None  # a broken tokenizer is its own error
+    tok_path = require_tokenizer(info)  # never a tokenizer of our own: the model's ids would mean other text
+    tokenizer = load_tokenizer(tok_path)  # a broken tokenizer is its own error, before the corpus is read
     try:
         return _context_for_corpus(info.train.corpus, str(tok_path) if tokenizer is not None else None)
     except CircuitlabError as exc:

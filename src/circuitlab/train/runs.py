@@ -3,7 +3,8 @@
 A run folder holds
 - ``config.json``: ``{"kind": "circuitlab-run", "status", "model", "train", "provenance", ...}``;
 - ``model.safetensors``: the final weights (written last, so its presence means "complete");
-- ``tokenizer.json``: the HF tokenizer the model was trained with;
+- ``tokenizer.json``: the HF tokenizer the model was trained with (an imported run may lack it: then
+  only commands that work on token ids accept it);
 - ``corpus_manifest.json``: relpath and sha256 of every corpus file, and the split;
 - ``checkpoint.safetensors``: weights plus optimizer, schedule and RNG state, for ``--resume``.
 Everything is readable without circuitlab (JSON, safetensors).
@@ -21,6 +22,7 @@ from ..errors import CircuitlabError
 from ..files import read_json
 
 RUN_KIND = "circuitlab-run"
+TOKENIZER = "tokenizer.json"
 
 
 @attrs.frozen(kw_only=True)
@@ -53,8 +55,21 @@ def read_run(path: str | Path) -> RunInfo:
     return RunInfo(path=path, model=model, train=train, meta=meta)
 
 
-def load_model(path: str | Path, device: Any = "cpu"):
-    """Load a finished run: (GPT in eval mode, tokenizer, RunInfo)."""
+def require_tokenizer(info: RunInfo) -> Path:
+    """The run's tokenizer file, or a one-line error that says how to supply one."""
+    path = info.path / TOKENIZER
+    if not path.exists():
+        raise CircuitlabError(f"run {str(info.path)!r} has no {TOKENIZER}, and this command needs text; supply the "
+                              "model's tokenizer with 'circuitlab import-oai SRC --out RUN --tokenizer FILE' (or "
+                              f"copy a tokenizers JSON file to {str(path)!r})")
+    return path
+
+
+def load_model(path: str | Path, device: Any = "cpu", *, need_tokenizer: bool = True):
+    """Load a finished run: (GPT in eval mode, tokenizer, RunInfo).
+
+    Without a tokenizer file the run is refused, unless ``need_tokenizer=False`` (token-id work
+    only); the tokenizer is then ``None``."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -63,6 +78,7 @@ def load_model(path: str | Path, device: Any = "cpu"):
 
     info = read_run(path)
     weights = info.path / "model.safetensors"
+    tok_path = require_tokenizer(info) if need_tokenizer else info.path / TOKENIZER
     model = GPT(info.model)
     try:
         state = load_file(str(weights), device=str(device))
@@ -78,7 +94,8 @@ def load_model(path: str | Path, device: Any = "cpu"):
         raise CircuitlabError(f"weights in {str(info.path)!r} do not match its config (missing {missing[:3]}, "
                               f"unexpected {unexpected[:3]}); retrain the run")
     model.to(device).eval()
-    return model, load_tokenizer(info.path / "tokenizer.json"), info
+    tok = load_tokenizer(tok_path) if tok_path.exists() else None
+    return model, tok, info
 
 
 def run_summary(out: str | Path) -> dict:

@@ -1,0 +1,102 @@
+"""``circuitlab view --bench DIR``: an index of every circuit under a folder, with a page for each.
+
+Any folder tree works: every ``circuits/*.json`` that is a circuit becomes a row (its figures come
+from the circuit file, plus the matching row of a ``summary.json`` beside the ``circuits`` folder
+when there is one), and every ``summary.json`` adds its headline figures.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..config import ViewConfig
+from ..errors import CircuitlabError
+from ..files import read_json, write_bytes
+from ..log import logger
+from .data import page_data, read_circuit, store_mismatch
+from .html import bench_page, circuit_page
+
+#: Figures of a circuit file shown in its row, in order.
+COLUMNS = ("task", "method", "nodes", "edges", "loss", "accuracy", "target_loss", "reached", "full_model_loss",
+           "sufficiency", "necessity", "random_loss")
+
+
+def _figures(circuit: dict, summary_row: dict | None) -> dict:
+    v = circuit.get("validations") or {}
+    figures = {"task": circuit.get("task"), "method": circuit.get("method"), "nodes": circuit.get("node_count"),
+               "edges": circuit.get("edge_count"), "loss": circuit.get("loss"), "accuracy": circuit.get("accuracy"),
+               "target_loss": circuit.get("target_loss"), "reached": circuit.get("reached"),
+               "full_model_loss": circuit.get("full_model_loss"), "sufficiency": v.get("sufficiency"),
+               "necessity": v.get("necessity"), "random_loss": v.get("random")}
+    for k, val in (summary_row or {}).items():  # a bench's own extra figures, when scalar
+        if k not in figures and k not in ("file", "suite") and isinstance(val, (int, float, str, bool)):
+            figures[k] = val
+    return figures
+
+
+def _summary_rows(folder: Path) -> dict[str, dict]:
+    """{circuit file name: summary row} from ``folder/summary.json`` (the folder holding ``circuits/``)."""
+    path = folder / "summary.json"
+    if not path.exists():
+        return {}
+    try:
+        doc = read_json(path, "summary")
+    except CircuitlabError:
+        return {}
+    rows = doc.get("tasks", []) if isinstance(doc, dict) else []
+    return {Path(r["file"]).name: r for r in rows if isinstance(r, dict) and isinstance(r.get("file"), str)}
+
+
+def find_circuits(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.json") if p.parent.name == "circuits")
+
+
+def _slug(rel: Path) -> str:
+    parts = [p for p in rel.with_suffix("").parts if p != "circuits"]
+    return "__".join(parts).replace(" ", "_") or "circuit"
+
+
+def write_bench(root: str | Path, out: str | Path, *, store: str | Path | None = None,
+                config: ViewConfig | None = None, pages: bool = True) -> dict:
+    """Write the index page ``out`` and (with ``pages``) one circuit page per circuit beside it."""
+    root, out = Path(root), Path(out)
+    if not root.is_dir():
+        raise CircuitlabError(f"--bench {str(root)!r} is not a folder; pass a folder holding circuits/*.json files")
+    files = find_circuits(root)
+    if not files:
+        raise CircuitlabError(f"no circuits/*.json under {str(root)!r}; write some with 'circuitlab prune' or 'run'")
+    rows, columns = [], list(COLUMNS)
+    page_dir = out.parent / "circuits"
+    for f in files:
+        try:
+            circuit = read_circuit(f)
+        except CircuitlabError as exc:
+            logger.info(f"skip {f}: {exc}")
+            continue
+        rel = f.relative_to(root)
+        figures = _figures(circuit, _summary_rows(f.parent.parent).get(f.name))
+        columns += [k for k in figures if k not in columns]
+        row = {"name": str(rel.with_suffix("")), "json": os.path.relpath(f.resolve(), out.parent.resolve()),
+               "figures": figures}
+        if pages:
+            page = page_dir / f"{_slug(rel)}.html"
+            logger.info(f"page for {rel}")
+            why = store_mismatch(Path(store), circuit) if store is not None else None
+            if why:
+                logger.info(f"{rel}: not using the store ({why})")
+            data = page_data(f, store=None if why else store, config=config)
+            write_bytes(page, circuit_page(data).encode())
+            row["page"] = os.path.relpath(page, out.parent)
+        rows.append(row)
+    summaries = []
+    for s in sorted(root.rglob("summary.json")):
+        try:
+            doc = read_json(s, "summary")
+        except CircuitlabError:
+            continue
+        if isinstance(doc, dict):
+            summaries.append({"path": str(s.relative_to(root)), **{k: doc.get(k) for k in (
+                "n_reached", "n_circuits", "geomean_edges", "geomean_nodes")}})
+    write_bytes(out, bench_page(f"circuits under {root}", rows, columns, summaries).encode())
+    return {"index": str(out), "circuits": len(rows), "pages": [r.get("page") for r in rows]}
