@@ -240,7 +240,7 @@ def test_a_third_party_suite_from_the_docs(monkeypatch, small_context):
     exec(compile(code, "loops_plugin", "exec"), module.__dict__)
     monkeypatch.setattr(plugins.manager, "_registry", plugins.make_registry(extra_plugins=(module,), entrypoints=False))
     (task,) = T.resolve_tasks("loops", small_context)
-    assert task.qualname == "loops:for_or_while"
+    assert task.qualname == "loops:for_while"
     assert T.check_tokens(task, small_context.tokenizer).usable
 
 

@@ -44,7 +44,7 @@ def copy_tiny_corpus(folder: Path) -> Path:
     return folder
 
 
-@attrs.define
+@attrs.define(slots=False)  # functools.cached_property needs an instance __dict__ (attrs < 24.1)
 class Tiny:
     """Tiny real parts under one folder: corpus, tokenizer, config, model, trained run."""
 
