@@ -55,7 +55,7 @@ view-demo: $(DEMO)/model/model.safetensors
 	$(BIN)/circuitlab record --model $(DEMO)/model --tasks $(DEMO_TASKS) --corpus-windows 128 --quiet \
 		--out $(DEMO)/store.zarr --overwrite
 	for p in $(DEMO_PRUNERS); do \
-		$(BIN)/circuitlab prune --model $(DEMO)/model --pruner $$p --tasks $(DEMO_TASKS) --min-accuracy 0.9 \
+		$(BIN)/circuitlab prune --model $(DEMO)/model --pruner $$p --tasks $(DEMO_TASKS) \
 			--store $(DEMO)/store.zarr --out $(DEMO)/bench/$$p || exit 1; done
 	$(BIN)/circuitlab view --bench $(DEMO)/bench --store $(DEMO)/store.zarr --out out/view/index.html
 	$(BIN)/circuitlab view $(DEMO)/bench/$(firstword $(DEMO_PRUNERS))/circuits/$(DEMO_CIRCUIT).json \

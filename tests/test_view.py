@@ -95,6 +95,7 @@ def test_circuit_page_in_chromium(bench, browser, tmp_path, capsys):
 
     page, requests = open_page(browser, out)
     assert page.locator("#graph circle.node").count() == circuit["node_count"] > 0
+    assert not page.locator("#legend-diff").is_visible()  # the diff legend shows only in the diff view
     assert page.locator("#graph path.edge").count() == circuit["edge_count"]
     assert page.locator("#graph path.edge.pos, #graph path.edge.neg").count() == circuit["edge_count"]  # weights known
     first = page.locator("#graph circle.node").first
