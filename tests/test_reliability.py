@@ -193,7 +193,7 @@ def _without_dac(cmd: list[str]) -> list[str]:
             "--bounding-set=-dac_override,-dac_read_search", "--", *cmd]
 
 
-@pytest.mark.parametrize("command", ["train", "record", "prune", "plot"])
+@pytest.mark.parametrize("command", ["train", "record", "prune", "store", "plot"])
 def test_read_only_outputs_fail_before_work(command, run_copy: Path, tmp_path: Path, store_with_method: Path):
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -202,6 +202,8 @@ def test_read_only_outputs_fail_before_work(command, run_copy: Path, tmp_path: P
         "record": ["record", "--model", str(run_copy), "--out", str(locked / "acts.zarr")],
         "prune": ["prune", "--model", str(run_copy), "--pruner", "heaviside", "--tasks", TASK,
                   "--out", str(locked / "pruned")],
+        "store": ["prune", "--model", str(run_copy), "--pruner", "heaviside", "--tasks", TASK,
+                  "--out", str(tmp_path / "pruned"), "--store", str(locked / "acts.zarr")],
         "plot": ["compare", str(store_with_method), "--plot", str(locked / "edges.png")],
     }[command]
     os.chmod(locked, 0o555)
