@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import PruneConfig, to_dict
+from ..machine import machine_provenance
 from .plan import Cell
 
 #: A circuit "beats" its full model when its test loss is lower by more than this (a task solver,
@@ -57,6 +58,7 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
         "faithfulness": curves,
         "circuit": circuit_doc,
         "provenance": {"circuitlab_version": __version__, "torch_version": torch.__version__,
+                       "machine": machine_provenance(),
                        "plugins": [mask_entry.provenance(), objective_entry.provenance()],
                        "corpus_hash": (info.provenance.get("corpus") or {}).get("hash"),
                        "pairs": prov["pairs"], "run": str(info.path)},

@@ -48,7 +48,9 @@ def prune_options(min_accuracy: float):
         setting(PruneConfig, "calibrate",
                 help="Fit a scale and shift of the logit difference per candidate circuit (paper A.5)."),
         setting(PruneConfig, "min_accuracy", default=min_accuracy,
-                help="Prune only tasks whose full-model test accuracy is at least this; list the others as skipped."),
+                help="Accuracy threshold: a task is solved when the 95% interval of its full-model test accuracy "
+                     "lies above it, borderline when the interval contains it (pruned and flagged), and "
+                     "skipped when the interval lies below it."),
         setting(PruneConfig, "seed", help="Seed of the mask search."),
         setting(PruneConfig, "steps", help="Mask optimisation steps. [default: the pruner's]"),
         setting(PruneConfig, "lr", help="Mask learning rate. [default: the pruner's]"),
@@ -59,6 +61,8 @@ def prune_options(min_accuracy: float):
         setting(PruneConfig, "device", help="Torch device, e.g. cpu or cuda."),
         setting(PruneConfig, "threads", help="CPU threads for pruning (its passes are small: one thread is "
                                              "fastest on a busy machine)."),
+        setting(PruneConfig, "jobs", help="Worker processes pruning tasks side by side, each with --threads "
+                                          "threads; circuits are the same for any value. [default: one per core]"),
         click.option("--store", "store", default=None, metavar="PATH",
                      help="Also add every circuit to this activation store."),
         click.option("--overwrite", is_flag=True,
@@ -76,11 +80,12 @@ def print_table(summary: dict) -> None:
     """The human-readable result: one row per circuit, skipped tasks, and the geometric means."""
     rows = summary["tasks"]
     width = max([len(r["task"]) for r in rows] + [len(s["task"]) for s in summary["skipped"]] + [4])
-    click.echo(f"{'task':<{width}}  {'nodes':>6}  {'edges':>7}  {'loss':>7}  {'reached':>7}  {'seconds':>7}")
+    click.echo(f"{'task':<{width}}  {'nodes':>6}  {'edges':>7}  {'loss':>7}  {'reached':>7}  {'seconds':>7}  "
+               f"{'full-model accuracy (95% interval)':<36}")
     for r in rows:
         reached = "yes" if r["reached"] else "NO"
         click.echo(f"{r['task']:<{width}}  {r['nodes']:>6}  {r['edges']:>7}  {r['loss']:>7.4f}  "
-                   f"{reached:>7}  {r['seconds']:>7.1f}")
+                   f"{reached:>7}  {r['seconds']:>7.1f}  {_accuracy_cell(r)}")
     for r in rows:
         if not r["reached"]:
             click.echo(f"not reached: {r['task']}: even the full model's loss is {r['full_model_loss']:.4f} "
@@ -88,12 +93,27 @@ def print_table(summary: dict) -> None:
     for s in summary["skipped"]:
         acc = "n/a" if s.get("accuracy") is None else f"{s['accuracy']:.3f}"
         click.echo(f"skipped: {s['task']} (accuracy {acc}): {s['reason']}")
+    if summary.get("n_borderline"):
+        click.echo(f"borderline: {summary['n_borderline']} task(s) whose accuracy interval contains "
+                   f"{summary['min_accuracy']:g}: pruned and flagged; another machine's model may not solve them")
     ge, gn = summary["geomean_edges"], summary["geomean_nodes"]
     if ge is None:
         click.echo("geomean edges: n/a (no circuit reached the target)")
     else:
         click.echo(f"geomean edges: {ge:.1f}   geomean nodes: {gn:.1f}   "
                    f"(over {summary['n_reached']} circuits that reached target {summary['target_loss']:g})")
+        ges, gns = summary.get("geomean_edges_solved"), summary.get("geomean_nodes_solved")
+        if summary.get("n_borderline") and ges is not None:
+            click.echo(f"solved only: geomean edges {ges:.1f}   geomean nodes {gns:.1f}   "
+                       f"(over {summary['n_solved']} solved tasks)")
+
+
+def _accuracy_cell(row: dict) -> str:
+    """'0.953 [0.92-0.97] solved': the full model's test accuracy, its interval and the verdict."""
+    acc, low, high = row.get("task_accuracy"), row.get("accuracy_low"), row.get("accuracy_high")
+    if acc is None or low is None:
+        return ""
+    return f"{acc:.3f} [{low:.3f}-{high:.3f}] {row.get('verdict') or ''}"
 
 
 @click.command("prune")
@@ -135,8 +155,10 @@ def prune_cmd(model_dir, store, overwrite, json_, out, **settings):
 def run_cmd(sparsity, preset, density, train_seed, store, overwrite, json_, out, **settings):
     """The main job: train a model (or reuse one cached by config hash), then prune every task it solves.
 
-    Tasks whose full-model test accuracy is below --min-accuracy are listed as skipped: under mean
-    ablation a model near chance still yields a "circuit", and that circuit explains nothing.
+    Tasks whose full-model test accuracy is clearly below --min-accuracy (the whole 95% interval) are
+    listed as skipped: under mean ablation a model near chance still yields a "circuit", and that
+    circuit explains nothing. Tasks whose interval contains the threshold are pruned and flagged
+    borderline, since a model trained on another CPU may land on either side.
     Prints a table (task, nodes, edges, loss, reached, seconds) and the geometric means of edges and nodes.
     """
     from ..jobs import run_job

@@ -19,6 +19,7 @@ from ..config import PruneConfig, config_hash, to_dict
 from ..errors import CircuitlabError, PluginError
 from ..files import write_json
 from ..log import logger
+from ..machine import machine_provenance
 from .circuit import Circuit, circuit_row, geomean
 
 
@@ -46,7 +47,7 @@ def task_pairs(task, tok, context, config: PruneConfig, model, dev) -> tuple[Any
     pairs are the nonsense control (``circuitlab.tasks.nonsense_pairs``: answers flipped at random per
     pair, seeded by task and split), and the full-model figures are those on the nonsense test pairs.
     """
-    from ..tasks import check_tokens, evaluate, load_pairs, nonsense_pairs, nonsense_seed
+    from ..tasks import UNSOLVED, check_tokens, evaluate, load_pairs, nonsense_pairs, nonsense_seed, verdict
 
     def skip(reason: str, **figures) -> tuple:
         logger.info(f"skip {task.qualname}: {reason}")
@@ -65,14 +66,37 @@ def task_pairs(task, tok, context, config: PruneConfig, model, dev) -> tuple[Any
     if not train_pairs or not test_pairs:
         return skip("no usable train or test pairs")
     full = evaluate(model, tok, list(test_pairs), device=dev)
-    if full["accuracy"] < config.min_accuracy:
-        return skip(f"full-model test accuracy {full['accuracy']:.3f} < {config.min_accuracy:g}",
-                    accuracy=full["accuracy"], loss=full["loss"])
+    full["verdict"] = verdict(full["accuracy_low"], full["accuracy_high"], config.min_accuracy)
+    if full["verdict"] == UNSOLVED:  # borderline tasks are pruned and flagged, not dropped (docs/training.md)
+        return skip(f"full-model test accuracy {full['accuracy']:.3f} (95% interval {full['accuracy_low']:.3f}-"
+                    f"{full['accuracy_high']:.3f}) is below {config.min_accuracy:g}",
+                    accuracy=full["accuracy"], accuracy_low=full["accuracy_low"],
+                    accuracy_high=full["accuracy_high"], loss=full["loss"], verdict=UNSOLVED)
     if config.nonsense:
         train_pairs = tuple(nonsense_pairs(train_pairs, nonsense_seed(task.qualname, "train")))
         test_pairs = tuple(nonsense_pairs(test_pairs, nonsense_seed(task.qualname, "test")))
-        full = {**evaluate(model, tok, list(test_pairs), device=dev), "real_task": full}
+        full = {**evaluate(model, tok, list(test_pairs), device=dev), "real_task": full, "verdict": full["verdict"]}
     return train_pairs, test_pairs, full, None
+
+
+def solved_record(full: dict, config: PruneConfig) -> dict:
+    """How the task's full model did on the real test pairs, and the verdict against ``min_accuracy``."""
+    real = full.get("real_task") or full
+    return {"accuracy": real["accuracy"], "low": real["accuracy_low"], "high": real["accuracy_high"],
+            "n_prompts": real["n_prompts"], "threshold": config.min_accuracy, "verdict": full["verdict"],
+            "interval": "95% Wilson"}
+
+
+def verdict_fields(solved: dict | None) -> dict:
+    """The summary row's verdict columns (None for circuits written before verdicts existed)."""
+    solved = solved or {}
+    return {"verdict": solved.get("verdict"), "task_accuracy": solved.get("accuracy"),
+            "accuracy_low": solved.get("low"), "accuracy_high": solved.get("high")}
+
+
+def _result_settings(prune_config: dict | None) -> dict | None:
+    """The settings a circuit depends on: all but how many worker processes shared the tasks."""
+    return None if prune_config is None else {k: v for k, v in prune_config.items() if k != "jobs"}
 
 
 def finished_circuit(path: Path, config: PruneConfig, run_prov: dict, pairs: dict) -> dict | None:
@@ -81,7 +105,8 @@ def finished_circuit(path: Path, config: PruneConfig, run_prov: dict, pairs: dic
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         prov = doc["provenance"]
-        same = (doc.get("kind") == "circuitlab-circuit" and prov.get("prune_config") == to_dict(config)
+        same = (doc.get("kind") == "circuitlab-circuit" and _result_settings(prov.get("prune_config")) ==
+                _result_settings(to_dict(config))
                 and prov.get("run_config_hash") == run_prov["run_config_hash"] and prov.get("pairs") == pairs)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -97,7 +122,11 @@ def _summary(info, config: PruneConfig, rows: list, skipped: list, seconds: floa
         "min_accuracy": config.min_accuracy,
         "seed": config.seed, "tasks": rows, "skipped": skipped,
         "geomean_edges": geomean(r["edges"] for r in reached), "geomean_nodes": geomean(r["nodes"] for r in reached),
-        "n_circuits": len(rows), "n_reached": len(reached), "seconds": seconds, "out": str(out),
+        "n_circuits": len(rows), "n_reached": len(reached),
+        "n_solved": sum(r.get("verdict") == "solved" for r in rows),
+        "n_borderline": sum(r.get("verdict") == "borderline" for r in rows),
+        "geomean_edges_solved": geomean(r["edges"] for r in reached if r.get("verdict") == "solved"),
+        "geomean_nodes_solved": geomean(r["nodes"] for r in reached if r.get("verdict") == "solved"), "seconds": seconds, "out": str(out),
         "provenance": provenance,
     }
 
@@ -131,7 +160,7 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
     from ..tasks import check_suite, encode_pairs, pairs_source, resolve_tasks, task_context_for_run
     from ..train.runs import load_model
     from .ablation import ablation_values
-    from .search import prune_task
+    from .parallel import TaskJob, prune_tasks
 
     t_start = time.perf_counter()
     check_suite(config.tasks)  # did-you-mean before loading anything
@@ -147,15 +176,17 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
     names_seen = collections.Counter(t.name for t in tasks)
     run_prov = {"run": str(info.path), "run_config_hash": config_hash(info.model, info.train),
                 "run_provenance": info.provenance}
-    rows, skipped = [], []
-    for task in tasks:
-        path = out / "circuits" / f"{_file_stem(task, names_seen)}.json"
+    by_index: dict[int, dict] = {}
+    skipped, jobs, paths = [], [], {}
+    for i, task in enumerate(tasks):
+        path = paths[i] = out / "circuits" / f"{_file_stem(task, names_seen)}.json"
         done = finished_circuit(path, config, run_prov, pairs_source(task, context))
         if done is not None:
             logger.info(f"done {task.qualname}: kept from an earlier run ({path})")
             if on_finished is not None:
                 on_finished(done)
-            rows.append({**circuit_row(done), "suite": task.suite, "file": str(path)})
+            by_index[i] = {**circuit_row(done), **verdict_fields(done["provenance"].get("solved")), "suite": task.suite,
+                       "file": str(path)}
             continue
         train_pairs, test_pairs, full, skip = task_pairs(task, tok, context, config, model, dev)
         if skip is not None:
@@ -170,16 +201,20 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
         prov = {**run_prov, "task": task.qualname, "task_description": task.description,
                 "pairs": pairs_source(task, context), "n_train_pairs": len(train_pairs),
                 "n_test_pairs": len(test_pairs), "ablation": config.ablation, "nonsense": config.nonsense,
-                **extra_provenance}
-        circuit = prune_task(model, train, test, values, config, task=task.name, suite=task.suite,
-                             provenance=prov, progress=True, mask_entry=mask_entry, objective_entry=objective_entry)
-        write_json(path, circuit.to_json())
+                "solved": solved_record(full, config), **extra_provenance}
+        jobs.append(TaskJob(index=i, task=task.name, suite=task.suite, train=train, test=test, values=values,
+                            provenance=prov))
+    # Each circuit is written (and handed to the store) as soon as it finishes, so an interrupt keeps it.
+    for i, circuit in prune_tasks(model, info.path, jobs, config, mask_entry, objective_entry):
+        write_json(paths[i], circuit.to_json())
         if on_circuit is not None:
             on_circuit(circuit)
-        rows.append({**circuit.row(), "suite": task.suite, "file": str(path)})
+        by_index[i] = {**circuit.row(), **verdict_fields(circuit.provenance["solved"]), "suite": tasks[i].suite,
+                   "file": str(paths[i])}
+    rows = [by_index[i] for i in sorted(by_index)]  # task order, whatever order the workers finished in
     suites = [plugins.get("suite", s).provenance() for s in dict.fromkeys(t.suite for t in tasks)
               if s in plugins.get_registry().entries["suite"]]
-    provenance = {"circuitlab_version": __version__, "torch_version": torch.__version__,
+    provenance = {"circuitlab_version": __version__, "torch_version": torch.__version__, "machine": machine_provenance(),
                   "plugins": [mask_entry.provenance(), objective_entry.provenance(), *suites],
                   "prune_config": to_dict(config), **run_prov, **extra_provenance}
     summary = _summary(info, config, rows, skipped, time.perf_counter() - t_start, out, provenance)

@@ -9,7 +9,7 @@ contexts) and ``evaluate``. The names below are the public surface plugin author
 
 from ..config import SPLITS
 from .controls import nonsense_pairs, nonsense_seed
-from .evaluate import evaluate
+from .evaluate import BORDERLINE, SOLVED, UNSOLVED, evaluate, verdict, wilson_interval
 from .loss import binary_ce, last_logits, logit_diff, loss_and_accuracy, task_accuracy, task_loss
 from .suites import (
     check_suite,
@@ -45,6 +45,7 @@ from .types import (
 )
 
 __all__ = [
+    "BORDERLINE", "SOLVED", "UNSOLVED", "verdict", "wilson_interval",
     "N_TEST", "N_TRAIN", "SEED_TEST", "SEED_TRAIN", "SPLITS", "TASKSET_KIND", "TASKSET_VERSION", "PromptPair",
     "Task", "TaskBatch", "TaskContext", "TaskSet", "TokenCheck", "binary_ce", "boundary_ok", "check_suite",
     "check_tokens", "default_task_context", "encode_pairs", "evaluate", "last_logits", "load_pairs", "logit_diff",

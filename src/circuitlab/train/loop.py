@@ -26,6 +26,7 @@ from ..config import ModelConfig, TrainConfig, to_dict
 from ..errors import CircuitlabError
 from ..files import check_writable_dir, write_bytes, write_json, write_safetensors
 from ..interrupts import Interrupted, deferred_signals
+from ..machine import machine_provenance
 from ..plugins import calls
 from . import distributed
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
@@ -180,7 +181,7 @@ def _start(config: TrainConfig, out: Path, model_config: ModelConfig | None, res
         "corpus": {"root": corpus.root, "hash": corpus.hash, "files": len(corpus.files),
                    "skipped": corpus.skipped_counts(), "train_tokens": len(train_ids), "val_tokens": len(val_ids)},
         "tokenizer_hash": tokenizer_hash(tok), "torch_version": torch.__version__, "device": str(device),
-        "world_size": dist.world,
+        "world_size": dist.world, "machine": machine_provenance(),
     }
     train_model = model
     if dist.world > 1:
