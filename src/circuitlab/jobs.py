@@ -44,7 +44,7 @@ def _check_store_conflicts(store: Path, info, config: PruneConfig, out: Path) ->
     stored = {t for m, t in list_methods(store) if m == config.method}
     if not stored:
         return
-    context = task_context_for_run(info)
+    context = task_context_for_run(info, config.mine_from)
     run_prov = {"run_config_hash": config_hash(info.model, info.train)}
     clashes = [t.name for t in resolve_tasks(config.tasks, context) if t.name in stored
                and finished_circuit(out / "circuits" / f"{t.name}.json", config, run_prov,
@@ -104,11 +104,22 @@ def prune_job(run: str | Path, config: PruneConfig, out: str | Path, *, store: s
                        extra_provenance=extra_provenance)
 
 
+def _check_code_folders(config: PruneConfig) -> None:
+    """A bad ``--mine-from`` or ``--eval-on`` folder is one line before training (whether it holds
+    enough code for pairs needs the model's tokenizer: checked before pruning)."""
+    from .data.corpus import load_code_folder
+
+    for flag, folder in (("--mine-from", config.mine_from), ("--eval-on", config.eval_on)):
+        if folder is not None:
+            load_code_folder(folder, flag)
+
+
 def run_job(train_config: TrainConfig, prune_config: PruneConfig, out: str | Path, *,
             store: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
     """The main job: train (or reuse) the model, prune every task it solves, write ``out/summary.json``."""
     t0 = time.perf_counter()
     check_writable_dir(Path(out), "--out")  # before training, not after
+    _check_code_folders(prune_config)
     path, reused = ensure_model(train_config)
     train_seconds = time.perf_counter() - t0
     summary = prune_job(path, prune_config, out, store=store, overwrite=overwrite,

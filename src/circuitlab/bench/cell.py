@@ -28,7 +28,7 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
 
     dev = torch.device(config.device)
     model, tok, info = load_model(model_doc["run"], device=dev)
-    context = task_context_for_run(info)
+    context = task_context_for_run(info, config.mine_from)
     task = resolve_tasks(cell.task, context)[0]
     base = {"cell": to_dict(cell), "model": _model_fields(model_doc), "prune_config": to_dict(config)}
     train_pairs, test_pairs, full, skip = task_pairs(task, tok, context, config, model, dev)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 
 
@@ -18,13 +19,31 @@ def taskset_sha256(qualname: str) -> str | None:
         return None
 
 
-def check_pins(pins: dict[str, str], error: Callable[[str, str], Exception]) -> None:
-    """Every pinned task has a standard pair-set file with exactly the pinned sha256."""
+def cut_from_code(qualname: str) -> bool:
+    """Whether the standard set of ``suite:task`` was cut from corpus code (its header names the corpus)."""
+    from ..tasks import taskset_root
+
+    suite, _, task = qualname.partition(":")
+    try:
+        with taskset_root().joinpath(suite, f"{task}.jsonl").open("r", encoding="utf-8") as f:
+            return "corpus_hash" in json.loads(f.readline())
+    except (OSError, ValueError):
+        return False
+
+
+def check_pins(pins: dict[str, str], error: Callable[[str, str], Exception], mined_hash: str | None = None) -> None:
+    """Every pinned task has a standard pair-set file with exactly the pinned sha256. With ``mined_hash``
+    (``prune.mine_from``), a task cut from code pins that folder's content hash instead."""
     for qualname, pinned in pins.items():
         key = f'"{qualname}"'
         suite, colon, task = qualname.partition(":")
         if not colon or not suite or not task:
             raise error(key, "must name a task as \"SUITE:task\", e.g. \"python:if_equals\"")
+        if mined_hash is not None and cut_from_code(qualname):
+            if pinned != mined_hash:
+                raise error(key, f"pinned {pinned[:12]}... but prune.mine_from's content hash is {mined_hash}; "
+                                 "a task cut from that folder pins its hash: put it in the spec")
+            continue
         actual = taskset_sha256(qualname)
         if actual is None:
             raise error(key, f"has no standard pair-set file ({suite}/{task}.jsonl); see 'circuitlab tasks' for "

@@ -104,7 +104,7 @@ def prune_config(spec: BenchSpec, cell: Cell) -> PruneConfig:
     config = PruneConfig(pruner=cell.pruner, objective=cell.objective, tasks=cell.task, target_loss=p.target_loss,
                          ablation=p.ablation, min_accuracy=p.min_accuracy, seed=cell.seed, steps=p.steps, lr=p.lr,
                          penalty_coef=p.penalty_coef, n_train=p.n_train, n_test=p.n_test, threads=spec.threads,
-                         batch_pairs=p.batch_pairs, random_draws=p.random_draws)
+                         batch_pairs=p.batch_pairs, random_draws=p.random_draws, mine_from=p.mine_from)
     if cell.control == "nonsense":
         return attrs.evolve(config, nonsense=True)
     if cell.control == "freeze_norm":

@@ -63,6 +63,7 @@ class PruneGrid:
     penalty_coef: float | None = None
     batch_pairs: int = 32
     random_draws: int = 3
+    mine_from: str | None = None  # folder of .py files the mined tasks are cut from; None = held-out corpus
 
 
 @attrs.frozen(kw_only=True)
@@ -139,6 +140,7 @@ def _prune_grid(t: Table) -> PruneGrid:
         penalty_coef=t.get("penalty_coef", float, default=None, check=positive),
         batch_pairs=t.get("batch_pairs", int, default=32, check=at_least(1)),
         random_draws=t.get("random_draws", int, default=3, check=at_least(1)),
+        mine_from=t.get("mine_from", str, default=None),
     )
     t.done()
     return grid
@@ -157,14 +159,29 @@ def _controls(t: Table) -> Controls:
     return controls
 
 
-def _tasks(t: Table) -> dict[str, str]:
+def _tasks(t: Table, mined_hash: str | None) -> dict[str, str]:
     from .pins import check_pins
 
     pins = {key: t.get(key, str, required=True) for key in t.keys()}
     if not pins:
         raise t.error("", "names no task; add lines like \"python:if_equals\" = \"SHA256\"")
-    check_pins(pins, t.error)
+    check_pins(pins, t.error, mined_hash)
     return pins
+
+
+def _mine_from(grid: PruneGrid, root: Table) -> tuple[PruneGrid, str | None]:
+    """``prune.mine_from`` resolved against the spec's folder, and the content hash its mined tasks pin."""
+    if grid.mine_from is None:
+        return grid, None
+    from ..data.corpus import load_code_folder
+
+    folder = Path(grid.mine_from)
+    folder = folder if folder.is_absolute() else Path(root.source).parent / folder
+    try:
+        code = load_code_folder(folder, flag="mine_from")
+    except CircuitlabError as exc:
+        raise root.error("prune.mine_from", str(exc)) from None
+    return attrs.evolve(grid, mine_from=code.root), code.hash
 
 
 def parse_spec(data: dict[str, Any], source: str = "<spec>") -> BenchSpec:
@@ -176,15 +193,16 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> BenchSpec:
         raise root.error("models", "must list at least one [[models]] table")
     models = tuple(_model_group(root.item_table("models", i)) for i in range(len(models_raw)))
     groups = [m.group for m in models]
+    prune, mined_hash = _mine_from(_prune_grid(root.table("prune", required=True)), root)
     spec = BenchSpec(
         name=bench.get("name", str, required=True, check=name),
         description=bench.get("description", str, default=""),
         threads=bench.get("threads", int, default=1, check=at_least(1)),
         retries=bench.get("retries", int, default=2, check=at_least(0)),
         corpus=bench.get("corpus", str, default=None),
-        tasks=_tasks(root.table("tasks", required=True)),
+        tasks=_tasks(root.table("tasks", required=True), mined_hash),
         models=models,
-        prune=_prune_grid(root.table("prune", required=True)),
+        prune=prune,
         controls=_controls(root.table("controls", required=False)),
         source=source,
     )

@@ -85,12 +85,12 @@ def _evaluate_tasks(run: Path, spec: BenchSpec) -> dict[str, dict]:
     from ..train.runs import load_model
 
     model, tok, info = load_model(run)
-    context = task_context_for_run(info)
+    context = task_context_for_run(info, spec.prune.mine_from)
     figures = {}
     for qualname, pinned in spec.tasks.items():
         task = resolve_tasks(qualname, context)[0]
         source = pairs_source(task, context)
-        if source.get("sha256") != pinned:
+        if source.get("sha256", source.get("folder_hash")) != pinned:  # a set file, or prune.mine_from
             raise CircuitlabError(f"{spec.source}: tasks.\"{qualname}\": the pairs used for this model come from "
                                   f"{source} instead of the pinned set {pinned[:12]}...; mined tasks need the corpus "
                                   "their sets were cut from (bench.corpus)")

@@ -12,6 +12,12 @@ came from (``relpath:line`` of the position).
   ...) vs a ``]`` that closes the last open bracket and ends the line (``]\\n``).
 
 Train and test pairs use disjoint positions (a position's split is fixed by a hash of its source).
+
+``--mine-from DIR`` (``TaskContext.mine_from``) cuts the same tasks from every file of another folder
+instead of the corpus' held-out files. The training corpus' file split does not apply there, so all
+of its files are used, and the position split above divides them: a hash of ``relpath:line`` (relpath
+under DIR) sends one position in ``TEST_EVERY`` to the test split. Pruning and the reported figures
+then use disjoint positions of DIR, as they do with the corpus.
 No torch here.
 """
 

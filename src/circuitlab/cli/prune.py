@@ -63,6 +63,12 @@ def prune_options(min_accuracy: float):
                                              "fastest on a busy machine)."),
         setting(PruneConfig, "jobs", help="Worker processes pruning tasks side by side, each with --threads "
                                           "threads; circuits are the same for any value. [default: one per core]"),
+        setting(PruneConfig, "mine_from", metavar="DIR",
+                help="Cut the mined tasks from every .py file under DIR instead of the held-out files of the "
+                     "model's corpus (positions split into train and test by a hash). [default: held-out corpus]"),
+        setting(PruneConfig, "eval_on", metavar="DIR",
+                help="After pruning, score each mined task's circuit (and the full model) on the same task cut "
+                     "from DIR: does the circuit transfer? Recorded as 'transfer' in the circuit's JSON."),
         click.option("--store", "store", default=None, metavar="PATH",
                      help="Also add every circuit to this activation store."),
         click.option("--overwrite", is_flag=True,
@@ -90,6 +96,7 @@ def print_table(summary: dict) -> None:
         if not r["reached"]:
             click.echo(f"not reached: {r['task']}: even the full model's loss is {r['full_model_loss']:.4f} "
                        f"(target {r['target_loss']:g}); its row is the full model")
+    print_transfer(rows)
     for s in summary["skipped"]:
         acc = "n/a" if s.get("accuracy") is None else f"{s['accuracy']:.3f}"
         click.echo(f"skipped: {s['task']} (accuracy {acc}): {s['reason']}")
@@ -114,6 +121,27 @@ def _accuracy_cell(row: dict) -> str:
     if acc is None or low is None:
         return ""
     return f"{acc:.3f} [{low:.3f}-{high:.3f}] {row.get('verdict') or ''}"
+
+
+def _loss_acc(loss: float | None, accuracy: float | None) -> str:
+    return "n/a" if loss is None else f"{loss:.3f} / {accuracy:.2f}"
+
+
+def print_transfer(rows: list[dict]) -> None:
+    """The ``--eval-on`` figures next to the held-out ones: does each circuit keep its accuracy there?"""
+    moved = [r for r in rows if r.get("transfer")]
+    if not moved:
+        return
+    w = max(len(r["task"]) for r in moved + [{"task": "transfer"}])
+    click.echo(f"{'transfer':<{w}}  {'test pairs: circuit':>22}  {'full model':>12}  {'pairs':>5}  "
+               f"{'--eval-on: circuit':>18}  {'full model':>12}   (loss / accuracy)")
+    for r in moved:
+        t = r["transfer"]
+        click.echo(f"{r['task']:<{w}}  {_loss_acc(r['loss'], r['accuracy']):>22}  "
+                   f"{_loss_acc(r['full_model_loss'], r['full_model_accuracy']):>12}  {t['n_pairs']:>5}  "
+                   f"{_loss_acc(t['loss'], t['accuracy']):>18}  "
+                   f"{_loss_acc(t['full_model_loss'], t['full_model_accuracy']):>12}")
+    click.echo(f"--eval-on: {moved[0]['transfer']['folder']} (content hash {moved[0]['transfer']['folder_hash'][:12]})")
 
 
 @click.command("prune")

@@ -8,7 +8,8 @@ from typing import Any
 import attrs
 import click
 
-from .options import emit_json, json_option
+from ..config import PruneConfig
+from .options import emit_json, json_option, setting
 
 LOSS_CONVENTION = ("per-prompt binary cross-entropy over the two candidate tokens at the last position, "
                    "averaged over both prompts of every pair (the paper's stored two-sided values are 2x)")
@@ -49,7 +50,8 @@ def list_tasks(tasks: list, context: Any) -> list[dict]:
     return rows
 
 
-def evaluate_tasks(tasks: list, model: Any, tokenizer: Any, context: Any, n: int | None) -> list[dict]:
+def evaluate_tasks(tasks: list, model: Any, tokenizer: Any, context: Any, n: int | None,
+                   source: str = "the corpus' held-out files") -> list[dict]:
     """Every task's test pairs through the full model: loss, accuracy and token usability."""
     from ..errors import PluginError
     from ..tasks import check_tokens, evaluate, load_pairs
@@ -66,8 +68,7 @@ def evaluate_tasks(tasks: list, model: Any, tokenizer: Any, context: Any, n: int
             continue
         check = check_tokens(pairs, tokenizer)
         if not pairs:
-            check = attrs.evolve(check, problem="no test pairs: its source (the corpus' held-out files) has "
-                                                "no candidates")
+            check = attrs.evolve(check, problem=f"no test pairs: its source ({source}) has no candidates")
         row = {"suite": task.suite, "task": task.name, "usable": check.usable, "problem": check.problem,
                "n_dropped": check.n_dropped}
         if check.usable:
@@ -104,6 +105,56 @@ def _print_evaluation(rows: list[dict]) -> None:
     click.echo(f"loss: {LOSS_CONVENTION}; test pairs", err=True)
 
 
+def compare_mined(spec: str | None, info: Any, n: int | None, mine_from: str) -> dict:
+    """The mined tasks' test figures on the held-out corpus (in distribution) and on ``mine_from``."""
+    from ..tasks import mined_tasks, resolve_tasks, task_context_for_run
+    from ..train.runs import load_model
+
+    inside, outside = task_context_for_run(info), task_context_for_run(info, mine_from)
+    out_tasks = mined_tasks(resolve_tasks(spec, outside), outside, splits=("test",))  # bad DIR: one line
+    in_tasks = [t for t in resolve_tasks(spec, inside) if t.depends_on_corpus]
+    model, tokenizer, info = load_model(info.path)
+    source = outside.mine_from
+    held_out = {(r["suite"], r["task"]): r for r in evaluate_tasks(in_tasks, model, tokenizer, inside, n)}
+    figures = ("usable", "problem", "n_dropped", "loss", "accuracy", "accuracy_a", "accuracy_b", "pair_loss",
+               "n_pairs")
+    rows = []
+    for r in evaluate_tasks(out_tasks, model, tokenizer, outside, n, source=source.folder):
+        other = held_out.get((r["suite"], r["task"]), {})
+        rows.append({"suite": r["suite"], "task": r["task"],
+                     "in_distribution": {k: other.get(k) for k in figures},
+                     "out_of_distribution": {k: r.get(k) for k in figures}})
+    return {"model": str(info.path), "split": "test", "loss_convention": LOSS_CONVENTION,
+            "in_distribution": {"source": "held-out (validation) files of the model's training corpus",
+                                "corpus": info.train.corpus or "stdlib", "corpus_hash": inside.corpus_hash},
+            "out_of_distribution": {"source": "--mine-from", **source.provenance()},
+            "tasks": rows, "count": len(rows)}
+
+
+def _print_comparison(doc: dict) -> None:
+    rows = doc["tasks"]
+    width = max([len(f"{r['suite']}:{r['task']}") for r in rows] + [4])
+
+    def cells(f: dict) -> str:
+        if not f["usable"]:
+            return f"{'unusable':>20}"
+        return f"{f['n_pairs']:>6}  {f['loss']:>6.3f}  {f['accuracy']:>4.2f}"
+
+    click.echo(f"{'':<{width}}  {'held-out corpus':>20}    {'--mine-from':>20}")
+    click.echo(f"{'task':<{width}}  {'pairs':>6}  {'loss':>6}  {'acc':>4}    {'pairs':>6}  {'loss':>6}  {'acc':>4}")
+    for r in rows:
+        click.echo(f"{r['suite'] + ':' + r['task']:<{width}}  {cells(r['in_distribution'])}    "
+                   f"{cells(r['out_of_distribution'])}")
+    for side in ("in_distribution", "out_of_distribution"):
+        for r in rows:
+            if not r[side]["usable"]:
+                click.echo(f"unusable: {r['suite']}:{r['task']} ({side.replace('_', ' ')}): {r[side]['problem']}")
+    ind, ood = doc["in_distribution"], doc["out_of_distribution"]
+    click.echo(f"held-out corpus: {ind['corpus']} (hash {str(ind['corpus_hash'])[:12]}); --mine-from: "
+               f"{ood['folder']} ({ood['n_files']} files, hash {ood['folder_hash'][:12]})")
+    click.echo(f"loss: {LOSS_CONVENTION}; test pairs", err=True)
+
+
 @click.command("tasks")
 @click.option("--suite", "spec", default=None, metavar="NAME",
               help="A task suite (python, mined, or a plugin's), or SUITE:task,task. [default: all suites]")
@@ -111,30 +162,46 @@ def _print_evaluation(rows: list[dict]) -> None:
               help="A run folder written by 'circuitlab train': evaluate the full model on every task.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None,
               help="Test pairs per task to evaluate with --model. [default: the whole standard test set, 128]")
+@setting(PruneConfig, "mine_from", metavar="DIR",
+         help="Cut the mined tasks from every .py file under DIR. With --model: their figures on the held-out "
+              "corpus and on DIR, side by side.")
 @json_option
-def tasks_cmd(spec: str | None, model_dir: str | None, n: int | None, json_: bool) -> None:
+def tasks_cmd(spec: str | None, model_dir: str | None, n: int | None, mine_from: str | None, json_: bool) -> None:
     """List the tasks (description and an example pair), or evaluate a model on them.
 
     \b
     Without --model: every task of the chosen suites, with an example pair and whether its contrast
     strings are single tokens of the default (stdlib) tokenizer.
     With --model: loss and accuracy of the full model on each task's held-out test pairs.
+    With --mine-from DIR: the mined tasks only, cut from DIR (with --model: next to the held-out figures).
     The loss is the per-prompt binary CE over the two candidate tokens (the paper's values are 2x).
     """
-    from ..tasks import default_task_context, resolve_tasks, task_context_for_run
+    from ..tasks import default_task_context, mined_tasks, resolve_tasks, task_context_for_run
 
     if model_dir is None:
-        context = default_task_context()
-        rows = list_tasks(resolve_tasks(spec, context), context)
+        context = default_task_context(mine_from)
+        tasks = resolve_tasks(spec, context)
+        rows = list_tasks(tasks if mine_from is None else mined_tasks(tasks, context, splits=("train",)), context)
+        source = {"mine_from": context.mine_from.provenance()} if context.mine_from else {}
         if json_:
-            emit_json({"tasks": rows, "count": len(rows)})
+            emit_json({"tasks": rows, "count": len(rows), **source})
         else:
             _print_listing(rows)
+            if source:
+                m = source["mine_from"]
+                click.echo(f"mined from {m['folder']} ({m['n_files']} files, content hash {m['folder_hash'][:12]})")
         return
 
     from ..train.runs import load_model, read_run
 
     info = read_run(model_dir)  # a folder that is not a run fails here, before torch is imported
+    if mine_from is not None:
+        doc = compare_mined(spec, info, n, mine_from)
+        if json_:
+            emit_json(doc)
+        else:
+            _print_comparison(doc)
+        return
     context = task_context_for_run(info)
     tasks = resolve_tasks(spec, context)
     model, tokenizer, info = load_model(info.path)

@@ -83,18 +83,22 @@ def _looks_binary(data: bytes) -> bool:
     return b"\0" in data or any(len(line) > MAX_LINE_CHARS for line in data.split(b"\n"))
 
 
-def load_corpus(directory: str | os.PathLike | None = None, max_file_bytes: int = MAX_FILE_BYTES) -> Corpus:
+def load_corpus(directory: str | os.PathLike | None = None, max_file_bytes: int = MAX_FILE_BYTES, *,
+                flag: str = "--corpus") -> Corpus:
     """Read every ``.py`` file under ``directory`` (default: the stdlib, without its tests).
 
     Files over ``max_file_bytes``, with NUL bytes or with lines over ``MAX_LINE_CHARS`` are skipped and
     counted, which keeps tokenizer training bounded (a 2 MB file of NUL bytes once stalled it for minutes).
+    ``flag`` is the option that named the folder, for the error messages (``--mine-from`` reads a
+    folder of code to cut tasks from with the same rules: ``load_code_folder``).
     """
     default = directory is None
     root = default_corpus_dir() if default else Path(directory)
+    what = "corpus folder" if flag == "--corpus" else f"{flag} folder"
     if not root.exists():
-        raise CircuitlabError(f"corpus folder {str(root)!r} does not exist; pass --corpus DIR with a folder of .py files")
+        raise CircuitlabError(f"{what} {str(root)!r} does not exist; pass {flag} DIR with a folder of .py files")
     if not root.is_dir():
-        raise CircuitlabError(f"corpus {str(root)!r} is not a folder; pass --corpus DIR with a folder of .py files")
+        raise CircuitlabError(f"{what} {str(root)!r} is not a folder; pass {flag} DIR with a folder of .py files")
     files, skipped = [], {"utf8": [], "large": [], "binary": []}
     for path in _python_files(root, _STDLIB_SKIP_DIRS if default else _ALWAYS_SKIP_DIRS):
         rel = path.relative_to(root).as_posix()
@@ -118,9 +122,9 @@ def load_corpus(directory: str | os.PathLike | None = None, max_file_bytes: int 
             files.append(SourceFile(relpath=rel, sha256=hashlib.sha256(data).hexdigest(),
                                     split="val" if _is_val(rel) else "train", text=text))
     if not files:
-        raise CircuitlabError(f"corpus folder {str(root)!r} has no usable .py files (skipped: {len(skipped['large'])} "
+        raise CircuitlabError(f"{what} {str(root)!r} has no usable .py files (skipped: {len(skipped['large'])} "
                               f"over {max_file_bytes} bytes, {len(skipped['binary'])} binary, {len(skipped['utf8'])} "
-                              "not UTF-8); pass --corpus DIR with a folder of Python source")
+                              f"not UTF-8); pass {flag} DIR with a folder of Python source")
     if len(files) >= 2:
         # Tiny corpora may hash every file into one split; keep both splits non-empty.
         if not any(f.split == "val" for f in files):
@@ -132,3 +136,15 @@ def load_corpus(directory: str | os.PathLike | None = None, max_file_bytes: int 
         h.update(f"{f.relpath}\0{f.sha256}\n".encode())
     return Corpus(root=str(root), files=tuple(files), hash=h.hexdigest(), skipped=tuple(skipped["utf8"]),
                   skipped_large=tuple(skipped["large"]), skipped_binary=tuple(skipped["binary"]))
+
+
+def load_code_folder(directory: str | os.PathLike, flag: str = "--mine-from",
+                     max_file_bytes: int = MAX_FILE_BYTES) -> Corpus:
+    """A folder of Python code other than the training corpus (``--mine-from``, ``--eval-on``), read with
+    the corpus' rules (size cap, binary and UTF-8 skips) and hashed the same way (``Corpus.hash``).
+
+    Every file counts: the training corpus' file split does not apply to another folder (mined tasks
+    split its code positions into train and test instead). The root is resolved, so provenance names the folder wherever the command ran from."""
+    if not str(directory).strip():  # "" would resolve to the working folder
+        raise CircuitlabError(f"{flag} is empty; pass {flag} DIR with a folder of .py files")
+    return load_corpus(Path(directory).expanduser().resolve(), max_file_bytes, flag=flag)

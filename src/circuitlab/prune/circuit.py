@@ -113,7 +113,14 @@ def circuit_row(doc: dict[str, Any]) -> dict[str, Any]:
             "loss": doc["loss"], "accuracy": doc["accuracy"], "train_loss": doc["train_loss"],
             "target_loss": doc["target_loss"], "reached": doc["reached"], "seconds": doc["seconds"],
             "full_model_loss": doc["full_model_loss"], "full_model_accuracy": doc["full_model_accuracy"],
-            "sufficiency": v["sufficiency"], "necessity": v["necessity"], "random_loss": v["random"]}
+            "sufficiency": v["sufficiency"], "necessity": v["necessity"], "random_loss": v["random"],
+            **({"transfer": _transfer_row(doc["transfer"])} if doc.get("transfer") else {})}
+
+
+def _transfer_row(t: dict[str, Any]) -> dict[str, Any]:
+    """The ``--eval-on`` figures of a summary row: the folder and the two losses and accuracies there."""
+    keys = ("folder", "folder_hash", "n_pairs", "loss", "accuracy", "full_model_loss", "full_model_accuracy")
+    return {k: t.get(k) for k in keys}
 
 
 def _round(x: float) -> float:
@@ -155,10 +162,10 @@ def build_circuit(model, tr, te, best, attempts: list[dict], config, *, task: st
     """The ``Circuit`` of the chosen attempt: test losses, validations, edges and provenance."""
     import time
 
-    import attrs
     import torch
 
     from .. import __version__
+    from ..config import to_dict
     from ..model.nodes import NodeSpace
     from ..tasks.loss import loss_and_accuracy
     from .edges import count_edges, edge_list
@@ -176,7 +183,7 @@ def build_circuit(model, tr, te, best, attempts: list[dict], config, *, task: st
     edges = tuple((names[s], names[t]) for s, t in edge_list(model, kept)) if with_edge_list else ()
     prov = {
         "circuitlab_version": __version__, "torch_version": torch.__version__, "plugins": plugins,
-        "prune_config": attrs.asdict(config),
+        "prune_config": to_dict(config),  # as finished_circuit compares it: new fields only when set
         "effective": {"steps": best.steps, "lr": best.lr, "penalty_coef": best.coef},
         "attempts": attempts, "train_prompts": len(tr.batch), "test_prompts": len(te.batch),
         "mask_history": [list(h) for h in best.history], **(provenance or {}),

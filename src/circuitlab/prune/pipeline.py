@@ -99,15 +99,18 @@ def _result_settings(prune_config: dict | None) -> dict | None:
     return None if prune_config is None else {k: v for k, v in prune_config.items() if k != "jobs"}
 
 
-def finished_circuit(path: Path, config: PruneConfig, run_prov: dict, pairs: dict) -> dict | None:
+def finished_circuit(path: Path, config: PruneConfig, run_prov: dict, pairs: dict,
+                     transfer_pairs: dict | None = None) -> dict | None:
     """The circuit document at ``path`` if an earlier run of the same settings on the same model and
-    pairs finished it (an interrupted prune is continued by running it again), else None."""
+    pairs finished it (an interrupted prune is continued by running it again), else None. With
+    ``transfer_pairs`` (``--eval-on``), its transfer figures must come from those pairs too."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         prov = doc["provenance"]
         same = (doc.get("kind") == "circuitlab-circuit" and _result_settings(prov.get("prune_config")) ==
                 _result_settings(to_dict(config))
-                and prov.get("run_config_hash") == run_prov["run_config_hash"] and prov.get("pairs") == pairs)
+                and prov.get("run_config_hash") == run_prov["run_config_hash"] and prov.get("pairs") == pairs
+                and (transfer_pairs is None or (doc.get("transfer") or {}).get("pairs") == transfer_pairs))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return doc if same else None
@@ -152,12 +155,26 @@ def prune_model(run: str | Path, config: PruneConfig, out: str | Path, *,
         torch.set_num_threads(old_threads)
 
 
+def _tasks(info, config: PruneConfig) -> tuple[Any, list, Any]:
+    """(task context, the tasks to prune, the ``--eval-on`` Transfer or None); bad folders fail here."""
+    from ..tasks import mined_tasks, resolve_tasks, task_context_for_run
+    from .transfer import Transfer
+
+    context = task_context_for_run(info, config.mine_from)
+    tasks = resolve_tasks(config.tasks, context)
+    if not tasks:
+        raise CircuitlabError(f"--tasks {config.tasks!r} selects no tasks")
+    if config.mine_from is not None:
+        mined_tasks(tasks, context)  # a folder with too little code is one line now, before any pruning
+    return context, tasks, Transfer(info, config, tasks) if config.eval_on is not None else None
+
+
 def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finished,
                  extra_provenance: dict) -> dict[str, Any]:
     import torch
 
     from .. import __version__, plugins
-    from ..tasks import check_suite, encode_pairs, pairs_source, resolve_tasks, task_context_for_run
+    from ..tasks import check_suite, encode_pairs, pairs_source
     from ..train.runs import load_model
     from .ablation import ablation_values
     from .parallel import TaskJob, prune_tasks
@@ -167,10 +184,7 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
     mask_entry, objective_entry = plugins.get("pruner", config.pruner), plugins.get("objective", config.objective)
     dev = _device(config.device)
     model, tok, info = load_model(run, device=dev)
-    context = task_context_for_run(info)
-    tasks = resolve_tasks(config.tasks, context)
-    if not tasks:
-        raise CircuitlabError(f"--tasks {config.tasks!r} selects no tasks")
+    context, tasks, transfer = _tasks(info, config)
     per_task_values = config.ablation == "task_mean"
     values = None if per_task_values else ablation_values(model, tok, info, config.ablation, device=dev, progress=True)
     names_seen = collections.Counter(t.name for t in tasks)
@@ -180,7 +194,8 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
     skipped, jobs, paths = [], [], {}
     for i, task in enumerate(tasks):
         path = paths[i] = out / "circuits" / f"{_file_stem(task, names_seen)}.json"
-        done = finished_circuit(path, config, run_prov, pairs_source(task, context))
+        done = finished_circuit(path, config, run_prov, pairs_source(task, context),
+                                transfer.source(task) if transfer else None)
         if done is not None:
             logger.info(f"done {task.qualname}: kept from an earlier run ({path})")
             if on_finished is not None:
@@ -205,18 +220,26 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
         jobs.append(TaskJob(index=i, task=task.name, suite=task.suite, train=train, test=test, values=values,
                             provenance=prov))
     # Each circuit is written (and handed to the store) as soon as it finishes, so an interrupt keeps it.
+    values_of = {job.index: job.values for job in jobs}
     for i, circuit in prune_tasks(model, info.path, jobs, config, mask_entry, objective_entry):
-        write_json(paths[i], circuit.to_json())
+        doc = circuit.to_json()
+        if transfer is not None and (figures := transfer.figures(model, tok, circuit, values_of[i], dev)) is not None:
+            doc["transfer"] = figures
+        write_json(paths[i], doc)
         if on_circuit is not None:
             on_circuit(circuit)
-        by_index[i] = {**circuit.row(), **verdict_fields(circuit.provenance["solved"]), "suite": tasks[i].suite,
-                   "file": str(paths[i])}
+        by_index[i] = {**circuit_row(doc), **verdict_fields(circuit.provenance["solved"]), "suite": tasks[i].suite,
+                       "file": str(paths[i])}
     rows = [by_index[i] for i in sorted(by_index)]  # task order, whatever order the workers finished in
     suites = [plugins.get("suite", s).provenance() for s in dict.fromkeys(t.suite for t in tasks)
               if s in plugins.get_registry().entries["suite"]]
     provenance = {"circuitlab_version": __version__, "torch_version": torch.__version__, "machine": machine_provenance(),
                   "plugins": [mask_entry.provenance(), objective_entry.provenance(), *suites],
                   "prune_config": to_dict(config), **run_prov, **extra_provenance}
+    if context.mine_from is not None:
+        provenance["mine_from"] = context.mine_from.provenance()
+    if transfer is not None:
+        provenance["eval_on"] = transfer.provenance
     summary = _summary(info, config, rows, skipped, time.perf_counter() - t_start, out, provenance)
     write_json(out / "summary.json", summary)
     return summary

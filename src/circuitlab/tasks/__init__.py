@@ -14,6 +14,8 @@ from .loss import binary_ce, last_logits, logit_diff, loss_and_accuracy, task_ac
 from .suites import (
     check_suite,
     default_task_context,
+    mined_context,
+    mined_tasks,
     resolve_tasks,
     suite_names,
     suite_tasks,
@@ -37,6 +39,7 @@ from .types import (
     N_TRAIN,
     SEED_TEST,
     SEED_TRAIN,
+    MineSource,
     PromptPair,
     Task,
     TaskBatch,
@@ -46,10 +49,10 @@ from .types import (
 
 __all__ = [
     "BORDERLINE", "SOLVED", "UNSOLVED", "verdict", "wilson_interval",
-    "N_TEST", "N_TRAIN", "SEED_TEST", "SEED_TRAIN", "SPLITS", "TASKSET_KIND", "TASKSET_VERSION", "PromptPair",
+    "MineSource", "N_TEST", "N_TRAIN", "SEED_TEST", "SEED_TRAIN", "SPLITS", "TASKSET_KIND", "TASKSET_VERSION", "PromptPair",
     "Task", "TaskBatch", "TaskContext", "TaskSet", "TokenCheck", "binary_ce", "boundary_ok", "check_suite",
     "check_tokens", "default_task_context", "encode_pairs", "evaluate", "last_logits", "load_pairs", "logit_diff",
-    "loss_and_accuracy", "nonsense_pairs", "nonsense_seed", "pairs_source", "read_taskset", "resolve_tasks", "single_token_id", "standard_pairs",
+    "loss_and_accuracy", "mined_context", "mined_tasks", "nonsense_pairs", "nonsense_seed", "pairs_source", "read_taskset", "resolve_tasks", "single_token_id", "standard_pairs",
     "suite_names", "suite_tasks", "task_accuracy", "task_context_for_run", "task_loss", "taskset_path",
     "taskset_root", "token_pieces", "write_taskset",
 ]

@@ -12,7 +12,7 @@ from .. import plugins
 from ..errors import CircuitlabError, PluginError, UnknownNameError
 from ..log import logger, note_once
 from ..plugins import calls
-from .types import PromptPair, Task, TaskContext
+from .types import MineSource, PromptPair, Task, TaskContext
 
 #: Task names: typed in ``--tasks SUITE:task,task`` and used as file names.
 TASK_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -21,9 +21,11 @@ if TYPE_CHECKING:
     from ..train.runs import RunInfo
 
 
-def default_task_context() -> TaskContext:
-    """Held-out files of the default corpus (the stdlib) and its tokenizer."""
-    return _context_for_corpus(None)
+def default_task_context(mine_from: str | None = None) -> TaskContext:
+    """Held-out files of the default corpus (the stdlib) and its tokenizer; with ``mine_from``, every
+    file of that folder instead of the held-out files (``mined_context``)."""
+    context = _context_for_corpus(None)
+    return context if mine_from is None else mined_context(TaskContext(tokenizer=context.tokenizer), mine_from)
 
 
 @functools.lru_cache(maxsize=4)
@@ -37,22 +39,76 @@ def _context_for_corpus(corpus_dir: str | None, tokenizer_path: str | None = Non
                        corpus_hash=corpus.hash, tokenizer=tok)
 
 
-def task_context_for_run(info: RunInfo) -> TaskContext:
+def task_context_for_run(info: RunInfo, mine_from: str | None = None, flag: str = "--mine-from") -> TaskContext:
     """The held-out (validation-split) files of the corpus the run was trained on, and its tokenizer.
 
     When that corpus folder is gone, the context has the tokenizer but no held-out files (templated
-    tasks still work; mined tasks have no pairs), and a note goes to stderr.
+    tasks still work; mined tasks have no pairs), and a note goes to stderr. With ``mine_from`` (a
+    folder, named on the command line by ``flag``) the mined tasks are cut from every file of that
+    folder instead, and the training corpus is not read (``mined_context``).
     """
     from ..data.tokenizer import load_tokenizer
     from ..train.runs import require_tokenizer
 
     tok_path = require_tokenizer(info)  # never a tokenizer of our own: the model's ids would mean other text
     tokenizer = load_tokenizer(tok_path)  # a broken tokenizer is its own error, before the corpus is read
+    if mine_from is not None:
+        return mined_context(TaskContext(tokenizer=tokenizer), mine_from, flag, trained=_trained_files(info),
+                             max_file_bytes=info.train.max_file_bytes)
     try:
         return _context_for_corpus(info.train.corpus, str(tok_path) if tokenizer is not None else None)
     except CircuitlabError as exc:
         note_once(f"circuitlab: no held-out files for tasks mined from the corpus: {exc}")
         return TaskContext(tokenizer=tokenizer)
+
+
+def mined_context(context: TaskContext, folder: str, flag: str = "--mine-from", *,
+                  trained: frozenset[str] | None = None, max_file_bytes: int | None = None) -> TaskContext:
+    """``context`` with every file of ``folder`` in place of the held-out corpus files.
+
+    The folder is read with the corpus' rules and hashed as the corpus is. ``trained`` (the sha256 of
+    every file the model trained on) counts the folder's files the model has seen; a note says so,
+    since tasks cut from them are not out of distribution. A bad folder is one line naming ``flag``.
+    """
+    from ..data.corpus import MAX_FILE_BYTES, load_code_folder
+
+    code = load_code_folder(folder, flag, max_file_bytes or MAX_FILE_BYTES)
+    seen = None if trained is None else sum(f.sha256 in trained for f in code.files)
+    if seen:
+        note_once(f"circuitlab: {seen} of the {len(code.files)} files in {flag} {code.root!r} are files the model "
+                  "trained on; tasks cut from them are not out of distribution")
+    source = MineSource(folder=code.root, hash=code.hash, n_files=len(code.files), n_trained_on=seen)
+    return attrs.evolve(context, heldout_files=tuple((f.relpath, f.text) for f in code.files),
+                        corpus_hash=code.hash, mine_from=source)
+
+
+def _trained_files(info: RunInfo) -> frozenset[str] | None:
+    """sha256 of the run's training-split files, from its corpus manifest (None when it has none)."""
+    import json
+
+    try:
+        manifest = json.loads((info.path / "corpus_manifest.json").read_text(encoding="utf-8"))
+        return frozenset(f["sha256"] for f in manifest["files"] if f.get("split") == "train")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def mined_tasks(tasks: list[Task], context: TaskContext, flag: str = "--mine-from",
+                splits: tuple[str, ...] = ("train", "test")) -> list[Task]:
+    """The tasks cut from ``context.mine_from``; one line (exit 2) when there are none, or when none of
+    them gets a pair in every one of ``splits`` from that folder (too few code positions)."""
+    folder = context.mine_from.folder if context.mine_from else "?"
+    mined = [t for t in tasks if t.depends_on_corpus]
+    if not mined:
+        raise CircuitlabError(f"{flag} changes only the tasks mined from code, and none is selected; select "
+                              "the mined suite (e.g. mined or mined:mined_quote)")
+    # One pair per split says whether a task can be cut at all (make_pairs: no note for a short set).
+    missing = {t.name: [s for s in splits if not t.make_pairs(1, 0, s)] for t in mined}
+    if all(missing.values()):
+        found = "; ".join(f"{name}: no {' or '.join(m)} pairs" for name, m in missing.items())
+        raise CircuitlabError(f"{flag} {folder!r}: too few code positions to cut task pairs from ({found}); "
+                              "pass a folder with more Python code")
+    return mined
 
 
 def suite_names() -> list[str]:

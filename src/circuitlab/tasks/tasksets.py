@@ -197,6 +197,8 @@ def _stale_reason(task: Task, header: dict, context: TaskContext | None) -> str 
 def usable_taskset(task: Task, context: TaskContext | None = None) -> TaskSet | None:
     """The task's shipped set when it exists and fits (a mined task's file must match the corpus and
     tokenizer the task was built with, else those of ``context``), else None (with a note when stale)."""
+    if task.depends_on_corpus and context is not None and context.mine_from is not None:
+        return None  # cut from another folder (--mine-from): the shipped set holds other code
     taskset = _open_taskset(task)
     if taskset is None:
         logger.debug("no standard set for %s: its pairs are generated in memory", task.qualname)
@@ -209,8 +211,11 @@ def usable_taskset(task: Task, context: TaskContext | None = None) -> TaskSet | 
 
 
 def pairs_source(task: Task, context: TaskContext | None = None) -> dict[str, Any]:
-    """Where ``load_pairs`` takes this task's pairs from, for provenance."""
+    """Where ``load_pairs`` takes this task's pairs from, for provenance (for a task cut from a
+    ``--mine-from`` folder: the folder and its content hash)."""
     taskset = usable_taskset(task, context)
+    if taskset is None and task.depends_on_corpus and context is not None and context.mine_from is not None:
+        return {"source": "mined", **context.mine_from.provenance(), "seed_train": SEED_TRAIN, "seed_test": SEED_TEST}
     if taskset is None:
         return {"source": "generated", "seed_train": SEED_TRAIN, "seed_test": SEED_TEST}
     return {"source": "shipped", "file": f"{task.suite}/{task.name}.jsonl", "sha256": taskset.sha256}

@@ -33,12 +33,28 @@ class PromptPair:
 
 
 @attrs.frozen(kw_only=True)
+class MineSource:
+    """A folder of code that mined tasks are cut from instead of the held-out corpus (``--mine-from``)."""
+
+    folder: str  # resolved path
+    hash: str  # content hash, computed as the corpus hash is (``circuitlab.data.corpus.Corpus.hash``)
+    n_files: int
+    n_trained_on: int | None = None  # its files whose exact content the model trained on (None: unknown)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"folder": self.folder, "folder_hash": self.hash, "n_files": self.n_files,
+                "n_files_trained_on": self.n_trained_on}
+
+
+@attrs.frozen(kw_only=True)
 class TaskContext:
     """What a task suite may use to build its tasks."""
 
-    heldout_files: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=False)  # (relpath, text), val split
-    corpus_hash: str | None = None  # the corpus the held-out files come from (mined sets depend on it)
+    # (relpath, text): the corpus' validation split, or with ``mine_from`` every file of that folder
+    heldout_files: tuple[tuple[str, str], ...] = attrs.field(default=(), repr=False)
+    corpus_hash: str | None = None  # the hash of where the held-out files come from (mined sets depend on it)
     tokenizer: Any = attrs.field(default=None, eq=False, repr=False)  # the model's tokenizer, if known
+    mine_from: MineSource | None = None  # set when the held-out files are another folder of code
 
     @property
     def tokenizer_hash(self) -> str | None:

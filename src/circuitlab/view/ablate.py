@@ -58,7 +58,8 @@ def _task_batch(circuit: dict, tok, info, n_pairs: int, model) -> tuple[Any, str
     ablation = prov.get("ablation") or prov.get("prune_config", {}).get("ablation") or "mean"
     spec = f"{circuit['suite']}:{circuit['task']}" if circuit.get("suite") else circuit["task"]
     try:
-        context = task_context_for_run(info)
+        # A circuit pruned on tasks cut from another folder (--mine-from) is ablated on that folder's pairs.
+        context = task_context_for_run(info, prov.get("prune_config", {}).get("mine_from"))
         (task,) = resolve_tasks(spec, context)
     except (CircuitlabError, ValueError) as exc:
         return None, f"task {spec!r} is not available here ({exc})"
