@@ -116,6 +116,11 @@ def one_of(choices: tuple[str, ...]):
     return check
 
 
+#: ``record --precision`` (float32 exact; bitround-N keeps N mantissa bits) and ``--codec`` (docs/store.md).
+PRECISIONS = ("float32", "float16", "bfloat16", *(f"bitround-{n}" for n in range(1, 23)))
+CODECS = ("auto", "zstd-1", "zstd-3", "blosc-lz4-shuffle", "blosc-lz4-bitshuffle", "blosc-zstd-shuffle", "blosc-zstd-bitshuffle")
+
+
 def _locations(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
     valid = AFRAC_LOCATIONS + RESIDUAL_AFRAC_LOCATIONS
     bad = [v for v in value if v not in valid]
@@ -328,6 +333,8 @@ class RecordConfig:
     corpus_windows: int = attrs.field(default=256, validator=at_least(0))  # validation-split windows, for top
     window: int = attrs.field(default=64, validator=at_least(2))  # tokens per window (capped at n_ctx)
     seed: int = attrs.field(default=0, validator=valid_seed)
+    precision: str = _extension("float32", one_of(PRECISIONS))  # values rounded before compression; read as float32
+    codec: str = _extension("auto", one_of(CODECS))  # the activation array's compression; auto: by its zeros
 
 
 @attrs.frozen(kw_only=True)
