@@ -177,7 +177,7 @@ def record_store(out: str | os.PathLike, model, tokenizer, info, *,
     try:
         write_dataset(tmp, batches(), num_examples=num_examples, tokens=tokens, nodes=node_coords(space),
                       node_mean=node_mean, attributes=attributes, chunk_bytes=chunk_bytes, precision=precision,
-                      codec=codec)
+                      codec=codec, owned=True)  # each batch is a fresh array from _record_rows
         return install_store(tmp, out, overwrite)
     finally:
         remove_tree(tmp)
