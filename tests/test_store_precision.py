@@ -101,7 +101,7 @@ def test_stores_read_back_float32_within_the_bound(tmp_path: Path, precision: st
     rng = np.random.default_rng(len(precision))
     N, T, n = _space().num_nodes, 5, 11
     act = (rng.standard_normal((n, T, N)) * 10.0 ** rng.integers(-6, 4, (n, T, N))).astype(np.float32)
-    act[rng.random(act.shape) < 0.3] = 0
+    act[rng.random(act.shape) < 0.5] = 0
     ids = rng.integers(0, 16, (n, T))
     ids[0, 3:] = -1
     ds = open_store(_write(tmp_path / "s.zarr", _batches(act, ids), n, T, precision=precision, codec=codec))
@@ -111,9 +111,24 @@ def test_stores_read_back_float32_within_the_bound(tmp_path: Path, precision: st
     _check_bound(act, stored, precision)
     storage = ds.attrs["storage"]
     assert storage["precision"] == precision and ds["activation"].attrs["precision"] == precision
-    assert storage["activation_codec"] == ("zstd-1" if codec == "auto" else codec)  # 30% zeros: zstd
+    assert storage["activation_codec"] == ("zstd-1" if codec == "auto" else codec)  # 50% zeros: zstd
     bits = {"float32": 23, "float16": 10, "bfloat16": 7}
     assert ds["activation"].attrs["mantissa_bits"] == (bits.get(precision) or int(precision.split("-")[-1]))
+
+
+def test_auto_codec_follows_the_zeros_on_real_tokens_only():
+    from circuitlab.store.encoding import choose_codec
+
+    rng = np.random.default_rng(0)
+    act = rng.standard_normal((4, 10, 50)).astype(np.float32)
+    assert choose_codec("auto", act, np.ones((4, 10), bool)) == ("blosc-lz4-bitshuffle", 0.0)
+    assert choose_codec("zstd-3", act, np.ones((4, 10), bool)) == ("zstd-3", None)
+    act[:, 8:] = 0  # padding after each example's end: not the model's zeros
+    tokens = np.broadcast_to(np.arange(10) < 8, (4, 10))
+    assert choose_codec("auto", act, tokens) == ("blosc-lz4-bitshuffle", 0.0)
+    act[:, :8, :10] = 0  # 20% of the real tokens' values
+    assert choose_codec("auto", act, tokens) == ("zstd-1", 0.2)
+    assert choose_codec("auto", act, tokens, "bfloat16")[0] == "blosc-lz4-bitshuffle"  # rounded: zstd from 35%
 
 
 def test_float16_overflow_is_an_error_from_the_writer_thread(tmp_path: Path):

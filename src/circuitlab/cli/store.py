@@ -36,8 +36,8 @@ def _store_size(path: Path) -> int:
                                          "float16, bfloat16, or bitround-N (N = 1..22 mantissa bits kept); see "
                                          "docs/store.md for each one's size and error.")
 @setting(RecordConfig, "codec", help="Compression of the activations: auto (Blosc lz4 after a bit shuffle, or zstd "
-                                     "level 1 when 10%+ of them are zero), zstd-1, zstd-3, blosc-{lz4,zstd}-{shuffle,"
-                                     "bitshuffle}.")
+                                     "level 1 when 10%+ of them are zero; 35%+ at a rounded precision), zstd-1, "
+                                     "zstd-3, blosc-{lz4,zstd}-{shuffle,bitshuffle}.")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Store folder to write. [default: MODEL/activations.zarr]")
 @click.option("--overwrite", is_flag=True, help="Re-record an existing store of the same model (keeps its method "

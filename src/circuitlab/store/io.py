@@ -311,7 +311,7 @@ def _write_rows(path: Path, batches, num_examples: int, tokens: int, nodes: dict
         if written + len(rows) > num_examples:
             raise CircuitlabError(f"got more than the {num_examples} examples announced")
         if written == 0:
-            used, zeros = choose_codec(codec, rows.activation, rows.token_ids >= 0)
+            used, zeros = choose_codec(codec, rows.activation, rows.token_ids >= 0, precision)
             chosen.update({"activation_codec": used} if zeros is None else
                           {"activation_codec": used, "zero_fraction": round(zeros, 4)})
             ds = _batch_dataset(rows, nodes)
