@@ -64,7 +64,7 @@ view-demo: $(DEMO)/model/model.safetensors
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/prune.py
-	$(BIN)/python benchmarks/store.py
+	$(BIN)/python benchmarks/store.py --model small
 
 clean:
 	rm -rf $(VENV) out runs .pytest_cache .tox

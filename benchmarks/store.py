@@ -1,19 +1,31 @@
-"""Benchmark: the activation store (zarr v3 + zstd level 1, through circuitlab.store) against numpy .npy.
+"""Benchmark: does the activation store keep up with the model, and how small can it be?
 
-Writes and reads one float32 activation array of EXAMPLES x TOKENS x NODES (default 4096 x 64 x 512,
-512 MiB) twice: dense Gaussian, and with 75% zeros made the way AbsTopK makes them (the 25% largest
-|values| of every token kept). Both formats get the same array in the same run, alternating, and the
-median of --repeats is reported.
+Figures (issue 13), each printed with its goal and whether it is met:
 
-- zarr write: ``circuitlab.store.write_dataset``, the code path of ``circuitlab record``.
-- zarr read: ``xarray.open_zarr(STORE, chunks=None)["activation"].values``.
-- .npy write: ``np.save``; read: ``np.load``.
-- "cached" timings stop when the data is in the page cache (as feasibility.md §6 measured);
-  "durable" timings include fsync of every file written, for both formats.
-Reads come from a warm page cache. Numbers on a shared 2-core machine are noisy: run it alone.
+1. **record overhead**: wall time of recording ``--windows`` corpus windows with
+   ``circuitlab.store.record_store`` (forward passes in this thread; rounding, compression and
+   writing in the store's writer thread) divided by the same forward passes with nothing written
+   (``record_activations`` into numpy). Alternating, median of ``--repeats``. Goal <= 1.15.
+2. **stored size / raw float32** of the activation array, per precision (``record --precision``),
+   with ``--codec auto``: on the model's real activations (a store written by ``record_run``: task
+   prompts and corpus windows; the figure counts the chunks of corpus windows, dense like ``record
+   --tasks none``, and the whole array is shown beside it), and on the same activations made 75% zero
+   the way AbsTopK makes them (per token and site, the 25% largest |values| kept). Goals: <= 0.5x
+   (with the error below) and <= 0.30x on 75% zeros.
+3. **the error of each precision**: on the stored values (max abs; max relative where |x| >= 2^-14),
+   on the task loss computed from the stored final residuals (``stored_task_losses``), and on ``top``
+   (overlap of the top-10 (example, token) of ``--top-nodes`` sampled nodes with the float32 store's).
 
-    python benchmarks/store.py            # the full 4096 x 64 x 512 array
-    python benchmarks/store.py --quick    # 512 x 64 x 512, one repeat: checks that it works
+``--codecs`` adds the table behind ``--codec auto`` (docs/store.md): size and single-thread encode and
+decode speed of zstd levels and Blosc (lz4, zstd; byte and bit shuffle) per precision, dense and 75%
+zero, and of chunk shapes. It calls numcodecs directly: the same bytes zarr writes for each chunk.
+
+    python benchmarks/store.py --model small          # the measurement: the small topk model of `circuitlab run`
+    python benchmarks/store.py --model RUN --codecs   # any run folder; with the codec table
+    python benchmarks/store.py --quick                # a tiny model at tiny sizes: checks that it works
+
+Without --model a tiny model is trained (seconds): its figures check the code, they measure nothing.
+Timings on a shared 2-core machine are noisy: run it alone.
 """
 
 from __future__ import annotations
@@ -30,162 +42,322 @@ from pathlib import Path
 
 import numpy as np
 
-WRITE_GOAL = 0.8  # zarr write throughput >= 0.8x .npy
-SIZE_GOAL = 0.35  # zarr size <= 0.35x .npy on the 75%-zero array
+OVERHEAD_GOAL, SIZE_GOAL, SPARSE_SIZE_GOAL = 1.15, 0.5, 0.30
+PRECISIONS = ("float32", "float16", "bfloat16", "bitround-5", "bitround-3")
 
 
-def fsync_tree(path: Path) -> None:
-    files = [path] if path.is_file() else [Path(d, f) for d, _, fs in os.walk(path) for f in fs]
-    for f in files:
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def size_of(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
+def folder_bytes(path: Path) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
-def make_arrays(examples: int, tokens: int, nodes: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    dense = rng.standard_normal((examples, tokens, nodes), dtype=np.float32)
-    k = nodes // 4  # AbsTopK keeping 25%: zero the 75% smallest |values| of each token
-    sparse = dense.copy()
-    idx = np.argpartition(np.abs(sparse), nodes - k, axis=-1)[..., : nodes - k]
-    np.put_along_axis(sparse, idx, 0.0, axis=-1)
-    return {"dense": dense, "75% zeros": sparse}
+def load(args, root: Path):
+    from circuitlab.data.corpus import load_corpus
+    from circuitlab.data.tokenizer import encode_split
+    from circuitlab.prune.ablation import node_means
+    from circuitlab.train.runs import load_model
+
+    if args.model == "small":
+        from circuitlab.config import TrainConfig
+        from circuitlab.jobs import ensure_model
+
+        run, _ = ensure_model(TrainConfig.for_preset("small", sparsity="topk"))
+    elif args.model:
+        run = Path(args.model)
+    else:
+        from circuitlab.testing.tiny import Tiny
+
+        run = Tiny(root / "tiny").run()
+    model, tok, info = load_model(run)
+    corpus_ids = encode_split(load_corpus(info.train.corpus), tok, "val")
+    return run, model, tok, info, corpus_ids, node_means(model, tok, info)  # means: cached in the run folder
 
 
-def write_npy(arr: np.ndarray, path: Path, durable: bool) -> None:
-    with open(path, "wb") as f:
-        np.save(f, arr, allow_pickle=False)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
+# ----------------------------------------------------------------------------------------------------
+# 1. record overhead
 
 
-def write_zarr(arr: np.ndarray, path: Path, durable: bool) -> None:
-    from circuitlab.model.nodes import SITE_CODES
-    from circuitlab.store import ExampleBatch, base_attributes, write_dataset
+def overhead(model, tok, info, corpus_ids, means, args, root: Path, precision: str) -> dict:
+    from circuitlab.data.windows import window_starts
+    from circuitlab.model.nodes import NodeSpace
+    from circuitlab.store import record_store
+    from circuitlab.store.record import _record_rows  # the forward passes record makes, nothing else
 
-    n, t, m = arr.shape
-    nodes = {"layer": np.zeros(m, np.int16), "site": np.full(m, SITE_CODES["mlp.neuron"], np.int8),
-             "index": np.arange(m, dtype=np.int32)}
-    minus = np.full(n, -1)
-    batch = ExampleBatch(activation=arr, token_ids=np.zeros((n, t), np.int32), length=np.full(n, t), task=minus,
-                         side=np.full(n, 2), split=np.zeros(n), pair=minus, target=minus, contrast=minus,
-                         offset=np.arange(n))
-    write_dataset(path, [batch], num_examples=n, tokens=t, nodes=nodes, node_mean=np.zeros(m, np.float32),
-                  attributes=base_attributes(codes={"task": [], "split": ["val"]}))
-    if durable:
-        fsync_tree(path)
+    window = min(args.window, model.config.n_ctx)
+    starts = np.sort(window_starts(len(corpus_ids), args.windows, window, args.seed))
+    ids = np.stack([corpus_ids[s:s + window] for s in starts]).astype(np.int32)
+    space = NodeSpace.from_config(model.config)
+    out = root / "overhead.zarr"
+
+    def forward_only() -> None:
+        for _ in _record_rows(model, ids, space, args.batch_size):
+            pass
+
+    def record(n: int = args.windows) -> None:
+        shutil.rmtree(out, ignore_errors=True)
+        record_store(out, model, tok, info, corpus_ids=corpus_ids, corpus_windows=n, window=window,
+                     seed=args.seed, node_mean=means, batch_size=args.batch_size, precision=precision)
+
+    record(min(args.windows, 8))  # warm up: imports, zarr's thread pool, the first-call costs of torch
+    forward, recorded = [], []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        forward_only()
+        forward.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        record()
+        recorded.append(time.perf_counter() - t0)
+    ratio = statistics.median(recorded) / statistics.median(forward)
+    raw = args.windows * window * space.num_nodes * 4
+    result = {"precision": precision, "windows": args.windows, "window": window, "forward_s": forward,
+              "record_s": recorded, "ratio": ratio, "met": ratio <= OVERHEAD_GOAL, "raw_bytes": raw,
+              "activation_bytes": folder_bytes(out / "activation")}
+    shutil.rmtree(out, ignore_errors=True)
+    return result
 
 
-def read_npy(path: Path) -> np.ndarray:
-    return np.load(path, allow_pickle=False)
+# ----------------------------------------------------------------------------------------------------
+# 2 and 3. sizes and errors per precision
 
 
-def read_zarr(path: Path) -> np.ndarray:
-    import xarray as xr
+def abstopk_like(a: np.ndarray, space, keep: float = 0.25) -> np.ndarray:
+    """``a`` (n, T, N) with, per token and site, all but the ``keep`` largest |values| set to zero."""
+    a = a.copy()
+    for loc in space.locations:
+        s = a[:, :, loc.offset:loc.offset + loc.size]
+        drop = loc.size - max(1, int(loc.size * keep))
+        if drop > 0:
+            idx = np.argpartition(np.abs(s), drop - 1, axis=-1)[..., :drop]
+            np.put_along_axis(s, idx, 0.0, axis=-1)
+    return a
 
-    return xr.open_zarr(path, consolidated=False, chunks=None)["activation"].values
+
+def _blocks(ds, transform=None):
+    """The store's examples as ExampleBatches, one activation chunk at a time."""
+    from circuitlab.store import ExampleBatch
+
+    n, ce = ds.sizes["example"], int(ds["activation"].encoding["chunks"][0])
+    for lo in range(0, n, ce):
+        sl = slice(lo, min(n, lo + ce))
+        act = ds["activation"][sl].values
+        fields = {v: ds[v][sl].values for v in ("token_ids", "length", "target", "contrast", "offset", "task",
+                                               "side", "split", "pair")}
+        yield ExampleBatch(activation=transform(act) if transform else act, **fields)
 
 
-def timed(fn, *args) -> tuple[float, object]:
-    t0 = time.perf_counter()
-    out = fn(*args)
-    return time.perf_counter() - t0, out
+def _value_errors(exact, ds) -> dict:
+    max_abs = max_rel = 0.0
+    for a, b in zip(_blocks(exact), _blocks(ds), strict=True):
+        x, r = a.activation.astype(np.float64), b.activation.astype(np.float64)
+        err = np.abs(r - x)
+        max_abs = max(max_abs, float(err.max(initial=0.0)))
+        big = np.abs(x) >= 2.0 ** -14
+        max_rel = max(max_rel, float((err[big] / np.abs(x[big])).max(initial=0.0)))
+    return {"max_abs_error": max_abs, "max_rel_error": max_rel}
 
 
-def bench(arr: np.ndarray, root: Path, repeats: int) -> dict:
-    res: dict[str, list[float]] = {k: [] for k in ("npy_write", "zarr_write", "npy_write_durable",
-                                                   "zarr_write_durable", "npy_read", "zarr_read")}
-    sizes = {}
-    for _ in range(repeats):
-        for fmt, writer, reader, path in (("npy", write_npy, read_npy, root / "a.npy"),
-                                          ("zarr", write_zarr, read_zarr, root / "a.zarr")):
-            for durable in (False, True):
-                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-                dt, _ = timed(writer, arr, path, durable)
-                res[f"{fmt}_write" + ("_durable" if durable else "")].append(dt)
-            os.sync() if hasattr(os, "sync") else None
-            dt, back = timed(reader, path)
-            res[f"{fmt}_read"].append(dt)
-            if not np.array_equal(back, arr):
-                raise SystemExit(f"{fmt} read back different data")
-            del back
-            sizes[fmt] = size_of(path)
-    mb = arr.nbytes / 1e6
-    out = {k: mb / statistics.median(v) for k, v in res.items()}  # MB/s
-    out["npy_bytes"], out["zarr_bytes"] = sizes["npy"], sizes["zarr"]
-    out["zeros"] = float((arr == 0).mean())
+def corpus_size_ratio(path: Path) -> float:
+    """Bytes on disk / raw float32 bytes of the activation chunks that hold corpus windows only: the
+    dense rows, as ``record --tasks none`` stores them (task prompts are mostly zero padding)."""
+    from circuitlab.store import SIDES, open_store
+
+    ds = open_store(path)
+    n, T, N = ds["activation"].shape
+    ce = int(ds["activation"].encoding["chunks"][0])
+    corpus = ds["side"].values == SIDES.index("corpus")
+    on_disk = raw = 0
+    for i in range(-(-n // ce)):
+        rows = corpus[i * ce:(i + 1) * ce]
+        if rows.all():
+            on_disk += (path / "activation" / "c" / str(i) / "0" / "0").stat().st_size
+            raw += len(rows) * T * N * 4
+    return on_disk / raw if raw else float("nan")
+
+
+def _top_overlap(exact_path: Path, path: Path, nodes: list[str]) -> float:
+    from circuitlab.store import top_examples_many
+
+    a = top_examples_many(exact_path, nodes, k=10, source="all")
+    b = top_examples_many(path, nodes, k=10, source="all")
+    same = [len({(h["example"], h["position"]) for h in a[n]["top"]} & {(h["example"], h["position"])
+                                                                           for h in b[n]["top"]}) / max(1, len(a[n]["top"]))
+            for n in nodes]
+    return float(np.mean(same))
+
+
+def sizes(run: Path, model, args, root: Path) -> dict:
+    from circuitlab.config import RecordConfig
+    from circuitlab.store import node_space, open_store, record_run, stored_task_losses, write_dataset
+
+    stores, seconds = {}, {}
+    for p in args.precisions:
+        stores[p] = root / f"size-{p}.zarr"
+        config = RecordConfig(tasks=args.tasks, pairs=args.pairs, corpus_windows=args.size_windows,
+                              window=args.window, precision=p)
+        t0 = time.perf_counter()
+        record_run(stores[p], run, config)
+        seconds[p] = time.perf_counter() - t0
+    exact = open_store(stores["float32"])
+    space = node_space(exact)
+    raw = int(exact["activation"].nbytes)
+    losses = {p: stored_task_losses(stores[p], model) for p in args.precisions}
+    rng = np.random.default_rng(args.seed)
+    names = [space.node_name(int(i)) for i in rng.choice(space.num_nodes, min(args.top_nodes, space.num_nodes),
+                                                    replace=False)]
+    rows = {}
+    for p in args.precisions:
+        ds = open_store(stores[p])
+        sparse = root / f"sparse-{p}.zarr"
+        write_dataset(sparse, _blocks(exact, lambda a: abstopk_like(a, space)), num_examples=exact.sizes["example"],
+                      tokens=exact.sizes["token"], nodes={c: exact[c].values for c in ("layer", "site", "index")},
+                      node_mean=exact["node_mean"].values, attributes=dict(exact.attrs), precision=p)
+        sparse_ds = open_store(sparse)
+        d_loss = [abs(losses[p][t]["loss"] - losses["float32"][t]["loss"]) for t in losses["float32"]]
+        d_acc = [abs(losses[p][t]["accuracy"] - losses["float32"][t]["accuracy"]) for t in losses["float32"]]
+        rows[p] = {"size_ratio": corpus_size_ratio(stores[p]),
+                   "store_size_ratio": folder_bytes(stores[p] / "activation") / raw,
+                   "codec": ds.attrs["storage"]["activation_codec"], "record_s": seconds[p],
+                   "sparse_size_ratio": corpus_size_ratio(sparse),
+                   "sparse_codec": sparse_ds.attrs["storage"]["activation_codec"],
+                   "sparse_zeros": sparse_ds.attrs["storage"].get("zero_fraction"),
+                   "bound": ds.attrs["storage"]["max_relative_error"], **_value_errors(exact, ds),
+                   "max_task_loss_change": max(d_loss, default=0.0), "max_accuracy_change": max(d_acc, default=0.0),
+                   "top10_overlap": _top_overlap(stores["float32"], stores[p], names)}
+        rows[p]["met"] = rows[p]["size_ratio"] <= SIZE_GOAL
+        rows[p]["sparse_met"] = rows[p]["sparse_size_ratio"] <= SPARSE_SIZE_GOAL
+    return {"raw_bytes": raw, "examples": exact.sizes["example"], "tokens": exact.sizes["token"],
+            "nodes": space.num_nodes, "task_losses_float32": losses["float32"], "precisions": rows}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The codec table (--codecs)
+
+
+def codec_table(store: Path, mb: float) -> list[dict]:
+    import numcodecs.blosc
+    from numcodecs import Blosc, Zstd
+
+    from circuitlab.store import node_space, open_store
+    from circuitlab.store.encoding import apply_precision
+
+    numcodecs.blosc.use_threads = False  # one thread, as inside zarr's pool: per-core speed
+    ds = open_store(store)
+    n, T, N = ds["activation"].shape
+    rows_wanted = max(1, min(n, int(mb * 2**20 // (T * N * 4))))
+    dense = ds["activation"][-rows_wanted:].values  # the corpus windows: no padding
+    variants = {"dense": dense, "75% zeros": abstopk_like(dense, node_space(ds))}
+    codecs = {"zstd-1": Zstd(level=1), "zstd-3": Zstd(level=3), "zstd-9": Zstd(level=9)}
+    for cname, level in (("lz4", 5), ("zstd", 1)):
+        for name, shuffle in (("noshuffle", 0), ("shuffle", 1), ("bitshuffle", 2)):
+            codecs[f"blosc-{cname}-{name}"] = Blosc(cname=cname, clevel=level, shuffle=shuffle, typesize=4)
+    out = []
+
+    def measure(a, codec, ce: int, width: int) -> tuple[float, float, float]:
+        size, enc, dec = 0, 0.0, 0.0
+        for i in range(0, len(a), ce):
+            for j in range(0, a.shape[2], width):
+                chunk = np.ascontiguousarray(a[i:i + ce, :, j:j + width])
+                t0 = time.thread_time()
+                b = codec.encode(chunk)
+                t1 = time.thread_time()
+                codec.decode(b)
+                dec += time.thread_time() - t1
+                enc += t1 - t0
+                size += len(b)
+        mbytes = a.nbytes / 1e6
+        return size / a.nbytes, mbytes / max(enc, 1e-9), mbytes / max(dec, 1e-9)
+
+    ce4 = max(1, round(4 * 2**20 / (T * N * 4)))
+    for variant, a0 in variants.items():
+        for p in ("float32", "float16", "bfloat16", "bitround-5"):
+            a = apply_precision(a0.copy(), p)
+            for name, codec in codecs.items():
+                ratio, enc, dec = measure(a, codec, ce4, N)
+                out.append({"data": variant, "precision": p, "codec": name, "chunk": "4 MiB, whole rows",
+                            "size_ratio": ratio, "encode_mb_s": enc, "decode_mb_s": dec})
+        for mib in (1, 16):
+            for split in (1, 8):
+                width = -(-N // split)
+                ce = max(1, round(mib * 2**20 / (T * width * 4)))
+                for name in ("zstd-1", "blosc-lz4-bitshuffle"):
+                    ratio, enc, dec = measure(a0, codecs[name], ce, width)
+                    out.append({"data": variant, "precision": "float32", "codec": name,
+                                "chunk": f"{mib} MiB, {'whole rows' if split == 1 else f'nodes / {split}'}",
+                                "size_ratio": ratio, "encode_mb_s": enc, "decode_mb_s": dec})
     return out
+
+
+# ----------------------------------------------------------------------------------------------------
+
+
+def report(doc: dict) -> None:
+    m = "met" if doc["overhead"]["met"] else "NOT met"
+    o = doc["overhead"]
+    print(f"model {doc['model']} ({doc['cpus']} CPUs, {doc['torch_threads']} torch threads)"
+          + ("  [--quick / tiny model: checks the code, measures nothing]" if doc["smoke"] else ""))
+    print(f"1. record overhead ({o['windows']} windows x {o['window']} tokens, {o['raw_bytes'] / 1e6:.0f} MB float32, "
+          f"precision {o['precision']}): record {statistics.median(o['record_s']):.2f} s / forward passes "
+          f"{statistics.median(o['forward_s']):.2f} s = {o['ratio']:.3f} (goal <= {OVERHEAD_GOAL}: {m})")
+    s = doc["sizes"]
+    print(f"2-3. size and error per precision ({s['examples']} examples x {s['tokens']} tokens x {s['nodes']} nodes, "
+          f"{s['raw_bytes'] / 1e6:.0f} MB float32; codec auto). size: corpus windows' chunks on disk / float32 "
+          "(store: the whole array, padded task prompts included); 75%0: the same windows made 75% zero")
+    print(f"  {'precision':<11} {'size':>6} {'<=0.5':>6} {'store':>6} {'75%0':>6} {'<=0.3':>6} {'codec':<21} {'bound':>8} "
+          f"{'max abs':>9} {'max rel':>9} {'d loss':>8} {'d acc':>6} {'top10':>6}")
+    for p, r in s["precisions"].items():
+        print(f"  {p:<11} {r['size_ratio']:>6.3f} {'met' if r['met'] else 'no':>6} {r['store_size_ratio']:>6.3f} "
+              f"{r['sparse_size_ratio']:>6.3f} "
+              f"{'met' if r['sparse_met'] else 'no':>6} {r['codec'] + '/' + r['sparse_codec']:<21} {r['bound']:>8.2g} "
+              f"{r['max_abs_error']:>9.2g} {r['max_rel_error']:>9.2g} {r['max_task_loss_change']:>8.2g} "
+              f"{r['max_accuracy_change']:>6.3f} {r['top10_overlap']:>6.2f}")
+    for row in doc.get("codecs", []):
+        print(f"  codec {row['data']:<9} {row['precision']:<10} {row['codec']:<22} {row['chunk']:<20} "
+              f"size {row['size_ratio']:.3f}  encode {row['encode_mb_s']:6.0f} MB/s  decode {row['decode_mb_s']:6.0f} MB/s")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--examples", type=int, default=4096)
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--nodes", type=int, default=512)
+    ap.add_argument("--model", help="run folder, or 'small' (the small/topk model of `circuitlab run`, trained if "
+                                    "missing); default: a tiny model trained here (checks the code only)")
+    ap.add_argument("--windows", type=int, default=1024, help="corpus windows for the overhead figure")
+    ap.add_argument("--window", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=32, help="record's forward batch")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="512 examples, 1 repeat: a smoke run, not a measurement")
-    ap.add_argument("--dir", type=Path, default=None, help="Scratch folder (default: a temporary one here).")
-    ap.add_argument("--json", action="store_true", help="Print one JSON document instead of the table.")
+    ap.add_argument("--overhead-precision", default="float32")
+    ap.add_argument("--size-windows", type=int, default=256, help="corpus windows of the size/error stores")
+    ap.add_argument("--tasks", default="all")
+    ap.add_argument("--pairs", type=int, default=16)
+    ap.add_argument("--precisions", default=",".join(PRECISIONS))
+    ap.add_argument("--top-nodes", type=int, default=32)
+    ap.add_argument("--codecs", action="store_true", help="also the codec and chunk-shape table")
+    ap.add_argument("--codec-mb", type=float, default=48.0, help="MB of activations for the codec table")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: a smoke run, not a measurement")
+    ap.add_argument("--dir", type=Path, default=None, help="scratch folder (default: a temporary one here)")
+    ap.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = ap.parse_args(argv)
+    args.precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if "float32" not in args.precisions:
+        args.precisions.insert(0, "float32")  # the reference of every error
     if args.quick:
-        args.examples, args.repeats = min(args.examples, 512), 1
+        args.windows, args.size_windows, args.repeats, args.pairs = 32, 16, 1, 2
+        args.top_nodes, args.codec_mb = 8, 1.0
+    import torch
+
     root = Path(tempfile.mkdtemp(prefix="store-bench-", dir=args.dir or Path.cwd()))
     try:
-        # Warm up (imports, zarr's thread pool) outside the timings.
-        warm = np.zeros((4, args.tokens, args.nodes), np.float32)
-        write_zarr(warm, root / "warm.zarr", False)
-        read_zarr(root / "warm.zarr")
-        arrays = make_arrays(args.examples, args.tokens, args.nodes)
-        results = {name: bench(arr, root, args.repeats) for name, arr in arrays.items()}
+        run, model, tok, info, corpus_ids, means = load(args, root)
+        doc = {"model": str(run), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+               "smoke": bool(args.quick or not args.model)}
+        doc["overhead"] = overhead(model, tok, info, corpus_ids, means, args, root, args.overhead_precision)
+        doc["sizes"] = sizes(run, model, args, root)
+        if args.codecs:
+            doc["codecs"] = codec_table(root / "size-float32.zarr", args.codec_mb)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    shape = f"{args.examples} x {args.tokens} x {args.nodes} float32 ({arrays['dense'].nbytes / 2**20:.0f} MiB)"
-    summary = {}
-    for name, r in results.items():
-        summary[name] = {
-            "write_ratio_cached": r["zarr_write"] / r["npy_write"],
-            "write_ratio_durable": r["zarr_write_durable"] / r["npy_write_durable"],
-            "read_ratio": r["zarr_read"] / r["npy_read"],
-            "size_ratio": r["zarr_bytes"] / r["npy_bytes"],
-        }
-    sparse = summary["75% zeros"]
-    goals = {
-        "write_ratio_cached>=0.8": all(s["write_ratio_cached"] >= WRITE_GOAL for s in summary.values()),
-        "write_ratio_durable>=0.8": all(s["write_ratio_durable"] >= WRITE_GOAL for s in summary.values()),
-        "size_ratio_75pct_zeros<=0.35": sparse["size_ratio"] <= SIZE_GOAL,
-    }
-    doc = {"shape": shape, "repeats": args.repeats, "quick": args.quick, "results": results, "ratios": summary,
-           "goals_met": goals, "cpus": os.cpu_count()}
     if args.json:
         print(json.dumps(doc, indent=2))
-        return 0
-    print(f"activation store vs .npy: {shape}, median of {args.repeats}, {os.cpu_count()} CPUs"
-          + ("  [--quick: smoke run, noisy]" if args.quick else ""))
-    print(f"{'array':<10} {'format':<5} {'write MB/s':>10} {'durable':>8} {'read MB/s':>9} {'MiB':>7}")
-    for name, r in results.items():
-        for fmt in ("npy", "zarr"):
-            print(f"{name:<10} {fmt:<5} {r[f'{fmt}_write']:>10.0f} {r[f'{fmt}_write_durable']:>8.0f} "
-                  f"{r[f'{fmt}_read']:>9.0f} {r[f'{fmt}_bytes'] / 2**20:>7.1f}")
-    print("ratios zarr / npy (throughput: higher is better; size: lower is better)")
-    for name, s in summary.items():
-        print(f"  {name:<10} write {s['write_ratio_cached']:.2f}x (durable {s['write_ratio_durable']:.2f}x)  "
-              f"read {s['read_ratio']:.2f}x  size {s['size_ratio']:.3f}x")
-    worst_cached = min(s["write_ratio_cached"] for s in summary.values())
-    worst_durable = min(s["write_ratio_durable"] for s in summary.values())
-    print(f"goal write >= {WRITE_GOAL}x npy: cached {worst_cached:.2f}x "
-          f"({'met' if worst_cached >= WRITE_GOAL else 'NOT met'}), durable {worst_durable:.2f}x "
-          f"({'met' if worst_durable >= WRITE_GOAL else 'NOT met'})")
-    print(f"goal size <= {SIZE_GOAL}x npy on 75% zeros: {sparse['size_ratio']:.3f}x "
-          f"({'met' if goals['size_ratio_75pct_zeros<=0.35'] else 'NOT met'})")
+    else:
+        report(doc)
     return 0
 
 

@@ -13,11 +13,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from typing import Any, TypeVar
 
 import attrs
 
+from .checks import (  # validators: defined in checks.py, imported from here by the rest of the package
+    _key,
+    at_least,
+    closed_unit_interval,
+    flag,
+    is_bool,
+    non_negative,
+    one_of,
+    positive,
+    unit_interval,
+    valid_seed,
+)
 from .errors import CircuitlabError, UnknownNameError
 
 #: Node sites inside each block, in forward order (node names are ``LAYER.SITE.INDEX``).
@@ -35,85 +46,11 @@ RESIDUAL_ACTIVATIONS = ("identity", "relu")
 ABLATIONS = ("mean", "zero", "task_mean")
 #: Task-pair splits: train pairs drive pruning, test pairs are reported.
 SPLITS = ("train", "test")
-#: The largest seed torch and numpy accept.
-MAX_SEED = 2**63 - 1
 
 
-# ----------------------------------------------------------------------------------------------------
-# Validators: each names the setting as its command-line flag, so one message serves CLI and library.
-
-
-def flag(attribute: attrs.Attribute) -> str:
-    """How a message names a setting: its command-line flag, or its JSON key for records read from files."""
-    if attribute.metadata.get("json_key"):
-        return repr(attribute.name)
-    return "--" + attribute.name.replace("_", "-")
-
-
-def is_bool(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise CircuitlabError(f"{flag(attribute)} must be true or false, got {value!r}")
-
-
-def _key(default: Any, *validators: Any) -> Any:
-    """A field of a record read from JSON (config.json): messages name the key, not a flag."""
-    return attrs.field(default=default, validator=list(validators), metadata={"json_key": True})
-
-
-def _number(attribute: attrs.Attribute, value: Any, expected: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise CircuitlabError(f"{flag(attribute)} must be {expected}, got {value!r}")
-    return value
-
-
-def positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """A finite number > 0 (``None`` passes: it means "the default of whatever uses it")."""
-    if value is not None and not _number(attribute, value, "a positive number") > 0:
-        raise CircuitlabError(f"{flag(attribute)} must be a positive number, got {value!r}")
-
-
-def at_least(minimum: int):
-    """An integer >= ``minimum`` (``None`` passes)."""
-
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if value is None:
-            return
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise CircuitlabError(f"{flag(attribute)} must be an integer, got {value!r}")
-        if value < minimum:
-            raise CircuitlabError(f"{flag(attribute)} must be at least {minimum}, got {value}")
-
-    return check
-
-
-def non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if value is not None and not _number(attribute, value, "a finite number >= 0") >= 0:
-        raise CircuitlabError(f"{flag(attribute)} must be >= 0, got {value!r}")
-
-
-def unit_interval(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    """A fraction in (0, 1]."""
-    if value is not None and not 0.0 < _number(attribute, value, "a fraction in (0, 1]") <= 1.0:
-        raise CircuitlabError(f"{flag(attribute)} must be in (0, 1], got {value}; pass a fraction such as 0.25")
-
-
-def closed_unit_interval(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    if not 0.0 <= _number(attribute, value, "a number in [0, 1]") <= 1.0:
-        raise CircuitlabError(f"{flag(attribute)} must be in [0, 1], got {value!r}")
-
-
-def valid_seed(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-    at_least(0)(instance, attribute, value)
-    if value > MAX_SEED:
-        raise CircuitlabError(f"{flag(attribute)} must be at most 2**63 - 1, got {value}")
-
-
-def one_of(choices: tuple[str, ...]):
-    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
-        if value not in choices:
-            raise UnknownNameError(flag(attribute)[2:], str(value), choices)
-
-    return check
+#: ``record --precision`` (float32 exact; bitround-N keeps N mantissa bits) and ``--codec`` (docs/store.md).
+PRECISIONS = ("float32", "float16", "bfloat16", *(f"bitround-{n}" for n in range(1, 23)))
+CODECS = ("auto", "zstd-1", "zstd-3", "blosc-lz4-shuffle", "blosc-lz4-bitshuffle", "blosc-zstd-shuffle", "blosc-zstd-bitshuffle")
 
 
 def _locations(instance: Any, attribute: attrs.Attribute, value: tuple[str, ...]) -> None:
@@ -334,6 +271,8 @@ class RecordConfig:
     corpus_windows: int = attrs.field(default=256, validator=at_least(0))  # validation-split windows, for top
     window: int = attrs.field(default=64, validator=at_least(2))  # tokens per window (capped at n_ctx)
     seed: int = attrs.field(default=0, validator=valid_seed)
+    precision: str = _extension("float32", one_of(PRECISIONS))  # values rounded before compression; read as float32
+    codec: str = _extension("auto", one_of(CODECS))  # the activation array's compression; auto: by its zeros
 
 
 @attrs.frozen(kw_only=True)

@@ -32,6 +32,12 @@ def _store_size(path: Path) -> int:
                                               "'circuitlab top').")
 @setting(RecordConfig, "window", help="Tokens per corpus window (capped at the model's context).")
 @setting(RecordConfig, "seed", help="Seed of the corpus window sample.")
+@setting(RecordConfig, "precision", help="Stored precision of the activations, read back as float32: float32 (exact), "
+                                         "float16, bfloat16, or bitround-N (N = 1..22 mantissa bits kept); see "
+                                         "docs/store.md for each one's size and error.")
+@setting(RecordConfig, "codec", help="Compression of the activations: auto (Blosc lz4 after a bit shuffle, or zstd "
+                                     "level 1 when 10%+ of them are zero; 35%+ at a rounded precision), zstd-1, "
+                                     "zstd-3, blosc-{lz4,zstd}-{shuffle,bitshuffle}.")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=None,
               help="Store folder to write. [default: MODEL/activations.zarr]")
 @click.option("--overwrite", is_flag=True, help="Re-record an existing store of the same model (keeps its method "
@@ -39,7 +45,8 @@ def _store_size(path: Path) -> int:
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 @json_option
 def record_cmd(model_dir: Path, tasks: str, pairs: int, splits: str, corpus_windows: int, window: int,
-               seed: int, out: Path | None, overwrite: bool, quiet: bool, json_: bool) -> None:
+               seed: int, precision: str, codec: str, out: Path | None, overwrite: bool, quiet: bool,
+               json_: bool) -> None:
     """Record every node's activation on task prompt pairs and corpus windows into a zarr store.
 
     \b
@@ -51,7 +58,7 @@ def record_cmd(model_dir: Path, tasks: str, pairs: int, splits: str, corpus_wind
     from ..train.runs import read_run
 
     config = RecordConfig(tasks=tasks, pairs=pairs, splits=[s.strip() for s in splits.split(",") if s.strip()],
-                          corpus_windows=corpus_windows, window=window, seed=seed)
+                          corpus_windows=corpus_windows, window=window, seed=seed, precision=precision, codec=codec)
     out = out or (Path(model_dir) / "activations.zarr")
     read_run(model_dir)
 
@@ -68,7 +75,7 @@ def record_cmd(model_dir: Path, tasks: str, pairs: int, splits: str, corpus_wind
     summary = {"store": str(path), "examples": int(ds.sizes["example"]), "tokens": int(ds.sizes["token"]),
                "nodes": int(ds.sizes["node"]), "tasks": ds.attrs["codes"]["task"],
                "corpus_windows": ds.attrs["record"]["corpus_windows"],
-               "activation_chunks": list(ds["activation"].encoding["chunks"]),
+               "activation_chunks": list(ds["activation"].encoding["chunks"]), "storage": ds.attrs.get("storage", {}),
                "uncompressed_bytes": int(ds["activation"].nbytes), "bytes_on_disk": _store_size(path)}
     if json_:
         emit_json(summary)
@@ -76,7 +83,8 @@ def record_cmd(model_dir: Path, tasks: str, pairs: int, splits: str, corpus_wind
         click.echo(f"wrote {summary['store']}: {summary['examples']} examples x {summary['tokens']} tokens x "
                    f"{summary['nodes']} nodes ({len(summary['tasks'])} tasks, {summary['corpus_windows']} corpus "
                    f"windows), {summary['bytes_on_disk'] / 1e6:.1f} MB on disk "
-                   f"({summary['uncompressed_bytes'] / 1e6:.1f} MB of activations uncompressed)")
+                   f"({summary['uncompressed_bytes'] / 1e6:.1f} MB of activations uncompressed; "
+                   f"{summary['storage'].get('precision', 'float32')}, {summary['storage'].get('activation_codec', 'zstd-1')})")
 
 
 @click.command("compare")

@@ -4,7 +4,7 @@ circuit-finding method chose, in one labelled, chunked zarr v3 store (schema: do
 Layout of a store folder (a zarr v3 hierarchy; ``xarray.open_zarr(STORE)`` opens the root)::
 
     STORE/                      root group: the activation dataset, schema and lookup tables in attrs
-      activation                (example, token, node) float32, zstd level 1, >= 1 MB chunks along example
+      activation                (example, token, node) float32 (maybe rounded: attrs["storage"]), >= 1 MB chunks
       token_ids                 (example, token) int32, -1 after each example's last token
       length                    (example,) int32: valid tokens of each example
       target, contrast          (example,) int32: a task prompt's right and wrong next token (-1: corpus)
@@ -28,7 +28,7 @@ rewrites another's data, and concurrent writers of different methods never touch
 
 from .io import install_store, open_store, read_values, to_torch, write_dataset
 from .methods import add_method_result, list_methods, method_group, open_method
-from .query import top_examples, top_examples_many
+from .query import stored_task_losses, top_examples, top_examples_many
 from .record import ensure_store, record_run, record_store
 from .schema import (
     SCHEMA,
@@ -48,5 +48,6 @@ __all__ = [
     "SCHEMA", "SCHEMA_VERSION", "SIDES", "SUPPORTED_SCHEMA_VERSIONS", "ExampleBatch", "add_method_result",
     "base_attributes", "check_model", "chunk_examples", "ensure_store", "install_store", "list_methods",
     "method_group", "model_identity", "node_coords", "node_space", "open_method", "open_store", "read_values",
-    "record_run", "record_store", "to_torch", "top_examples", "top_examples_many", "write_dataset",
+    "record_run", "record_store", "stored_task_losses", "to_torch", "top_examples", "top_examples_many",
+    "write_dataset",
 ]

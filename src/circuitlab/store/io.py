@@ -149,19 +149,18 @@ def group_json(path: Path, tmp_dir: Path, attributes: dict | None = None) -> Non
         tmp.unlink()
 
 
-def _batch_dataset(batch: ExampleBatch, start: int, with_nodes: dict[str, np.ndarray] | None) -> xr.Dataset:
+def _batch_dataset(batch: ExampleBatch, nodes: dict[str, np.ndarray]) -> xr.Dataset:
+    """The first rows of a store as a dataset, with every coordinate (xarray creates the arrays from it)."""
     import xarray as xr
 
-    n = len(batch)
-    coords: dict[str, Any] = {"example": np.arange(start, start + n, dtype=np.int64)}
+    n, T, num = batch.activation.shape
+    coords: dict[str, Any] = {"example": np.arange(n, dtype=np.int64)}
     for c in EXAMPLE_COORDS:
         coords[c] = ("example", getattr(batch, c))
-    if with_nodes is not None:
-        num = batch.activation.shape[2]
-        coords["node"] = np.arange(num, dtype=np.int32)
-        for c in NODE_COORDS:
-            coords[c] = ("node", with_nodes[c])
-        coords["token"] = np.arange(batch.activation.shape[1], dtype=np.int32)
+    coords["node"] = np.arange(num, dtype=np.int32)
+    for c in NODE_COORDS:
+        coords[c] = ("node", nodes[c])
+    coords["token"] = np.arange(T, dtype=np.int32)
     data = {"activation": (("example", "token", "node"), batch.activation),
             "token_ids": (("example", "token"), batch.token_ids)}
     for v in ("length", "target", "contrast", "offset"):
@@ -169,10 +168,34 @@ def _batch_dataset(batch: ExampleBatch, start: int, with_nodes: dict[str, np.nda
     return xr.Dataset(data, coords=coords)
 
 
-def _coerce(batch: ExampleBatch, tokens: int, nodes: int) -> ExampleBatch:
+#: The arrays along ``example`` that each batch of rows fills (besides the ``example`` coordinate).
+ROW_VARIABLES = ("activation", "token_ids", "length", "target", "contrast", "offset", *EXAMPLE_COORDS)
+
+
+def _grow(path: Path, first: int, num_examples: int) -> dict[str, Any]:
+    """Resize every array along ``example`` to its final length once, after xarray created them with the
+    first rows, and fill the ``example`` coordinate; later rows are written straight into them.
+
+    Appending through xarray instead would rewrite every array's metadata on each append (about 50 ms
+    of the writer's CPU and GIL each time, measured)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    arrays = {name: group[name] for name in ROW_VARIABLES}
+    if num_examples > first:
+        for array in [*arrays.values(), group["example"]]:
+            array.resize((num_examples, *array.shape[1:]))
+        group["example"][first:] = np.arange(first, num_examples, dtype=np.int64)
+    return arrays
+
+
+def _coerce(batch: ExampleBatch, tokens: int, nodes: int, precision: str, owned: bool = False) -> ExampleBatch:
+    """The batch in the store's dtypes, checked; the activation with exact +0.0 after each example's last
+    token and the storage precision applied, in a new array (or in place, when ``owned``)."""
+    from .encoding import apply_precision
+
     n = len(batch)
     out = {
-        "activation": np.ascontiguousarray(batch.activation, dtype=np.float32),
         "token_ids": np.asarray(batch.token_ids, dtype=np.int32),
         "length": np.asarray(batch.length, dtype=np.int32),
         "task": np.asarray(batch.task, dtype=np.int16),
@@ -183,13 +206,19 @@ def _coerce(batch: ExampleBatch, tokens: int, nodes: int) -> ExampleBatch:
         "contrast": np.asarray(batch.contrast, dtype=np.int32),
         "offset": np.asarray(batch.offset, dtype=np.int64),
     }
-    if out["activation"].shape != (n, tokens, nodes) or out["token_ids"].shape != (n, tokens):
-        raise CircuitlabError(f"batch shapes {out['activation'].shape}/{out['token_ids'].shape} do not match the "
+    act = np.asarray(batch.activation)
+    if act.shape != (n, tokens, nodes) or out["token_ids"].shape != (n, tokens):
+        raise CircuitlabError(f"batch shapes {act.shape}/{out['token_ids'].shape} do not match the "
                               f"store's (n, {tokens}, {nodes})")
     for k, v in out.items():
-        if k not in ("activation", "token_ids") and v.shape != (n,):
+        if k != "token_ids" and v.shape != (n,):
             raise CircuitlabError(f"batch field {k!r} has shape {v.shape}, expected ({n},)")
-    return ExampleBatch(**out)
+    mine = owned and act.dtype == np.float32 and act.flags.c_contiguous and act.flags.writeable
+    act = np.add(act, np.float32(0), out=act if mine else None, dtype=np.float32)  # -0.0 + 0.0 = +0.0
+    pad = out["token_ids"] < 0
+    if pad.any():
+        act[pad] = 0.0
+    return ExampleBatch(activation=apply_precision(act, precision), **out)
 
 
 def _concat(batches: list[ExampleBatch]) -> ExampleBatch:
@@ -208,56 +237,96 @@ def _split_batch(batch: ExampleBatch, n: int) -> tuple[ExampleBatch, ExampleBatc
 def write_dataset(path: str | os.PathLike, batches: Iterable[ExampleBatch], *, num_examples: int, tokens: int,
                   nodes: dict[str, np.ndarray], node_mean: np.ndarray, attributes: dict[str, Any],
                   chunk_bytes: int = CHUNK_BYTES, flush_bytes: int = 64 << 20,
-                  min_chunk_bytes: int = MIN_CHUNK_BYTES) -> Path:
+                  min_chunk_bytes: int = MIN_CHUNK_BYTES, precision: str = "float32", codec: str = "auto",
+                  queue_depth: int = 2, owned: bool = False) -> Path:
     """Write a new store at ``path`` (which must not exist) from ``batches``, streaming.
 
-    Rows are buffered to whole activation chunks and appended along ``example`` through xarray; the root
-    attrs (schema, codes, model) are written last, so a store without them is incomplete. Not atomic by
-    itself: ``record_store`` writes to a temporary sibling and renames.
+    ``batches`` is iterated in this thread (for ``record``: the model's forward passes) while a writer
+    thread rounds the activations to ``precision``, compresses them with ``codec`` and writes them
+    (``circuitlab.store.background``; at most ``queue_depth`` batches wait between the two). Positions
+    where ``token_ids < 0`` are stored as exact zeros. The batches' arrays are left unchanged, unless
+    ``owned`` says they are the store's to round in place (saves a copy; ``record_store`` does).
+
+    Rows are buffered to whole activation chunks: xarray creates the arrays from the first ones, later
+    ones are written into them; the root attrs (schema, codes, model, storage) are written last, so a
+    store without them is incomplete. Not atomic by itself: ``record_store`` writes to a temporary
+    sibling and renames.
     """
     import zarr
 
+    from .background import consume_in_thread
+    from .encoding import compressors, error_bound, keep_bits
+
     path = Path(path)
-    with zarr.config.set({"array.write_empty_chunks": True}):  # every chunk on disk: a missing one is damage
-        _write_rows(path, batches, num_examples, tokens, nodes, node_mean, chunk_bytes, flush_bytes,
-                    min_chunk_bytes)
+    keep_bits(precision)  # a bad name fails here, before any thread starts
+    if codec != "auto":
+        compressors(codec)
+
+    def write(rows: Iterable[ExampleBatch]) -> dict[str, Any]:
+        with zarr.config.set({"array.write_empty_chunks": True}):  # every chunk on disk: a missing one is damage
+            return _write_rows(path, rows, num_examples, tokens, nodes, node_mean, chunk_bytes, flush_bytes,
+                               min_chunk_bytes, precision, codec, owned)
+
+    chosen = consume_in_thread(write, batches, depth=queue_depth, name="circuitlab-store-writer")
+    rel, floor = error_bound(precision)
+    storage = {"precision": precision, "max_relative_error": rel, "relative_error_floor": floor,
+               "codec": codec, **chosen}
     group = zarr.open_group(str(path), mode="r+", zarr_format=3)
-    group.attrs.put({**attributes, "integrity": {"all_chunks_written": True}})
+    group.attrs.put({**attributes, "integrity": {"all_chunks_written": True}, "storage": storage})
     group_json(path / METHODS, path.parent)
     return path
 
 
-def _write_rows(path: Path, batches, num_examples: int, tokens: int, nodes: dict, node_mean, chunk_bytes: int,
-                flush_bytes: int, min_chunk_bytes: int) -> None:
+def _encodings(codec: str, ce: int, small: int, tokens: int, num_nodes: int) -> dict[str, dict]:
+    """xarray encodings: the activation with ``codec``, every small array with zstd (level ZSTD_LEVEL)."""
     from zarr.codecs import ZstdCodec
+
+    from .encoding import compressors
+
+    zstd = [ZstdCodec(level=ZSTD_LEVEL)]
+    # write_empty_chunks: skip zarr's per-chunk "all fill value?" scan; activation chunks are never empty
+    enc = {"activation": {"chunks": (ce, tokens, num_nodes), "compressors": compressors(codec),
+                          "write_empty_chunks": True},
+           "token_ids": {"chunks": (small, tokens), "compressors": zstd}}
+    for v in ("length", "target", "contrast", "offset", *EXAMPLE_COORDS, "example"):
+        enc[v] = {"chunks": (max(small, ce),), "compressors": zstd}
+    return enc
+
+
+def _write_rows(path: Path, batches, num_examples: int, tokens: int, nodes: dict, node_mean, chunk_bytes: int,
+                flush_bytes: int, min_chunk_bytes: int, precision: str, codec: str, owned: bool) -> dict[str, Any]:
+    """Write every row; returns the codec used for the activation (and, for ``auto``, why)."""
+    from .encoding import choose_codec, precision_attrs
 
     num_nodes = len(nodes["index"])
     ce = chunk_examples(tokens, num_nodes, target=chunk_bytes, total=num_examples, minimum=min_chunk_bytes)
     small = min(max(num_examples, 1), max(ce, -(-min_chunk_bytes // max(1, tokens * 4))))
-    zstd = [ZstdCodec(level=ZSTD_LEVEL)]
     flush_rows = ce * max(1, flush_bytes // max(1, ce * tokens * num_nodes * 4))  # whole chunks per append
     written, pending, n_pending = 0, [], 0
+    chosen: dict[str, Any] = {}
+    arrays: dict[str, Any] = {}
 
     def flush(rows: ExampleBatch) -> None:
-        nonlocal written
+        nonlocal written, arrays
+        if written + len(rows) > num_examples:
+            raise CircuitlabError(f"got more than the {num_examples} examples announced")
         if written == 0:
-            ds = _batch_dataset(rows, 0, nodes)
-            ds["node_mean"] = ("node", np.asarray(node_mean, dtype=np.float32))
-            # write_empty_chunks: skip zarr's per-chunk "all fill value?" scan; activation chunks are never empty
-            enc = {"activation": {"chunks": (ce, tokens, num_nodes), "compressors": zstd, "write_empty_chunks": True},
-                   "token_ids": {"chunks": (small, tokens), "compressors": zstd}}
-            for v in ("length", "target", "contrast", "offset", *EXAMPLE_COORDS, "example"):
-                enc[v] = {"chunks": (max(small, ce),), "compressors": zstd}
-            ds.to_zarr(path, mode="w-", zarr_format=3, consolidated=False, encoding=enc)
-        else:
-            # write_empty_chunks is not stored in the array's metadata: pass it on every append, so
-            # every activation chunk is on disk (open_store checks that none is missing).
-            _batch_dataset(rows, written, None).to_zarr(path, append_dim="example", zarr_format=3,
-                                                        consolidated=False, write_empty_chunks=True)
+            used, zeros = choose_codec(codec, rows.activation, rows.token_ids >= 0, precision)
+            chosen.update({"activation_codec": used} if zeros is None else
+                          {"activation_codec": used, "zero_fraction": round(zeros, 4)})
+            ds = _batch_dataset(rows, nodes)
+            ds["activation"].attrs.update(precision_attrs(precision))
+            ds["node_mean"] = ("node", np.asarray(node_mean, dtype=np.float32))  # exact, whatever the precision
+            ds.to_zarr(path, mode="w-", zarr_format=3, consolidated=False,
+                       encoding=_encodings(used, ce, small, tokens, num_nodes))
+            arrays = _grow(path, len(rows), num_examples)
+        else:  # whole chunks (all but the last flush), so no chunk is ever read back and rewritten
+            for name, array in arrays.items():
+                array[written:written + len(rows)] = getattr(rows, name)
         written += len(rows)
 
     for batch in batches:
-        batch = _coerce(batch, tokens, num_nodes)
+        batch = _coerce(batch, tokens, num_nodes, precision, owned)
         pending.append(batch)
         n_pending += len(batch)
         if n_pending >= flush_rows:
@@ -267,10 +336,11 @@ def _write_rows(path: Path, batches, num_examples: int, tokens: int, nodes: dict
             flush(head)
             pending, n_pending = ([tail], len(tail)) if len(tail) else ([], 0)
     if n_pending or written == 0:
-        rows = _concat(pending) if pending else _coerce(_empty_batch(tokens, num_nodes), tokens, num_nodes)
+        rows = _concat(pending) if pending else _coerce(_empty_batch(tokens, num_nodes), tokens, num_nodes, precision)
         flush(rows)
     if written != num_examples:
         raise CircuitlabError(f"wrote {written} examples, expected {num_examples}")
+    return chosen
 
 
 def _empty_batch(tokens: int, nodes: int) -> ExampleBatch:

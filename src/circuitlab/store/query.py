@@ -88,3 +88,37 @@ def top_examples(path: str | os.PathLike, node: str, k: int = 10, source: str = 
                  context: int = 24, after: int = 4) -> dict[str, Any]:
     """The ``k`` (example, position) where ``node`` has the largest activation, with the text around it."""
     return top_examples_many(path, [node], k=k, source=source, context=context, after=after)[node]
+
+
+def stored_task_losses(path: str | os.PathLike, model) -> dict[str, dict[str, Any]]:
+    """Each recorded task's loss and accuracy computed from the store alone: the stored ``final``
+    activations (the residual after the final norm) at each prompt's last token, through ``model``'s
+    unembedding (``GPT.unembed``), scored against the stored target and contrast tokens.
+
+    For a float32 store this is the model's own task loss on those prompts; for a rounded store
+    (``record --precision``) the difference is what the precision costs."""
+    import torch
+
+    from ..tasks.loss import logit_diff, loss_and_accuracy
+
+    path = Path(path)
+    ds = open_store(path)
+    final = next(loc for loc in node_space(ds).locations if loc.site == "final")
+    side = np.asarray(read_values(ds["side"], "side"))
+    rows = np.flatnonzero(side != SIDES.index("corpus"))
+    if len(rows) == 0:
+        return {}
+    last = read_values(ds["length"], "length")[rows] - 1
+    acts = _activations(ds, rows, list(range(final.offset, final.offset + final.size)))
+    x = torch.from_numpy(np.ascontiguousarray(acts[np.arange(len(rows)), last]))
+    ids = torch.from_numpy(read_values(ds["token_ids"], "token_ids")[rows, last].astype(np.int64))
+    target, contrast = (torch.from_numpy(read_values(ds[v], v)[rows].astype(np.int64)) for v in ("target", "contrast"))
+    with torch.no_grad():
+        diff = logit_diff(model.unembed(x, ids), target, contrast)
+    task = read_values(ds["task"], "task")[rows]
+    out = {}
+    for code in np.unique(task):
+        sel = torch.from_numpy(task == code)
+        loss, accuracy = loss_and_accuracy(diff[sel])
+        out[ds.attrs["codes"]["task"][int(code)]] = {"loss": loss, "accuracy": accuracy, "prompts": int(sel.sum())}
+    return out

@@ -27,21 +27,19 @@ from .schema import (
 )
 
 
-def _record_rows(model, ids: np.ndarray, length: np.ndarray, space: NodeSpace, batch_size: int) -> Iterator[np.ndarray]:
-    """Activations (b, T, N) of rows of ``ids`` (n, T) int, zeroed after each row's length."""
+def _record_rows(model, ids: np.ndarray, space: NodeSpace, batch_size: int) -> Iterator[np.ndarray]:
+    """Activations (b, T, N) of rows of ``ids`` (n, T) int, -1 after each row's last token.
+
+    Only the forward pass happens here: zeroing the positions after each row's end, rounding and
+    compressing happen in the store's writer thread (``write_dataset``), while the next batch runs."""
     import torch
 
     from ..model.nodes import record_activations
 
-    T = ids.shape[1]
     device = next(model.parameters()).device
     for i in range(0, len(ids), batch_size):
         x = torch.from_numpy(np.where(ids[i:i + batch_size] < 0, 0, ids[i:i + batch_size]).astype(np.int64))
-        acts = record_activations(model, x.to(device), space).cpu().numpy()
-        valid = np.arange(T)[None, :] < length[i:i + batch_size, None]
-        acts *= valid[:, :, None]
-        acts += 0.0  # -0.0 -> 0.0: zeros compress better as all-zero bytes
-        yield acts
+        yield record_activations(model, x.to(device), space).cpu().numpy()
 
 
 def _check_can_record(out: Path, info, overwrite: bool) -> None:
@@ -91,7 +89,7 @@ def _task_rows(model, encoded, tokens: int, task_names: list, splits: list, spac
         for r in range(n):
             ids[r, :length[r]] = raw[r, :length[r]]
         pos = 0
-        for acts in _record_rows(model, ids, length, space, batch_size):
+        for acts in _record_rows(model, ids, space, batch_size):
             k = len(acts)
             sl = slice(pos, pos + k)
             rows = np.arange(pos, pos + k)
@@ -109,7 +107,7 @@ def _corpus_rows(model, corpus_ids, starts, window: int, tokens: int, split_code
     ids[:, :window] = np.stack([corpus_ids[s:s + window].astype(np.int32) for s in starts])
     length = np.full(len(ids), window, np.int32)
     pos = 0
-    for acts in _record_rows(model, ids, length, space, batch_size):
+    for acts in _record_rows(model, ids, space, batch_size):
         k = len(acts)
         sl = slice(pos, pos + k)
         yield ExampleBatch(
@@ -123,7 +121,8 @@ def record_store(out: str | os.PathLike, model, tokenizer, info, *,
                  tasks: Sequence[tuple[str, str, Sequence[Any]]] = (), corpus_ids: np.ndarray | None = None,
                  corpus_windows: int = 256, window: int | None = None, seed: int = 0, node_mean=None,
                  node_mean_info: dict | None = None, overwrite: bool = False, batch_size: int = 32,
-                 chunk_bytes: int = CHUNK_BYTES, progress=None) -> Path:
+                 chunk_bytes: int = CHUNK_BYTES, progress=None, precision: str = "float32",
+                 codec: str = "auto") -> Path:
     """Record every node's activation on task prompt pairs and corpus windows into a new store.
 
     ``tasks``: (task name, split, PromptPair list) triples; both prompts of every pair become examples.
@@ -131,6 +130,8 @@ def record_store(out: str | os.PathLike, model, tokenizer, info, *,
     ``window`` tokens (default: the model's context) are drawn (``circuitlab.data.windows``, sorted).
     ``node_mean``: (num_nodes,) mean activations used for ablation (default:
     ``circuitlab.prune.ablation.node_means``).
+    ``precision``, ``codec``: how activations are stored (``RecordConfig``, ``circuitlab.store.encoding``).
+    The forward passes run in this thread while a writer thread compresses and writes the previous batch.
     """
     from ..config import to_dict
     from ..data.windows import window_starts
@@ -175,7 +176,8 @@ def record_store(out: str | os.PathLike, model, tokenizer, info, *,
     tmp = sibling_tmp(out)
     try:
         write_dataset(tmp, batches(), num_examples=num_examples, tokens=tokens, nodes=node_coords(space),
-                      node_mean=node_mean, attributes=attributes, chunk_bytes=chunk_bytes)
+                      node_mean=node_mean, attributes=attributes, chunk_bytes=chunk_bytes, precision=precision,
+                      codec=codec, owned=True)  # each batch is a fresh array from _record_rows
         return install_store(tmp, out, overwrite)
     finally:
         remove_tree(tmp)
@@ -224,7 +226,7 @@ def record_run(out: str | os.PathLike, run, config: RecordConfig | None = None, 
         corpus_ids = encode_split(load_corpus(info.train.corpus), tok, "val")
     return record_store(out, model, tok, info, tasks=task_sets, corpus_ids=corpus_ids,
                         corpus_windows=config.corpus_windows, window=config.window, seed=config.seed,
-                        overwrite=overwrite, progress=progress)
+                        overwrite=overwrite, progress=progress, precision=config.precision, codec=config.codec)
 
 
 def ensure_store(path: str | os.PathLike, run, *, note=None, config: RecordConfig | None = None) -> Path:
