@@ -11,6 +11,9 @@ import click
 from ..config import PruneConfig
 from .options import emit_json, json_option, setting
 
+#: The main job's threshold (``PruneConfig.min_accuracy``): ``tasks --model`` gives each task's verdict at it.
+SOLVED_AT = PruneConfig().min_accuracy
+
 LOSS_CONVENTION = ("per-prompt binary cross-entropy over the two candidate tokens at the last position, "
                    "averaged over both prompts of every pair (the paper's stored two-sided values are 2x)")
 
@@ -94,15 +97,28 @@ def _print_listing(rows: list[dict]) -> None:
 
 def _print_evaluation(rows: list[dict]) -> None:
     width = max(len(f"{r['suite']}:{r['task']}") for r in rows) if rows else 10
-    click.echo(f"{'task':<{width}}  {'pairs':>5}  {'loss':>6}  {'acc':>5}  {'acc A/B':>9}")
+    click.echo(f"{'task':<{width}}  {'pairs':>5}  {'loss':>6}  {'acc':>5}  {'acc A/B':>9}  "
+               f"{'95% interval':>13}  verdict at {SOLVED_AT:g}")
     for r in rows:
         name = f"{r['suite']}:{r['task']}"
         if not r["usable"]:
             click.echo(f"{name:<{width}}  unusable: {r['problem']}")
             continue
         click.echo(f"{name:<{width}}  {r['n_pairs']:>5}  {r['loss']:>6.3f}  {r['accuracy']:>5.2f}  "
-                   f"{r['accuracy_a']:>4.2f}/{r['accuracy_b']:<4.2f}")
-    click.echo(f"loss: {LOSS_CONVENTION}; test pairs", err=True)
+                   f"{r['accuracy_a']:>4.2f}/{r['accuracy_b']:<4.2f}  "
+                   f"{r['accuracy_low']:>6.3f}-{r['accuracy_high']:.3f}  {r['verdict']}")
+    click.echo(f"loss: {LOSS_CONVENTION}; test pairs; accuracy interval: 95% Wilson over the pairs' prompts",
+               err=True)
+
+
+def _with_verdicts(rows: list[dict]) -> list[dict]:
+    """Each usable row's solved / borderline / unsolved verdict at the main job's threshold."""
+    from ..tasks import verdict
+
+    for r in rows:
+        if r.get("usable") and r.get("accuracy_low") is not None:
+            r["verdict"] = verdict(r["accuracy_low"], r["accuracy_high"], SOLVED_AT)
+    return rows
 
 
 def compare_mined(spec: str | None, info: Any, n: int | None, mine_from: str) -> dict:
@@ -117,7 +133,7 @@ def compare_mined(spec: str | None, info: Any, n: int | None, mine_from: str) ->
     source = outside.mine_from
     held_out = {(r["suite"], r["task"]): r for r in evaluate_tasks(in_tasks, model, tokenizer, inside, n)}
     figures = ("usable", "problem", "n_dropped", "loss", "accuracy", "accuracy_a", "accuracy_b", "pair_loss",
-               "n_pairs")
+               "n_pairs", "accuracy_low", "accuracy_high")
     rows = []
     for r in evaluate_tasks(out_tasks, model, tokenizer, outside, n, source=source.folder):
         other = held_out.get((r["suite"], r["task"]), {})
@@ -137,11 +153,13 @@ def _print_comparison(doc: dict) -> None:
 
     def cells(f: dict) -> str:
         if not f["usable"]:
-            return f"{'unusable':>20}"
-        return f"{f['n_pairs']:>6}  {f['loss']:>6.3f}  {f['accuracy']:>4.2f}"
+            return f"{'unusable':>32}"
+        return (f"{f['n_pairs']:>6}  {f['loss']:>6.3f}  {f['accuracy']:>4.2f} "
+                f"[{f['accuracy_low']:.2f}-{f['accuracy_high']:.2f}]")
 
-    click.echo(f"{'':<{width}}  {'held-out corpus':>20}    {'--mine-from':>20}")
-    click.echo(f"{'task':<{width}}  {'pairs':>6}  {'loss':>6}  {'acc':>4}    {'pairs':>6}  {'loss':>6}  {'acc':>4}")
+    click.echo(f"{'':<{width}}  {'held-out corpus':>32}    {'--mine-from':>32}")
+    acc = "acc [95% interval]"
+    click.echo(f"{'task':<{width}}  {'pairs':>6}  {'loss':>6}  {acc:>18}    {'pairs':>6}  {'loss':>6}  {acc:>18}")
     for r in rows:
         click.echo(f"{r['suite'] + ':' + r['task']:<{width}}  {cells(r['in_distribution'])}    "
                    f"{cells(r['out_of_distribution'])}")
@@ -205,11 +223,12 @@ def tasks_cmd(spec: str | None, model_dir: str | None, n: int | None, mine_from:
     context = task_context_for_run(info)
     tasks = resolve_tasks(spec, context)
     model, tokenizer, info = load_model(info.path)
-    rows = evaluate_tasks(tasks, model, tokenizer, context, n)
+    rows = _with_verdicts(evaluate_tasks(tasks, model, tokenizer, context, n))
     if json_:
         emit_json({"model": str(info.path), "split": "test", "loss_convention": LOSS_CONVENTION,
-                   "tasks": rows, "count": len(rows),
-                   "solved": [f"{r['suite']}:{r['task']}" for r in rows if r["usable"] and r["accuracy"] >= 0.9]})
+                   "tasks": rows, "count": len(rows), "threshold": SOLVED_AT,
+                   "solved": [f"{r['suite']}:{r['task']}" for r in rows if r.get("verdict") == "solved"],
+                   "borderline": [f"{r['suite']}:{r['task']}" for r in rows if r.get("verdict") == "borderline"]})
     else:
         _print_evaluation(rows)
     sys.stdout.flush()
