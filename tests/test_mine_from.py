@@ -91,7 +91,7 @@ def test_tasks_side_by_side_in_and_out_of_distribution(tiny_run: Path, other_cod
     assert code == 0, err
     header, columns, *rows = out.splitlines()
     assert "held-out corpus" in header and "--mine-from" in header and columns.split().count("acc") == 2
-    assert rows[0].startswith("mined:mined_quote") and len(rows[0].split()) == 7  # name + 3 figures per side
+    assert rows[0].startswith("mined:mined_quote") and len(rows[0].split()) == 9  # name + pairs, loss, acc, [interval] per side
     assert str(other_code.resolve()) in out and folder.hash[:12] in out
 
 

@@ -98,3 +98,80 @@ def test_parallel_pruning_gives_the_circuits_of_one_process(tiny_run, tmp_path):
                    "--target-loss", "0.6", "--jobs", "2", "--out", str(tmp_path / "jobs1"), *FAST, check=True)
     assert proc.stderr.count("kept from an earlier run") == 3
     assert one["geomean_nodes"] == two["geomean_nodes"] and one["n_reached"] == two["n_reached"]
+
+
+def test_worker_errors_cross_the_pool_as_one_picklable_line(monkeypatch):
+    import pickle
+
+    from circuitlab.errors import CircuitlabError, UnknownNameError
+    from circuitlab.prune import parallel, search
+
+    job = parallel.TaskJob(index=0, task="t", suite="s", train=None, test=None, values=None, provenance={})
+    monkeypatch.setattr(parallel, "_worker", {"error": "OSError: model.safetensors: No such file"})
+    with pytest.raises(CircuitlabError, match="could not start: OSError") as info:
+        parallel._prune_in_worker(job)
+    assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
+
+    def broken(*args, **kwargs):  # an error class that does not rebuild from its args alone
+        raise UnknownNameError("pruner", "heavyside", ("heaviside",))
+
+    monkeypatch.setattr(search, "prune_task", broken)
+    monkeypatch.setattr(parallel, "_worker", {"model": None, "config": None, "mask_entry": None,
+                                              "objective_entry": None})
+    with pytest.raises(CircuitlabError) as info:
+        parallel._prune_in_worker(job)
+    again = pickle.loads(pickle.dumps(info.value))
+    assert "heavyside" in str(again) and "did you mean" in str(again)
+
+
+def test_in_process_plugins_keep_pruning_in_one_process():
+    from types import SimpleNamespace
+
+    from circuitlab.prune.parallel import _shareable
+
+    assert _shareable(SimpleNamespace(dist="circuitlab"), SimpleNamespace(dist="circuitlab-rigl"))
+    assert not _shareable(SimpleNamespace(dist="circuitlab"), SimpleNamespace(dist="(in-process)"))
+
+
+def _children(pid: int) -> set[int]:
+    from pathlib import Path
+
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+def test_interrupt_during_parallel_pruning_stops_the_workers(tiny_run, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "circuitlab", "prune", "--model", str(tiny_run), "--pruner",
+                             "heaviside", "--tasks", TASKS, "--jobs", "2", "--steps", "3000", "--n-train", "24",
+                             "--n-test", "12", "--min-accuracy", "0", "--out", str(out)],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:  # wait until the workers are pruning
+        lines.append(line)
+        if "step 1/3000" in line:
+            break
+    workers = _children(proc.pid)
+    assert workers, "".join(lines)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    deadline = time.time() + 10  # the parent has exited: its killed workers are reaped by init
+    while time.time() < deadline and any(os.path.exists(f"/proc/{w}") for w in workers):
+        time.sleep(0.2)
+    assert not [w for w in workers if os.path.exists(f"/proc/{w}")]
+    assert not list(out.glob("circuits/.*tmp*"))

@@ -98,7 +98,8 @@ def _evaluate_tasks(run: Path, spec: BenchSpec) -> dict[str, dict]:
         pairs = check_tokens(load_pairs(task, "test", spec.prune.n_test, context), tok).pairs if check.usable else ()
         full = evaluate(model, tok, list(pairs)) if pairs else {"loss": None, "accuracy": None}
         figures[qualname] = {"usable": bool(check.usable and pairs), "problem": check.problem,
-                             "accuracy": full["accuracy"], "loss": full["loss"], "pairs": source}
+                             "accuracy": full["accuracy"], "loss": full["loss"], "pairs": source,
+                             "accuracy_low": full.get("accuracy_low"), "accuracy_high": full.get("accuracy_high")}
     return figures
 
 

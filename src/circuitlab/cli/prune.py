@@ -91,7 +91,7 @@ def print_table(summary: dict) -> None:
     for r in rows:
         reached = "yes" if r["reached"] else "NO"
         click.echo(f"{r['task']:<{width}}  {r['nodes']:>6}  {r['edges']:>7}  {r['loss']:>7.4f}  "
-                   f"{reached:>7}  {r['seconds']:>7.1f}  {_accuracy_cell(r)}")
+                   f"{reached:>7}  {r['seconds']:>7.1f}  {_accuracy_cell(r, summary['min_accuracy'])}")
     for r in rows:
         if not r["reached"]:
             click.echo(f"not reached: {r['task']}: even the full model's loss is {r['full_model_loss']:.4f} "
@@ -115,12 +115,13 @@ def print_table(summary: dict) -> None:
                        f"(over {summary['n_solved']} solved tasks)")
 
 
-def _accuracy_cell(row: dict) -> str:
+def _accuracy_cell(row: dict, threshold: float) -> str:
     """'0.953 [0.92-0.97] solved': the full model's test accuracy, its interval and the verdict."""
     acc, low, high = row.get("task_accuracy"), row.get("accuracy_low"), row.get("accuracy_high")
     if acc is None or low is None:
         return ""
-    return f"{acc:.3f} [{low:.3f}-{high:.3f}] {row.get('verdict') or ''}"
+    label = (row.get("verdict") or "") if threshold > 0 else "(no gate: --min-accuracy 0)"
+    return f"{acc:.3f} [{low:.3f}-{high:.3f}] {label}"
 
 
 def _loss_acc(loss: float | None, accuracy: float | None) -> str:

@@ -10,21 +10,25 @@ seeded generator, same single-threaded kernels), so the circuits are bit-identic
 run, and the cores are busy as long as tasks are left. benchmarks/prune.py measures both.
 
 Only the parent writes files (circuit documents, the store): workers return ``Circuit`` records
-through the pool's pipe. That pickles data between two processes of this same run, never a file
+through the pool's pipe, and errors as one-line ``CircuitlabError`` messages. That pickles data between two processes of this same run, never a file
 a user received.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import attrs
 
 from ..config import PruneConfig
+from ..errors import CircuitlabError
 from ..log import logger
 
 
@@ -59,40 +63,76 @@ def worker_count(config: PruneConfig, n_jobs: int) -> int:
     return max(1, min(wanted, n_jobs))
 
 
+def _shareable(*entries) -> bool:
+    """Spawned workers build their own registry from entry points: a plugin registered in this
+    process only (``make_registry(extra_plugins=...)``) does not exist there."""
+    return all(getattr(e, "dist", "") != "(in-process)" for e in entries)
+
+
 _worker: dict[str, Any] = {}
 
 
 def _init_worker(run: str, config: PruneConfig, log_level: int) -> None:
-    import torch
+    """Load the model once per worker. A failure is kept and reported by the first task, as one
+    picklable error, so the parent prints one line instead of the pool retrying forever."""
+    sys.stdout = sys.stderr  # as the parent's CLI does for --json: stdout carries one JSON document only
+    try:
+        import torch
 
-    from .. import plugins
-    from ..train.runs import load_model
+        from .. import plugins
+        from ..train.runs import load_model
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C and terminates the pool
-    logger.setLevel(log_level)
-    torch.set_num_threads(config.threads or 1)
-    model, _, _ = load_model(run, device=torch.device(config.device))
-    _worker.update(model=model, config=config, mask_entry=plugins.get("pruner", config.pruner),
-                   objective_entry=plugins.get("objective", config.objective))
+        logger.setLevel(log_level)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        model, _, _ = load_model(run, device=torch.device(config.device))
+        _worker.update(model=model, config=config, mask_entry=plugins.get("pruner", config.pruner),
+                       objective_entry=plugins.get("objective", config.objective))
+    except BaseException as exc:  # noqa: BLE001 - reported by _prune_in_worker
+        _worker["error"] = f"{type(exc).__name__}: {exc}" if not isinstance(exc, CircuitlabError) else str(exc)
 
 
 def _prune_in_worker(job: TaskJob) -> tuple[int, Any]:
     from .search import prune_task
 
     w = _worker
-    circuit = prune_task(w["model"], job.train, job.test, job.values, w["config"], task=job.task, suite=job.suite,
-                         provenance=job.provenance, progress=True, mask_entry=w["mask_entry"],
-                         objective_entry=w["objective_entry"])
+    if "error" in w:
+        raise CircuitlabError(f"a pruning worker could not start: {w['error']}")
+    try:
+        circuit = prune_task(w["model"], job.train, job.test, job.values, w["config"], task=job.task,
+                             suite=job.suite, provenance=job.provenance, progress=True,
+                             mask_entry=w["mask_entry"], objective_entry=w["objective_entry"])
+    except CircuitlabError as exc:  # re-raised as its plain message: every error class unpickles from that
+        raise CircuitlabError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's or torch's error, as one picklable line
+        raise CircuitlabError(f"pruning {job.suite}:{job.task} failed in a worker: {type(exc).__name__}: {exc}") from None
     return job.index, circuit
 
 
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Workers started inside this block ignore SIGINT from their first instruction (a disposition of
+    SIG_IGN survives exec, and Python then leaves it alone); the parent handles ^C and stops them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def prune_tasks(model, run: str, jobs: list[TaskJob], config: PruneConfig, mask_entry, objective_entry) -> Iterator[tuple[int, Any]]:
-    """(index, Circuit) for every job, as each finishes: in this process with one worker, else in a pool
-    of spawned worker processes (``worker_count``). A pool is terminated on any exception here, an
-    interrupt included, so no worker outlives the command."""
+    """(index, Circuit) for every job, as each finishes: in this process with one worker, else in
+    spawned worker processes (``worker_count``). Use with ``contextlib.closing``: on any exception,
+    an interrupt included, or when closed early, the workers are killed, so none outlives the command."""
     from .search import prune_task
 
     n = worker_count(config, len(jobs))
+    if n > 1 and not _shareable(mask_entry, objective_entry):
+        logger.info("pruning in one process: the pruner or objective is registered in this process only")
+        n = 1
     if n <= 1:
         for job in jobs:
             yield job.index, prune_task(model, job.train, job.test, job.values, config, task=job.task,
@@ -100,13 +140,28 @@ def prune_tasks(model, run: str, jobs: list[TaskJob], config: PruneConfig, mask_
                                         mask_entry=mask_entry, objective_entry=objective_entry)
         return
     import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     logger.info(f"pruning {len(jobs)} tasks in {n} worker processes")
-    pool = multiprocessing.get_context("spawn").Pool(
-        n, initializer=_init_worker, initargs=(str(run), config, logger.getEffectiveLevel() or logging.INFO))
+    pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=(str(run), config, logger.getEffectiveLevel() or logging.INFO))
     try:
-        yield from pool.imap_unordered(_prune_in_worker, jobs)
-        pool.close()
+        with _sigint_ignored():
+            pending = {pool.submit(_prune_in_worker, job) for job in jobs}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    raise CircuitlabError("a pruning worker process died (out of memory?); rerun with --jobs 1, "
+                                          "which keeps the circuits finished so far") from None
     finally:
-        pool.terminate()
-        pool.join()
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in processes:  # shutdown() lets running tasks finish; an error or ^C here must not wait
+            if proc.is_alive():
+                proc.kill()
+        for proc in processes:
+            proc.join()

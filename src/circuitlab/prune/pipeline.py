@@ -9,6 +9,7 @@ goes to the ``circuitlab`` logger.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -95,8 +96,9 @@ def verdict_fields(solved: dict | None) -> dict:
 
 
 def _result_settings(prune_config: dict | None) -> dict | None:
-    """The settings a circuit depends on: all but how many worker processes shared the tasks."""
-    return None if prune_config is None else {k: v for k, v in prune_config.items() if k != "jobs"}
+    """The settings a circuit depends on: all but how many worker processes shared the tasks and where
+    its transfer figures came from (those are checked by their pairs)."""
+    return None if prune_config is None else {k: v for k, v in prune_config.items() if k not in ("jobs", "eval_on")}
 
 
 def finished_circuit(path: Path, config: PruneConfig, run_prov: dict, pairs: dict,
@@ -190,6 +192,7 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
     names_seen = collections.Counter(t.name for t in tasks)
     run_prov = {"run": str(info.path), "run_config_hash": config_hash(info.model, info.train),
                 "run_provenance": info.provenance}
+    machine = machine_provenance()
     by_index: dict[int, dict] = {}
     skipped, jobs, paths = [], [], {}
     for i, task in enumerate(tasks):
@@ -216,24 +219,25 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
         prov = {**run_prov, "task": task.qualname, "task_description": task.description,
                 "pairs": pairs_source(task, context), "n_train_pairs": len(train_pairs),
                 "n_test_pairs": len(test_pairs), "ablation": config.ablation, "nonsense": config.nonsense,
-                "solved": solved_record(full, config), **extra_provenance}
+                "solved": solved_record(full, config), "machine": machine, **extra_provenance}
         jobs.append(TaskJob(index=i, task=task.name, suite=task.suite, train=train, test=test, values=values,
                             provenance=prov))
     # Each circuit is written (and handed to the store) as soon as it finishes, so an interrupt keeps it.
     values_of = {job.index: job.values for job in jobs}
-    for i, circuit in prune_tasks(model, info.path, jobs, config, mask_entry, objective_entry):
-        doc = circuit.to_json()
-        if transfer is not None and (figures := transfer.figures(model, tok, circuit, values_of[i], dev)) is not None:
-            doc["transfer"] = figures
-        write_json(paths[i], doc)
-        if on_circuit is not None:
-            on_circuit(circuit)
-        by_index[i] = {**circuit_row(doc), **verdict_fields(circuit.provenance["solved"]), "suite": tasks[i].suite,
-                       "file": str(paths[i])}
+    with contextlib.closing(prune_tasks(model, info.path, jobs, config, mask_entry, objective_entry)) as finished:
+        for i, circuit in finished:
+            doc = circuit.to_json()
+            if transfer is not None and (figures := transfer.figures(model, tok, circuit, values_of[i], dev)) is not None:
+                doc["transfer"] = figures
+            write_json(paths[i], doc)
+            if on_circuit is not None:
+                on_circuit(circuit)
+            by_index[i] = {**circuit_row(doc), **verdict_fields(circuit.provenance["solved"]),
+                           "suite": tasks[i].suite, "file": str(paths[i])}
     rows = [by_index[i] for i in sorted(by_index)]  # task order, whatever order the workers finished in
     suites = [plugins.get("suite", s).provenance() for s in dict.fromkeys(t.suite for t in tasks)
               if s in plugins.get_registry().entries["suite"]]
-    provenance = {"circuitlab_version": __version__, "torch_version": torch.__version__, "machine": machine_provenance(),
+    provenance = {"circuitlab_version": __version__, "torch_version": torch.__version__, "machine": machine,
                   "plugins": [mask_entry.provenance(), objective_entry.provenance(), *suites],
                   "prune_config": to_dict(config), **run_prov, **extra_provenance}
     if context.mine_from is not None:

@@ -14,7 +14,7 @@ back. The rounding is done here in numpy rather than by zarr's ``numcodecs.bitro
 decode is the identity anyway, and a store that uses only the zarr v3 spec's own codecs opens without
 zarr's "not in the Zarr version 3 specification" warning and in other zarr implementations. The
 rounded-away bits are zeros, which a shuffling codec then stores almost for free. The precision is
-recorded in the root attrs (``record.precision``) and on the ``activation`` variable.
+recorded in the root attrs (``storage.precision``) and on the ``activation`` variable.
 
 Codec (``RecordConfig.codec``, ``record --codec``): ``zstd-L`` (zstd at level L) or
 ``blosc-CNAME-SHUFFLE[-L]`` (Blosc with lz4 or zstd after no, byte or bit shuffle, at level L), or
