@@ -37,7 +37,7 @@ def train(out: Path, preset: str, steps: int, env: dict[str, str]) -> float:
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "circuitlab", "train", "--preset", preset, "--sparsity", "topk",
            "--steps", str(steps), "--out", str(out), "--quiet"]
-    subprocess.run(cmd, check=True, env={**os.environ, **env})
+    subprocess.run(cmd, check=True, env={**os.environ, **env}, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
 
 
