@@ -82,17 +82,21 @@ def sweep_stale(folder: str | os.PathLike, name: str | None = None) -> list[Path
     return removed
 
 
-def remove_tree(path: str | os.PathLike, attempts: int = 6) -> None:
+def remove_tree(path: str | os.PathLike, settle: float = 0.3, timeout: float = 20.0) -> None:
     """Delete a temporary folder, again if writers still in flight recreate parts of it (zarr's
-    pending chunk writes after a failed write do), so that nothing is left behind."""
+    pending chunk writes after a failed write do), until it has stayed gone for ``settle`` seconds,
+    so that nothing is left behind. On a loaded machine those writes can land seconds late."""
     import time
 
     path = Path(path)
-    for i in range(attempts):
+    if not path.exists():  # the usual case: the folder was renamed into place
+        return
+    deadline = time.monotonic() + timeout
+    while True:
         shutil.rmtree(path, ignore_errors=True)
-        if not path.exists():
+        time.sleep(settle)
+        if not path.exists() or time.monotonic() > deadline:
             return
-        time.sleep(0.05 * 2**i)
 
 
 def _umask() -> int:
