@@ -86,3 +86,24 @@ def tiny_run(tmp_path_factory, small_corpus) -> Path:
     run_cli("train", "--preset", "tiny", "--sparsity", "topk", "--density", "0.0625", "--steps", "60",
             "--corpus", str(small_corpus), "--out", str(out), "--quiet", check=True)
     return out
+
+
+def run_main(args, capsys):
+    """Run the real entry point in-process: (exit code, stdout, stderr)."""
+    from circuitlab.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_one_line_error(code, err, *needles):
+    """Exit 2, one stderr line naming every needle, no traceback."""
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, (code, err)
+    for needle in needles:
+        assert needle in lines[0], lines[0]

@@ -17,9 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from circuitlab.cli import main
 from circuitlab.config import PruneConfig, to_dict
 from circuitlab.data.corpus import load_code_folder
+
+from .conftest import assert_one_line_error, run_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,22 +41,7 @@ def other_code(tmp_path_factory) -> Path:
     return copy_email(tmp_path_factory.mktemp("other") / "email")
 
 
-def run_main(args, capsys):
-    """The real entry point in-process: (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
-
-def assert_one_line_error(code, err, *needles):
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, (code, err)
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_the_setting_is_left_out_of_configs_while_unset():

@@ -8,30 +8,14 @@ import shutil
 import pytest
 
 from circuitlab import hookimpl, plugins
-from circuitlab.cli import main
 from circuitlab.tasks import PromptPair, Task
+
+from .conftest import assert_one_line_error, run_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def run_main(args, capsys):
-    """Run the real entry point in-process: (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
-
-def assert_one_line_error(code, err, *needles):
-    assert code == 2
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 # ------------------------------------------------------------------------------------------------
