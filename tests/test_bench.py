@@ -145,3 +145,22 @@ def test_dry_run_lists_cells_with_estimates(tmp_path: Path):
     assert len(doc["models"]) == 5 and doc["upper_bound"]
     assert all(c["seconds"] > 0 for c in doc["cells"]) and doc["wall_seconds"] > 0
     assert not (tmp_path / "dry" / "cells").exists()  # a dry run runs nothing
+
+
+@pytest.mark.slow
+def test_compare_and_view_read_the_bench_output(two_workers: Path, tmp_path: Path):
+    """The circuits a bench stores are ordinary method results: `compare` lists them per task, and
+    `view --bench` makes a row (and a page) of every pruned cell."""
+    rows = [r for r in read_table(two_workers / "results.csv") if r["status"] == "done"]
+    model_id = rows[0]["model_id"]
+    store = two_workers / "stores" / f"{model_id}.zarr"
+    doc = json.loads(run_cli("compare", str(store), "--json", check=True).stdout)
+    ours = {(r["task"], r["cell_id"]) for r in rows if r["model_id"] == model_id}
+    for task in {t for t, _ in ours}:
+        assert len(doc["tasks"][task]["methods"]) == sum(t == task for t, _ in ours), doc["tasks"][task]
+    index = tmp_path / "view" / "index.html"
+    view = json.loads(run_cli("view", "--bench", str(two_workers), "--out", str(index), "--ablation-pairs", "0",
+                              "--json", check=True).stdout)
+    assert view["circuits"] == len(rows) and all((index.parent / p).exists() for p in view["pages"])
+    html = index.read_text()
+    assert all(r["cell_id"] in html for r in rows)

@@ -52,7 +52,7 @@ class Cell:
     objective: str
     control: str = "none"  # one of CONTROLS, or "ablation-NAME"
     seed: int = 0
-    key: str = ""  # hash of the cell's PruneConfig and its model's config: a changed setting is a new cell
+    key: str = ""  # hash of its PruneConfig, model config and plugin versions: a changed setting is a new cell
 
     @property
     def cell_id(self) -> str:
@@ -129,8 +129,17 @@ def cells_for(spec: BenchSpec, model: ModelSpec, solved: list[str], twin_solved:
             controls = (["nonsense"] if c.nonsense else []) + (["freeze_norm"] if c.freeze_norm else [])
             controls += [f"ablation-{a}" for a in c.ablations if a != p.ablation]
             cells += [Cell(model_id=model.model_id, task=t, control=ctl, **first) for t in solved for ctl in controls]
-    return [attrs.evolve(cell, key=config_hash(prune_config(spec, cell), model.config_hash, model.kind)[:8])
+    return [attrs.evolve(cell, key=config_hash(prune_config(spec, cell), model.config_hash, model.kind,
+                                               _plugin_versions(model, cell))[:8])
             for cell in cells]
+
+
+def _plugin_versions(model: ModelSpec, cell: Cell) -> list[str]:
+    """The versions of the plugins a cell's result depends on: a plugin upgrade makes it a new cell."""
+    from .. import plugins
+
+    used = [("sparsity", model.train.sparsity), ("pruner", cell.pruner), ("objective", cell.objective)]
+    return [f"{kind}:{name}={plugins.get(kind, name).version}" for kind, name in used]
 
 
 def tasks_key(spec: BenchSpec) -> str:

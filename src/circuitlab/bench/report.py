@@ -156,9 +156,16 @@ def _models_md(out: Path) -> str:
         return ""
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
+
+    def names(column: str, r: dict) -> str:  # older tables have no "borderline" column
+        return ", ".join(t.partition(":")[2] for t in json.loads(r.get(column) or "[]"))
+
     lines = [[r["model_id"], r["kind"], float(r["val_loss"]) if r["val_loss"] else None, r["n_solved"],
-              ", ".join(t.partition(":")[2] for t in json.loads(r["solved"] or "[]"))] for r in rows]
-    return "## Models\n\n" + _table(["model", "kind", "val loss", "tasks solved", "solved"], lines) + "\n\n"
+              names("solved", r), names("borderline", r)] for r in rows]
+    return ("## Models\n\nSolved: full-model test accuracy >= the spec's min_accuracy (the cells' rule). Borderline: "
+            "the 95% Wilson interval of that accuracy contains the threshold, so another machine's model may "
+            "fall on the other side.\n\n"
+            + _table(["model", "kind", "val loss", "tasks solved", "solved", "borderline"], lines) + "\n\n")
 
 
 def write_report(out: str | Path, n_boot: int = 2000) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from .plan import Cell, ModelSpec, cells_for, model_specs
 from .spec import BenchSpec
 from .storing import StoreWriter
 from .table import MODELS, RESULTS, cell_row, write_models, write_table
-from .work import cell_path, prepare_model, read_done, run_cell
+from .work import cell_path, model_cache_dir, prepare_model, read_done, run_cell
 
 SUMMARY_KIND = "circuitlab-bench-summary"
 
@@ -118,7 +118,9 @@ class Bench:
             r = doc.get("result") or {}
             what = (f"{r['nodes']} nodes, {r['edges']} edges, test loss {r['loss']:.3f}"
                     if doc["status"] == "done" else f"skipped: {doc.get('reason')}")
-            logger.info(f"[{len(self.cells)} cells done, {left} left, {models_left} models left] "
+            # Cells of models not yet ready are not known yet: while models_left > 0, "queued" is not all that is left.
+            more = f", {models_left} models not ready (their cells come after)" if models_left else ""
+            logger.info(f"[{len(self.cells)} cells done, {left} queued{more}] "
                         f"{doc['cell_id']}: {what} ({doc['seconds']:.1f}s)")
 
     def write_table(self) -> None:
@@ -166,6 +168,11 @@ def run_bench(spec: BenchSpec, out: str | Path, *, workers: int | None = None,
     n = workers or default_workers(spec)
     logger.info(f"bench {spec.name}: {len(bench.models)} models; "
                 f"{'scheduler ' + scheduler if scheduler else f'{n} local Dask worker processes'}; results in {out}")
+    to_train = [m for m in bench.models.values()
+                if m.kind != "init" and not (model_cache_dir(m) / "model.safetensors").exists()]
+    if to_train:  # otherwise the first progress line comes only when the first model is ready
+        logger.info(f"training {len(to_train)} models first (minutes each; --dry-run estimates them); "
+                    "a model's cells start as soon as it is ready")
     with dask_client(n, scheduler) as client:
         ac = as_completed()
         kinds: dict[str, tuple[str, str]] = {}

@@ -125,14 +125,18 @@ def read_table(path: str | Path) -> list[dict[str, Any]]:
 
 MODELS = "models.csv"
 MODEL_COLUMNS = ("model_id", "group", "kind", "preset", "sparsity", "density", "width", "train_steps", "train_seed",
-                 "val_loss", "n_solved", "solved", "accuracies", "train_seconds", "config_hash", "twin", "run")
+                 "val_loss", "n_solved", "solved", "borderline", "accuracies", "train_seconds", "config_hash", "twin",
+                 "run")
 
 
 def write_models(path: str | Path, docs: Iterable[dict[str, Any]]) -> None:
-    """One row per model: validation loss, the tasks it solves, every task's full-model test accuracy."""
+    """One row per model: validation loss, the tasks it solves (accuracy >= the threshold), those whose
+    Wilson interval contains the threshold (``borderline``), every task's full-model test accuracy."""
     rows = []
     for d in sorted(docs, key=lambda d: d["model_id"]):
         rows.append({**{k: d.get(k) for k in MODEL_COLUMNS}, "n_solved": len(d["solved"]), "solved": d["solved"],
+                     # tasks whose 95% interval contains the threshold: on another machine they may flip
+                     "borderline": [t for t, f in d["tasks"].items() if f.get("verdict") == "borderline"],
                      "accuracies": {t: f["accuracy"] for t, f in d["tasks"].items()}})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=MODEL_COLUMNS, lineterminator="\n")

@@ -14,7 +14,8 @@ from .options import emit_json, json_option, setting
 @click.command("view")
 @click.argument("circuit", required=False, type=click.Path(dir_okay=False, path_type=Path), metavar="CIRCUIT.json")
 @click.option("--bench", "bench", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
-              help="Instead of one circuit: an index page of every circuits/*.json under DIR, with a page for each.")
+              help="Instead of one circuit: an index page of every circuits/*.json (prune, run) and cells/*.json "
+                   "(bench) under DIR, with a page for each.")
 @click.option("--store", "store", type=click.Path(path_type=Path), default=None, metavar="STORE",
               help="Activation store of the circuit's run: top-activating examples, node means, other methods.")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="RUN",

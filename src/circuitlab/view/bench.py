@@ -2,7 +2,9 @@
 
 Any folder tree works: every ``circuits/*.json`` that is a circuit becomes a row (its figures come
 from the circuit file, plus the matching row of a ``summary.json`` beside the ``circuits`` folder
-when there is one), and every ``summary.json`` adds its headline figures.
+when there is one), and every ``summary.json`` adds its headline figures. A ``circuitlab bench``
+output folder works too: each pruned cell (``cells/*.json``) is a row, with the cell's model,
+control, seed, ``beats_full_model`` and CPR/CMD beside the circuit's figures.
 """
 
 from __future__ import annotations
@@ -48,12 +50,25 @@ def _summary_rows(folder: Path) -> dict[str, dict]:
     return {Path(r["file"]).name: r for r in rows if isinstance(r, dict) and isinstance(r.get("file"), str)}
 
 
+def _cell_figures(path: Path) -> dict:
+    """The bench figures of a cell file (``cells/ID.json``), shown beside its circuit's."""
+    try:
+        doc = read_json(path, "bench cell")
+    except CircuitlabError:
+        return {}
+    cell, result, curves = doc.get("cell") or {}, doc.get("result") or {}, doc.get("faithfulness") or {}
+    return {"model": cell.get("model_id"), "control": cell.get("control"), "prune_seed": cell.get("seed"),
+            "beats_full_model": result.get("beats_full_model"), "cpr_nodes": (curves.get("nodes") or {}).get("cpr"),
+            "cmd_nodes": (curves.get("nodes") or {}).get("cmd")}
+
+
 def find_circuits(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*.json") if p.parent.name == "circuits")
+    """``circuits/*.json`` (prune, run) and ``cells/*.json`` (bench) under ``root``."""
+    return sorted(p for p in root.rglob("*.json") if p.parent.name in ("circuits", "cells"))
 
 
 def _slug(rel: Path) -> str:
-    parts = [p for p in rel.with_suffix("").parts if p != "circuits"]
+    parts = [p for p in rel.with_suffix("").parts if p not in ("circuits", "cells")]
     return "__".join(parts).replace(" ", "_") or "circuit"
 
 
@@ -65,7 +80,8 @@ def write_bench(root: str | Path, out: str | Path, *, store: str | Path | None =
         raise CircuitlabError(f"--bench {str(root)!r} is not a folder; pass a folder holding circuits/*.json files")
     files = find_circuits(root)
     if not files:
-        raise CircuitlabError(f"no circuits/*.json under {str(root)!r}; write some with 'circuitlab prune' or 'run'")
+        raise CircuitlabError(f"no circuits/*.json or cells/*.json under {str(root)!r}; write some with "
+                              "'circuitlab prune', 'run' or 'bench'")
     rows, columns = [], list(COLUMNS)
     page_dir = out.parent / "circuits"
     for f in files:
@@ -75,7 +91,8 @@ def write_bench(root: str | Path, out: str | Path, *, store: str | Path | None =
             logger.info(f"skip {f}: {exc}")
             continue
         rel = f.relative_to(root)
-        figures = _figures(circuit, _summary_rows(f.parent.parent).get(f.name))
+        extra = _cell_figures(f) if f.parent.name == "cells" else _summary_rows(f.parent.parent).get(f.name)
+        figures = _figures(circuit, extra)
         columns += [k for k in figures if k not in columns]
         row = {"name": str(rel.with_suffix("")), "json": os.path.relpath(f.resolve(), out.parent.resolve()),
                "figures": figures}

@@ -27,11 +27,18 @@ _WEIGHT_OF = {("attn.v", "attn.out"): "attn.c_proj", ("mlp.in", "mlp.neuron"): "
 _NORM_OF = {"attn.in": "ln_1", "mlp.in": "ln_2"}
 
 
+#: ``circuitlab bench`` writes each cell as ``cells/ID.json``: the cell's figures with its circuit inside.
+BENCH_CELL_KIND = "circuitlab-bench-cell"
+
+
 def read_circuit(path: str | Path) -> dict:
+    """A circuit file, or the circuit inside a bench cell file."""
     doc = read_json(path, "circuit")
+    if isinstance(doc, dict) and doc.get("kind") == BENCH_CELL_KIND and isinstance(doc.get("circuit"), dict):
+        doc = doc["circuit"]
     if not isinstance(doc, dict) or doc.get("kind") != CIRCUIT_KIND:
         raise CircuitlabError(f"{str(path)!r} is not a circuit (no kind={CIRCUIT_KIND!r}); pass a circuits/<task>.json "
-                              "written by 'circuitlab prune' or 'run'")
+                              "written by 'circuitlab prune' or 'run', or a bench's cells/<id>.json")
     return doc
 
 
