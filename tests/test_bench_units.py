@@ -173,3 +173,35 @@ def test_prune_pipeline_runs_the_nonsense_control_with_task_mean_ablation(tiny_r
 
     circuit = json.loads(Path(row["file"]).read_text())
     assert circuit["provenance"]["nonsense"] is True and circuit["provenance"]["ablation"] == "task_mean"
+
+
+def test_cmd_ranks_mask_keep_logits_like_cpr_and_attribution_scores_by_magnitude(tiny_run: Path):
+    """MIB's CMD ranks items by |score|. For a mask's keep-logits that ranks the most strongly pruned nodes
+    first (a constant CMD of 0.749 in the session-5 standard bench), so there the absolute curve is the
+    signed one; attribution scores (signed effects) keep MIB's absolute ranking."""
+    import torch
+
+    from circuitlab.model.nodes import NodeSpace
+    from circuitlab.prune.evaluator import Evaluator
+    from circuitlab.prune.faithfulness import _measure, faithfulness, faithfulness_curves
+    from circuitlab.tasks import check_tokens, encode_pairs, load_pairs, resolve_tasks, task_context_for_run
+    from circuitlab.train.runs import load_model
+
+    model, tok, info = load_model(tiny_run)
+    context = task_context_for_run(info)
+    task = resolve_tasks("python:else_elif", context)[0]
+    pairs = check_tokens(load_pairs(task, "test", 8, context), tok).pairs
+    n_nodes = NodeSpace.from_config(model.config).num_nodes
+    te = Evaluator(model, encode_pairs(list(pairs), tok, max_len=info.model.n_ctx), torch.zeros(n_nodes))
+    scores = torch.randn(n_nodes, generator=torch.Generator().manual_seed(0))  # half of them "pruned"
+    mask = faithfulness_curves(model, te, scores, edges=False)
+    effect = faithfulness_curves(model, te, scores, effect_scores=True, edges=False)
+    assert mask["cmd_ranking"] == "signed" and effect["cmd_ranking"] == "absolute"
+    assert mask["nodes"]["absolute"] == mask["nodes"]["signed"] == effect["nodes"]["signed"]
+    assert mask["nodes"]["cpr"] == effect["nodes"]["cpr"]
+    half = effect["nodes"]["absolute"]["n"][-2]  # the 50% circuit of the absolute ranking
+    kept = torch.zeros(n_nodes, dtype=torch.bool)
+    kept[torch.argsort(scores.abs(), descending=True, stable=True)[:half]] = True
+    with torch.no_grad():
+        m, _ = _measure(te, kept)
+    assert effect["nodes"]["absolute"]["f"][-2] == pytest.approx(faithfulness(m, effect["m_full"], effect["m_empty"]))

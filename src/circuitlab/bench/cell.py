@@ -46,7 +46,9 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
     model.eval()
     with torch.no_grad():
         te = Evaluator(model, test, values, freeze_norm=config.freeze_norm)
-        curves = faithfulness_curves(model, te, circuit.scores)
+        # A score-only (attribution) pruner's scores are signed effects; a trained mask's are keep-logits.
+        effect = bool(getattr(mask_entry.factory, "score_only", False))
+        curves = faithfulness_curves(model, te, circuit.scores, effect_scores=effect)
     circuit_doc = circuit.to_json()
     return {
         **base, "status": "done",

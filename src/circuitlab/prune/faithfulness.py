@@ -6,7 +6,8 @@ unpruned model and "empty" has every node ablated. The curve evaluates the top-n
 n = floor(p * N) for p in ``MIB_FRACTIONS`` (0.1% ... 100%), once ranking by the signed score and once
 by its absolute value. CPR is the trapezoidal area under f against the (linear) fraction, from the
 signed ranking (higher is better); CMD is the trapezoidal area under |1 - f|, from the absolute
-ranking (lower is better, 0 ideal). Like MIB, the x axis starts at 0.001 and is not normalised, so a
+ranking (lower is better, 0 ideal) for attribution scores, and from the signed ranking for a mask's
+keep-logits (see ``faithfulness_curves``). Like MIB, the x axis starts at 0.001 and is not normalised, so a
 perfect curve has CPR 0.999.
 
 circuitlab's unit is the node, and its ablation replaces a node by a fixed value (corpus mean, zero
@@ -84,13 +85,19 @@ def _curve(te: Evaluator, order: torch.Tensor, kept_of, m_full: float, m_empty: 
     return out
 
 
-def faithfulness_curves(model, te: Evaluator, scores: torch.Tensor, *,
+def faithfulness_curves(model, te: Evaluator, scores: torch.Tensor, *, effect_scores: bool = False,
                         fractions: Sequence[float] = MIB_FRACTIONS, edges: bool = True) -> dict[str, Any]:
     """MIB faithfulness curves of a node scoring on the test evaluator ``te``, for nodes and for edges.
 
-    ``scores`` (num_nodes,): higher = more important (a pruner's mask scores). Returns the curves
-    (signed and absolute ranking per level: n, f, m, ce, nodes kept), the full and empty figures, and
-    ``cpr``/``cmd`` per level.
+    ``scores`` (num_nodes,): higher = more important. Returns the curves (signed and absolute ranking
+    per level: n, f, m, ce, nodes kept), the full and empty figures, and ``cpr``/``cmd`` per level.
+
+    ``effect_scores``: the sign of a score is the direction of the item's effect (attribution scores,
+    a ``score_only`` pruner), and CMD ranks by |score| as MIB does. Otherwise the scores are a mask's
+    keep-logits, where a large negative score means "pruned early": ranking those by absolute value puts
+    the least useful nodes first and makes CMD a constant (0.749 on MIB's grid). Their importance is the
+    keep probability, which ranks like the signed score, so the "absolute" curve is the signed one
+    (``cmd_ranking`` records which).
     """
     import torch
 
@@ -121,9 +128,11 @@ def faithfulness_curves(model, te: Evaluator, scores: torch.Tensor, *,
                 return kept
 
             levels["edges"] = (edge_scores, edge_nodes, lambda kept: count_edges(model, kept)["total"])
+        result["cmd_ranking"] = "absolute" if effect_scores else "signed"
         for level, (item_scores, kept_of, counter) in levels.items():
-            curves = {name: _curve(te, ranking(item_scores, absolute), kept_of, m_full, m_empty, fractions, counter)
-                      for name, absolute in (("signed", False), ("absolute", True))}
+            curves = {"signed": _curve(te, ranking(item_scores, False), kept_of, m_full, m_empty, fractions, counter)}
+            curves["absolute"] = (_curve(te, ranking(item_scores, True), kept_of, m_full, m_empty, fractions, counter)
+                                  if effect_scores else curves["signed"])
             result[level] = {"total": len(item_scores), **curves,
                              "cpr": area_under(fractions, curves["signed"]["f"]),
                              "cmd": area_from_1(fractions, curves["absolute"]["f"])}
