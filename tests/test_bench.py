@@ -164,3 +164,4 @@ def test_compare_and_view_read_the_bench_output(two_workers: Path, tmp_path: Pat
     assert view["circuits"] == len(rows) and all((index.parent / p).exists() for p in view["pages"])
     html = index.read_text()
     assert all(r["cell_id"] in html for r in rows)
+    assert "cpr_nodes" in html and "beats_full_model" in html and model_id in html  # the cells' own figures

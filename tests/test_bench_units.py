@@ -197,8 +197,11 @@ def test_cmd_ranks_mask_keep_logits_like_cpr_and_attribution_scores_by_magnitude
     mask = faithfulness_curves(model, te, scores, edges=False)
     effect = faithfulness_curves(model, te, scores, effect_scores=True, edges=False)
     assert mask["cmd_ranking"] == "signed" and effect["cmd_ranking"] == "absolute"
-    assert mask["nodes"]["absolute"] == mask["nodes"]["signed"] == effect["nodes"]["signed"]
-    assert mask["nodes"]["cpr"] == effect["nodes"]["cpr"]
+    x = mask["fractions"]
+    assert mask["nodes"]["signed"] == effect["nodes"]["signed"]  # the signed ranking does not depend on the flag
+    assert mask["nodes"]["cmd"] == pytest.approx(area_from_1(x, mask["nodes"]["signed"]["f"]))
+    assert effect["nodes"]["cmd"] == pytest.approx(area_from_1(x, effect["nodes"]["absolute"]["f"]))
+    assert effect["nodes"]["absolute"]["f"] != effect["nodes"]["signed"]["f"]  # random signs: another ranking
     half = effect["nodes"]["absolute"]["n"][-2]  # the 50% circuit of the absolute ranking
     kept = torch.zeros(n_nodes, dtype=torch.bool)
     kept[torch.argsort(scores.abs(), descending=True, stable=True)[:half]] = True

@@ -157,8 +157,10 @@ def _models_md(out: Path) -> str:
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
 
-    def names(column: str, r: dict) -> str:  # older tables have no "borderline" column
-        return ", ".join(t.partition(":")[2] for t in json.loads(r.get(column) or "[]"))
+    def names(column: str, r: dict) -> str:  # empty: not recorded (older tables, docs without intervals)
+        if not r.get(column):
+            return "n/a"
+        return ", ".join(t.partition(":")[2] for t in json.loads(r[column]))
 
     lines = [[r["model_id"], r["kind"], float(r["val_loss"]) if r["val_loss"] else None, r["n_solved"],
               names("solved", r), names("borderline", r)] for r in rows]

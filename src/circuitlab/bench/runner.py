@@ -194,7 +194,7 @@ def run_bench(spec: BenchSpec, out: str | Path, *, workers: int | None = None,
                 fut.release()
             if kind == "model":
                 bench.model_docs[ident] = doc
-                write_models(out / MODELS, bench.model_docs.values())
+                write_models(out / MODELS, bench.model_docs.values(), spec.prune.min_accuracy)
                 _log_model(doc, bench.models[ident])
                 _submit_cells(client, bench, ac, kinds, ident)
             else:

@@ -129,14 +129,25 @@ MODEL_COLUMNS = ("model_id", "group", "kind", "preset", "sparsity", "density", "
                  "run")
 
 
-def write_models(path: str | Path, docs: Iterable[dict[str, Any]]) -> None:
+def _borderline(doc: dict, threshold: float | None) -> list[str] | None:
+    """Tasks whose 95% Wilson interval contains ``threshold``; None when the doc has no intervals."""
+    from ..tasks import BORDERLINE, verdict
+
+    figures = doc["tasks"].values()
+    if threshold is None or any(f.get("accuracy_low") is None for f in figures if f.get("accuracy") is not None):
+        return None
+    return [t for t, f in doc["tasks"].items()
+            if f.get("accuracy") is not None and verdict(f["accuracy_low"], f["accuracy_high"], threshold) == BORDERLINE]
+
+
+def write_models(path: str | Path, docs: Iterable[dict[str, Any]], threshold: float | None = None) -> None:
     """One row per model: validation loss, the tasks it solves (accuracy >= the threshold), those whose
     Wilson interval contains the threshold (``borderline``), every task's full-model test accuracy."""
     rows = []
     for d in sorted(docs, key=lambda d: d["model_id"]):
         rows.append({**{k: d.get(k) for k in MODEL_COLUMNS}, "n_solved": len(d["solved"]), "solved": d["solved"],
                      # tasks whose 95% interval contains the threshold: on another machine they may flip
-                     "borderline": [t for t, f in d["tasks"].items() if f.get("verdict") == "borderline"],
+                     "borderline": _borderline(d, threshold),
                      "accuracies": {t: f["accuracy"] for t, f in d["tasks"].items()}})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=MODEL_COLUMNS, lineterminator="\n")

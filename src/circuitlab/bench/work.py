@@ -108,7 +108,8 @@ def prepare_model(model: ModelSpec, spec: BenchSpec, out: str) -> dict[str, Any]
     done = read_done(model_path(out, model.model_id))
     # The cache folder's name carries the sparsity plugin's version: after an upgrade it is another folder.
     if (done is not None and done.get("config_hash") == model.config_hash and done.get("tasks_key") == tasks_key(spec)
-            and done.get("run") == str(model_cache_dir(model)) and Path(done["run"], "model.safetensors").exists()):
+            and Path(done["run"]).resolve() == model_cache_dir(model).resolve()
+            and Path(done["run"], "model.safetensors").exists()):
         return done
     _threads(spec.threads)
     t0 = time.perf_counter()
@@ -122,11 +123,6 @@ def prepare_model(model: ModelSpec, spec: BenchSpec, out: str) -> dict[str, Any]
         ablation_values(m, tok, info, "mean")  # computed once here, cached in the run folder for every cell
     tasks = _evaluate_tasks(run, spec)
     min_acc = spec.prune.min_accuracy
-    from ..tasks import verdict
-
-    for f in tasks.values():  # the bench prunes by the point rule; the interval's verdict is reported beside it
-        low, high = f.get("accuracy_low"), f.get("accuracy_high")
-        f["verdict"] = verdict(low, high, min_acc) if low is not None and high is not None else None
     doc = {
         "kind": MODEL_KIND, **model.describe(), "tasks_key": tasks_key(spec), "run": str(run), "reused": reused, "train_seconds": train_seconds,
         "seconds": time.perf_counter() - t0, "val_loss": info.meta.get("final", {}).get("val_loss"),
