@@ -86,3 +86,16 @@ def test_integrated_gradients_are_complete(bench):
 def test_scores_before_fit_fail_clearly():
     with pytest.raises(RuntimeError, match="before fit"):
         AttributionPatching(4).scores()
+
+
+def test_a_pruned_circuit_says_its_scores_are_effects(bench):
+    """The bench ranks CMD by |score| only for effect scores; the circuit carries which kind it has."""
+    from circuitlab.config import PruneConfig
+    from circuitlab.prune.search import prune_task
+
+    config = PruneConfig(pruner="attribution", min_accuracy=0.0, target_loss=10.0, steps=2, random_draws=1)
+    circuit = prune_task(bench.model, bench.train, bench.test, bench.values, config)
+    assert circuit.effect_scores is True and circuit.to_json()["effect_scores"] is True
+    mask = prune_task(bench.model, bench.train, bench.test, bench.values,
+                      PruneConfig(pruner="heaviside", min_accuracy=0.0, target_loss=10.0, steps=2, random_draws=1))
+    assert mask.effect_scores is False

@@ -18,7 +18,6 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
     import torch
 
     from .. import __version__, plugins
-    from ..plugins import calls
     from ..prune.ablation import ablation_values
     from ..prune.evaluator import Evaluator
     from ..prune.faithfulness import faithfulness_curves
@@ -47,12 +46,7 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
     model.eval()
     with torch.no_grad():
         te = Evaluator(model, test, values, freeze_norm=config.freeze_norm)
-        # A score-only (attribution) pruner's scores are signed effects; a trained mask's are keep-logits.
-        # Asked of a built instance: a plugin's factory may be a function rather than the class.
-        probe = calls.build_mask(mask_entry, num_nodes=te.num_nodes, generator=torch.Generator().manual_seed(0),
-                                 device=dev)
-        effect = bool(probe.score_only)
-        curves = faithfulness_curves(model, te, circuit.scores, effect_scores=effect)
+        curves = faithfulness_curves(model, te, circuit.scores, effect_scores=circuit.effect_scores)
     circuit_doc = circuit.to_json()
     return {
         **base, "status": "done",

@@ -59,6 +59,9 @@ class Circuit:
     validations: Validations
     seconds: float
     provenance: dict = attrs.field(eq=False, repr=False)
+    # True for a score-only (attribution) pruner: a score's sign is the direction of the node's effect.
+    # False for a trained mask, whose scores are keep-logits (faithfulness.faithfulness_curves uses this).
+    effect_scores: bool = False
 
     @property
     def edge_count(self) -> int:
@@ -93,6 +96,7 @@ class Circuit:
             "nodes": list(self.nodes),
             "edges": [list(e) for e in self.edges],
             "scores": [_round(float(s)) for s in self.scores.tolist()],
+            "effect_scores": self.effect_scores,
             "provenance": self.provenance,
         }
 
@@ -195,5 +199,5 @@ def build_circuit(model, tr, te, best, attempts: list[dict], config, *, task: st
         target_loss=config.target_loss, reached=reached, full_model_loss=full_loss, full_model_accuracy=full_acc,
         calibration=None if cal is None else {"scale": cal[0], "shift": cal[1]},
         bisection=tuple(best.bisection), mask_nodes=best.mask_nodes, validations=validations,
-        seconds=time.perf_counter() - t0, provenance=prov,
+        seconds=time.perf_counter() - t0, provenance=prov, effect_scores=best.score_only,
     )

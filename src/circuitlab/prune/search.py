@@ -169,6 +169,7 @@ class Attempt:
     coef: float | None  # None for score-only masks (no optimisation)
     steps: int
     lr: float | None
+    score_only: bool = False  # the mask's scores are signed effects (attribution), not keep-logits
 
     def kept(self, k: int, num_nodes: int):
         import torch
@@ -212,7 +213,7 @@ def _attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objective, g
     kept_by_itself = 0 if mask.score_only else int((scores > 0).sum())
     attempt = Attempt(k=None, order=torch.argsort(scores, descending=True, stable=True), bisection=[],
                       calibration={}, scores=scores, mask_nodes=kept_by_itself, history=history,
-                      coef=coef, steps=steps, lr=lr)
+                      coef=coef, steps=steps, lr=lr, score_only=bool(mask.score_only))
     device = tr.values.device
 
     def train_loss(k):

@@ -16,7 +16,7 @@ from ..config import ViewConfig
 from ..errors import CircuitlabError
 from ..files import read_json, write_bytes
 from ..log import logger
-from .data import page_data, read_circuit, store_mismatch
+from .data import page_data, read_circuit_file, store_mismatch
 from .html import bench_page, circuit_page
 
 #: Figures of a circuit file shown in its row, in order.
@@ -50,12 +50,8 @@ def _summary_rows(folder: Path) -> dict[str, dict]:
     return {Path(r["file"]).name: r for r in rows if isinstance(r, dict) and isinstance(r.get("file"), str)}
 
 
-def _cell_figures(path: Path) -> dict:
-    """The bench figures of a cell file (``cells/ID.json``), shown beside its circuit's."""
-    try:
-        doc = read_json(path, "bench cell")
-    except CircuitlabError:
-        return {}
+def _cell_figures(doc: dict) -> dict:
+    """The bench figures of a cell document (``cells/ID.json``), shown beside its circuit's."""
     cell, result, curves = doc.get("cell") or {}, doc.get("result") or {}, doc.get("faithfulness") or {}
     return {"model": cell.get("model_id"), "control": cell.get("control"), "prune_seed": cell.get("seed"),
             "beats_full_model": result.get("beats_full_model"), "cpr_nodes": (curves.get("nodes") or {}).get("cpr"),
@@ -86,12 +82,12 @@ def write_bench(root: str | Path, out: str | Path, *, store: str | Path | None =
     page_dir = out.parent / "circuits"
     for f in files:
         try:
-            circuit = read_circuit(f)
+            circuit, cell = read_circuit_file(f)
         except CircuitlabError as exc:
             logger.info(f"skip {f}: {exc}")
             continue
         rel = f.relative_to(root)
-        extra = _cell_figures(f) if f.parent.name == "cells" else _summary_rows(f.parent.parent).get(f.name)
+        extra = _cell_figures(cell) if cell is not None else _summary_rows(f.parent.parent).get(f.name)
         figures = _figures(circuit, extra)
         columns += [k for k in figures if k not in columns]
         row = {"name": str(rel.with_suffix("")), "json": os.path.relpath(f.resolve(), out.parent.resolve()),

@@ -28,18 +28,26 @@ _NORM_OF = {"attn.in": "ln_1", "mlp.in": "ln_2"}
 
 
 #: ``circuitlab bench`` writes each cell as ``cells/ID.json``: the cell's figures with its circuit inside.
+#: (``bench.work.CELL_KIND``; view and bench are independent siblings in the import layers, so the file
+#: format's kind string is spelled here too.)
 BENCH_CELL_KIND = "circuitlab-bench-cell"
+
+
+def read_circuit_file(path: str | Path) -> tuple[dict, dict | None]:
+    """(the circuit, the bench cell around it or None) of a circuit file or a bench cell file."""
+    doc = read_json(path, "circuit")
+    cell = None
+    if isinstance(doc, dict) and doc.get("kind") == BENCH_CELL_KIND and isinstance(doc.get("circuit"), dict):
+        cell, doc = doc, doc["circuit"]
+    if not isinstance(doc, dict) or doc.get("kind") != CIRCUIT_KIND:
+        raise CircuitlabError(f"{str(path)!r} is not a circuit (no kind={CIRCUIT_KIND!r}); pass a circuits/<task>.json "
+                              "written by 'circuitlab prune' or 'run', or a bench's cells/<id>.json")
+    return doc, cell
 
 
 def read_circuit(path: str | Path) -> dict:
     """A circuit file, or the circuit inside a bench cell file."""
-    doc = read_json(path, "circuit")
-    if isinstance(doc, dict) and doc.get("kind") == BENCH_CELL_KIND and isinstance(doc.get("circuit"), dict):
-        doc = doc["circuit"]
-    if not isinstance(doc, dict) or doc.get("kind") != CIRCUIT_KIND:
-        raise CircuitlabError(f"{str(path)!r} is not a circuit (no kind={CIRCUIT_KIND!r}); pass a circuits/<task>.json "
-                              "written by 'circuitlab prune' or 'run', or a bench's cells/<id>.json")
-    return doc
+    return read_circuit_file(path)[0]
 
 
 def store_label(method: str) -> str:
