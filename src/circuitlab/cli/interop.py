@@ -45,3 +45,45 @@ def import_oai_cmd(src: Path, out: Path, tokenizer: str | None, corpus: str | No
                f"{summary['stored_values'] / 1e6:.1f}M weights from {summary['source']}")
     if summary["tokenizer"] is None:
         click.echo("no --tokenizer: tasks, prune and record will refuse this run until one is supplied", err=True)
+
+
+@click.command("import-oai-circuit")
+@click.argument("viz_data", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path),
+                metavar="VIZ_DATA...")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              metavar="RUN", help="Run folder imported (import-oai) from the model the circuits were found on.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Folder for the circuit files, one <task>.<sweep>.<k>.json per VIZ_DATA.")
+@click.option("--task", default=None, help="Task name. [default: from the path .../<task>/<sweep>/<k>/viz_data.pt]")
+@click.option("--suite", default="python", show_default=True, help="Task suite the task belongs to.")
+@click.option("--store", type=click.Path(path_type=Path), default=None, metavar="STORE",
+              help="Also add each circuit to this activation store as method openai-<sweep>, for "
+                   "'circuitlab compare' (recorded from RUN first if it does not exist).")
+@click.option("--skip-unmapped", is_flag=True,
+              help="Import the nodes that map and list the rest, instead of refusing the file.")
+@click.option("--overwrite", is_flag=True, help="Replace existing circuit files and store results.")
+@json_option
+def import_oai_circuit_cmd(viz_data: tuple[Path, ...], model_dir: Path, out: Path, task: str | None, suite: str,
+                           store: Path | None, skip_unmapped: bool, overwrite: bool, json_: bool) -> None:
+    """Turn OpenAI's released circuits (viz_data.pt files) into circuitlab circuit files on RUN.
+
+    \b
+    Each file is read weights-only (anything else is refused, never unpickled). Node IDs
+    L.attn.act_in|q|k|v|resid_delta:I, L.mlp.act_in|post_act|resid_delta:I and final_resid:I become
+    L.attn.in|q|k|v|out.I, L.mlp.in|neuron|out.I and final.I. The file's losses are two-sided (summed
+    over a pair's two prompts) and are halved to circuitlab's per-prompt mean; the provenance says so.
+    The file's own within-block edge count is kept beside circuitlab's edge count on RUN's weights.
+    Open a result with 'circuitlab view', or compare it with circuitlab's circuits via --store.
+    """
+    from ..exchange import import_oai_circuits
+
+    summaries = import_oai_circuits(list(viz_data), model_dir, out, task=task, suite=suite, store=store,
+                                    skip_unmapped=skip_unmapped, overwrite=overwrite,
+                                    note=lambda msg: click.echo(msg, err=True))
+    if json_:
+        emit_json({"circuits": summaries})
+        return
+    for s in summaries:
+        loss = "n/a" if s["loss"] is None else f"{s['loss']:.4g}"
+        click.echo(f"wrote {s['circuit']}: {s['nodes']} nodes, {s['file_edges']} edges in the file "
+                   f"(circuitlab counts {s['edges']} on the run), loss {loss} (halved from the file)")
