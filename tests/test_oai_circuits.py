@@ -38,7 +38,7 @@ def run(tiny) -> Path:
 
 def _viz(tmp: Path, run: Path, kept=KEPT, sweep="prune_v2", k="17", **kw) -> tuple[Path, dict]:
     viz = make_viz_data(_beeg(read_run(run).model), kept, **kw)
-    return write_viz_data(tmp / "viz" / "tiny" / "single_double_quote" / sweep / k / "viz_data.pt", viz), viz
+    return write_viz_data(tmp / "viz" / "tiny" / "bracket_counting" / sweep / k / "viz_data.pt", viz), viz
 
 
 def test_node_ids_map_to_circuitlab_names():
@@ -55,15 +55,15 @@ def test_import_view_and_compare(tmp_path, run, capsys):
     path, viz = _viz(tmp_path, run)
     path2, _ = _viz(tmp_path, run, kept=OTHER, sweep="prune_v4", k="k_optim", seed=1)
     store = tmp_path / "store.zarr"
-    code, out, err = run_main(["record", "--model", run, "--tasks", "python:single_double_quote", "--pairs", "2",
+    code, out, err = run_main(["record", "--model", run, "--tasks", "python:bracket_counting", "--pairs", "2",
                                "--corpus-windows", "4", "--out", store, "--quiet"], capsys)
     assert code == 0, err
     code, out, err = run_main(["import-oai-circuit", path, path2, "--model", run, "--out", tmp_path / "c",
                                "--store", store, "--json"], capsys)
     assert code == 0, err
     summaries = json.loads(out)["circuits"]
-    assert [s["task"] for s in summaries] == ["single_double_quote"] * 2
-    doc = json.loads((tmp_path / "c" / "single_double_quote.prune_v2.17.json").read_text())
+    assert [s["task"] for s in summaries] == ["bracket_counting"] * 2
+    doc = json.loads((tmp_path / "c" / "bracket_counting.prune_v2.17.json").read_text())
     assert doc["kind"] == "circuitlab-circuit" and set(doc["nodes"]) == EXPECTED
     assert doc["node_count"] == sum(map(len, KEPT.values())) == len(EXPECTED)
     # Every stored loss is two-sided; circuitlab's is the per-prompt mean: halved, and said so.
@@ -80,7 +80,7 @@ def test_import_view_and_compare(tmp_path, run, capsys):
     # compare: both imported circuits side by side, Jaccard of their node sets.
     code, out, err = run_main(["compare", store, "--json"], capsys)
     assert code == 0, err
-    task = json.loads(out)["tasks"]["single_double_quote"]
+    task = json.loads(out)["tasks"]["bracket_counting"]
     assert set(task["methods"]) == {"openai-prune_v2", "openai-prune_v4"}
     assert task["methods"]["openai-prune_v2"]["nodes"] == len(EXPECTED)
     other = {circuitlab_node(f"{loc}:{i}") for loc, idx in OTHER.items() for i in idx}
@@ -88,7 +88,7 @@ def test_import_view_and_compare(tmp_path, run, capsys):
     assert pair["node_jaccard"] == pytest.approx(len(EXPECTED & other) / len(EXPECTED | other))
     # view: the page draws the imported circuit on the run.
     page = tmp_path / "page.html"
-    code, out, err = run_main(["view", tmp_path / "c" / "single_double_quote.prune_v2.17.json", "--out", page,
+    code, out, err = run_main(["view", tmp_path / "c" / "bracket_counting.prune_v2.17.json", "--out", page,
                                "--ablation-pairs", "0", "--json"], capsys)
     assert code == 0, err
     result = json.loads(out)

@@ -87,3 +87,40 @@ def import_oai_circuit_cmd(viz_data: tuple[Path, ...], model_dir: Path, out: Pat
         loss = "n/a" if s["loss"] is None else f"{s['loss']:.4g}"
         click.echo(f"wrote {s['circuit']}: {s['nodes']} nodes, {s['file_edges']} edges in the file "
                    f"(circuitlab counts {s['edges']} on the run), loss {loss} (halved from the file)")
+
+
+@click.command("export-graph")
+@click.argument("circuit", type=click.Path(dir_okay=False, path_type=Path), metavar="CIRCUIT.json")
+@click.option("--format", "fmt", type=click.Choice(["circuit-tracer"]), default="circuit-tracer", show_default=True,
+              help="Graph format: circuit-tracer's attribution-graph JSON (its local viewer, Neuronpedia).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="F.json",
+              help="Graph file to write; graph-metadata.json beside it lists it for the viewer.")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="RUN",
+              help="Run the circuit was found on. [default: the circuit's provenance.run]")
+@click.option("--pair", default=0, show_default=True, help="Which task pair (index into the split's pairs).")
+@click.option("--prompt", type=click.Choice(["a", "b"]), default="a", show_default=True,
+              help="Which prompt of the pair; nodes sit at its last position.")
+@click.option("--split", default="test", show_default=True, help="Task split the pair comes from.")
+@click.option("--store", type=click.Path(path_type=Path), default=None, metavar="STORE",
+              help="Activation store of the run: each node's top-activating corpus tokens go into its clerp.")
+@click.option("--top", default=3, show_default=True, help="Top-activating tokens per node (with --store).")
+@json_option
+def export_graph_cmd(circuit: Path, fmt: str, out: Path, model_dir: Path | None, pair: int, prompt: str, split: str,
+                     store: Path | None, top: int, json_: bool) -> None:
+    """Export CIRCUIT.json as a graph file another viewer opens.
+
+    \b
+    circuit-tracer: nodes are the circuit's nodes at the last position of one prompt of a task pair,
+    with their activations there; links are the circuit's edges weighted by the weights behind them,
+    plus final nodes to the answer logits. Serve the folder with circuit-tracer's local viewer:
+      python -c "from circuit_tracer.frontend import serve; serve('OUT_FOLDER', port=8032)"
+    """
+    from ..exchange.circuit_tracer import export_graph
+
+    result = export_graph(circuit, out, model_dir=model_dir, pair=pair, prompt=prompt, split=split, store=store,
+                          top=top)
+    if json_:
+        emit_json(result)
+        return
+    click.echo(f"wrote {result['graph']} ({result['nodes']} nodes, {result['links']} links; listed in "
+               f"{result['index']})")
