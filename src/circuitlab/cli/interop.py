@@ -124,3 +124,39 @@ def export_graph_cmd(circuit: Path, fmt: str, out: Path, model_dir: Path | None,
         return
     click.echo(f"wrote {result['graph']} ({result['nodes']} nodes, {result['links']} links; listed in "
                f"{result['index']})")
+
+
+@click.command("import-replication")
+@click.argument("src", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), metavar="RUN",
+              help="Run folder to write (model.safetensors, config.json, tokenizer.json).")
+@setting(ImportConfig, "tokenizer", metavar="FILE",
+         help="The model's tokenizer (a tokenizers JSON file). [default: DIR/tokenizer.json when present]")
+@setting(ImportConfig, "corpus", metavar="DIR",
+         help="Folder of .py files for ablation means and mined tasks. [default: this Python's stdlib]")
+@setting(ImportConfig, "overwrite", help="Replace an existing run folder at --out.")
+@json_option
+def import_replication_cmd(src: Path, out: Path, tokenizer: str | None, corpus: str | None, overwrite: bool,
+                           json_: bool) -> None:
+    """Turn a checkpoint of the open replication (jacobcd52/sparse_pretrain_public) into a run folder.
+
+    \b
+    DIR holds config.json (model_config, sparsity_config) and pytorch_model.bin, or, for a bridges
+    run, sparse_model.bin and bridges.bin (the bridges are not imported: they are not part of the
+    sparse model's forward pass); model.safetensors is read too. Weights are read weights-only, never
+    unpickled. Every config key maps to the model config or is listed as ignored; a setting
+    circuitlab cannot honour (resid_pre activation sparsity) is an error naming it.
+    """
+    from ..interop import import_replication
+
+    config = ImportConfig(tokenizer=tokenizer, corpus=corpus, overwrite=overwrite)
+    summary = import_replication(src, out, config, note=lambda msg: click.echo(msg, err=True))
+    if json_:
+        emit_json(summary)
+        return
+    m = summary["model"]
+    click.echo(f"wrote {summary['run']}: {m['n_layer']} layers, d_model {m['d_model']}, "
+               f"{summary['stored_values'] / 1e6:.2f}M weights from {summary['source']}/{summary['weights_file']}")
+    if summary["tokenizer"] is None:
+        click.echo("no tokenizer.json in DIR and no --tokenizer: tasks, prune and record will refuse this run "
+                   "until one is supplied", err=True)

@@ -107,7 +107,8 @@ def read_viz_data(path: str | Path) -> dict:
         raise CircuitlabError(f"{str(path)!r} holds objects other than tensors and plain containers, and "
                               f"weights-only loading refused it ({_refusal(exc)}); circuitlab never unpickles "
                               "arbitrary objects") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, IndexError, KeyError) as exc:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, IndexError, KeyError, TypeError,
+            AttributeError) as exc:  # a foreign file trips the unpickler in many ways
         raise _fail(path, f"not a readable torch file ({_refusal(exc)})") from None
     if not isinstance(data, dict) or "circuit_data" not in data or "importances" not in data:
         keys = sorted(map(str, data))[:6] if isinstance(data, dict) else type(data).__name__
