@@ -130,6 +130,12 @@ def test_bad_viz_data_is_one_line(tmp_path, run, capsys):
         viz["importances"]["beeg_model_config"], n_layer=3, d_model=64))
     write_viz_data(tmp_path / "wrong" / "viz_data.pt", wrong)
     _bad(tmp_path, run, capsys, tmp_path / "wrong" / "viz_data.pt", "another model", "n_layer=3", extra=["--task", "t"])
+    block = dict(viz)
+    pairs = [list(p) for p in viz["importances"]["pair_data"]]
+    pairs[0][0] = torch.zeros(len(pairs[0][1]) + 3, len(pairs[0][2]))
+    block["importances"] = dict(viz["importances"], pair_data=pairs)
+    write_viz_data(tmp_path / "block" / "viz_data.pt", block)
+    _bad(tmp_path, run, capsys, tmp_path / "block" / "viz_data.pt", "pair_data block", "sources", extra=["--task", "t"])
     far, _ = _viz(tmp_path / "far", run, kept={"1.mlp.post_act": [10_000]})
     _bad(tmp_path, run, capsys, far, "1.mlp.post_act:10000", "outside the run's model")
     # A location circuitlab has no node for: refused, or imported without it when asked.
@@ -140,3 +146,13 @@ def test_bad_viz_data_is_one_line(tmp_path, run, capsys):
     assert code == 0, err
     (s,) = json.loads(out)["circuits"]
     assert s["nodes"] == 1 and s["unmapped"] == ["1.resid_mid:2"] and "1.resid_mid:2" in err
+
+
+def test_node_id_lists_and_file_order(tmp_path, run):
+    from circuitlab.interop.oai_circuit import parse_viz_data
+
+    viz = make_viz_data(_beeg(read_run(run).model), {"0.attn.v": [3]})
+    viz["circuit_data"] = ["1.mlp.post_act:7", "final_resid:2", "0.attn.act_in:1"]  # a flat list of node IDs
+    oai = parse_viz_data(viz, read_run(run).model, tmp_path / "x.pt")
+    assert oai.nodes == ("1.mlp.neuron.7", "final.2", "0.attn.in.1")
+    assert oai.source_ids == ("1.mlp.post_act:7", "final_resid:2", "0.attn.act_in:1")

@@ -9,7 +9,7 @@ circuitlab's own circuits for the same task.
 Edges. The file stores only the edges inside each block (``pair_data``); its count is kept as
 ``provenance.imported_from.file_edges``. The circuit's ``edges`` and ``edge_counts`` are circuitlab's
 own count on the run's weights (weight and residual edges between kept nodes), so they compare with
-circuitlab's circuits. Figures the file does not hold (accuracy, necessity, random circuits) are null.
+circuitlab's circuits. Figures the file does not hold (accuracy, target, validations) are null.
 """
 
 from __future__ import annotations
@@ -55,8 +55,7 @@ def circuit_document(oai, *, model, run: Path, path: Path, task: str, suite: str
         "total_nodes": space.num_nodes, "loss": oai.loss, "accuracy": None, "train_loss": oai.loss,
         "target_loss": None, "reached": None, "full_model_loss": oai.full_model_loss, "full_model_accuracy": None,
         "calibration": None, "mask_nodes": len(nodes), "bisection": [],
-        "validations": {"sufficiency": oai.loss, "necessity": None, "random": None, "random_draws": [],
-                        "full_model": oai.full_model_loss, "all_ablated": None},
+        "validations": None,  # the file has the circuit's loss only (its sufficiency): that is ``loss``
         "seconds": 0.0, "nodes": nodes, "edges": edges,
         "scores": [1.0 if k_ else 0.0 for k_ in kept.tolist()], "effect_scores": False,
         "provenance": {

@@ -239,7 +239,8 @@ def _edges(pair_data: Any, path: Path) -> list[tuple[str, str, float]]:
             raise _fail(path, f"pair_data block {loc_src}->{loc_dst} is malformed")
         if w.numel() == 0:
             continue
-        if w.ndim != 2 or w.shape[0] not in (len(src), len([s for s in src if s != "bias"])) or w.shape[1] != len(dst):
+        real = len([s for s in src if s != "bias"])
+        if w.ndim != 2 or w.shape[0] not in (real, real + 1) or w.shape[1] != len(dst):  # + 1: the bias row
             raise _fail(path, f"pair_data block {loc_src}->{loc_dst} has weights {tuple(w.shape)} for "
                               f"{len(src)} sources and {len(dst)} destinations")
         for a, b in w.nonzero().tolist():
