@@ -115,7 +115,7 @@ def export_graph_cmd(circuit: Path, fmt: str, out: Path, model_dir: Path | None,
     plus final nodes to the answer logits. Serve the folder with circuit-tracer's local viewer:
       python -c "from circuit_tracer.frontend import serve; serve('OUT_FOLDER', port=8032)"
     """
-    from ..exchange.circuit_tracer import export_graph
+    from ..exchange import export_graph
 
     result = export_graph(circuit, out, model_dir=model_dir, pair=pair, prompt=prompt, split=split, store=store,
                           top=top)

@@ -8,6 +8,7 @@ optionally, an activation store:
   (``circuitlab export-graph``).
 """
 
+from .circuit_tracer import export_graph
 from .oai_circuits import import_oai_circuits
 
-__all__ = ["import_oai_circuits"]
+__all__ = ["export_graph", "import_oai_circuits"]
