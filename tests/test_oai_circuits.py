@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from circuitlab.interop.oai_circuit import circuitlab_node
 from circuitlab.train.runs import read_run
 
 from .conftest import assert_one_line_error, run_main
-from .oai_viz_layout import file_edge_count, make_viz_data, write_viz_data
+from .oai_viz_layout import OAI_SITE, file_edge_count, make_viz_data, oai_location, write_viz_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,6 +51,12 @@ def test_node_ids_map_to_circuitlab_names():
     assert circuitlab_node("final_resid:7") == "final.7"
     assert circuitlab_node("2.resid_in:3") is None and circuitlab_node("2.attn.y:3") is None
     assert circuitlab_node("2.mlp.post_act") is None
+
+
+@given(layer=st.integers(0, 63), site=st.sampled_from(sorted(OAI_SITE) + ["final"]), index=st.integers(0, 10**6))
+def test_every_node_site_round_trips(layer, site, index):
+    name = f"final.{index}" if site == "final" else f"{layer}.{site}.{index}"
+    assert circuitlab_node(f"{oai_location(layer, site)}:{index}") == name
 
 
 def test_import_view_and_compare(tmp_path, run, capsys):
