@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..config import ImportConfig
+from ..config import CircuitImportConfig, GraphExportConfig, ImportConfig
 from .options import emit_json, json_option, setting
 
 
@@ -54,17 +54,17 @@ def import_oai_cmd(src: Path, out: Path, tokenizer: str | None, corpus: str | No
               metavar="RUN", help="Run folder imported (import-oai) from the model the circuits were found on.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Folder for the circuit files, one <task>.<sweep>.<k>.json per VIZ_DATA.")
-@click.option("--task", default=None, help="Task name. [default: from the path .../<task>/<sweep>/<k>/viz_data.pt]")
-@click.option("--suite", default="python", show_default=True, help="Task suite the task belongs to.")
-@click.option("--store", type=click.Path(path_type=Path), default=None, metavar="STORE",
-              help="Also add each circuit to this activation store as method openai-<sweep>, for "
-                   "'circuitlab compare' (recorded from RUN first if it does not exist).")
-@click.option("--skip-unmapped", is_flag=True,
-              help="Import the nodes that map and list the rest, instead of refusing the file.")
-@click.option("--overwrite", is_flag=True, help="Replace existing circuit files and store results.")
+@setting(CircuitImportConfig, "task", help="Task name. [default: from the path .../<task>/<sweep>/<k>/viz_data.pt]")
+@setting(CircuitImportConfig, "suite", help="Task suite the task belongs to.")
+@setting(CircuitImportConfig, "store", metavar="STORE",
+         help="Also add each circuit to this activation store as method openai-<sweep>, for "
+              "'circuitlab compare' (recorded from RUN first if it does not exist).")
+@setting(CircuitImportConfig, "skip_unmapped",
+         help="Import the nodes that map and list the rest, instead of refusing the file.")
+@setting(CircuitImportConfig, "overwrite", help="Replace existing circuit files and store results.")
 @json_option
 def import_oai_circuit_cmd(viz_data: tuple[Path, ...], model_dir: Path, out: Path, task: str | None, suite: str,
-                           store: Path | None, skip_unmapped: bool, overwrite: bool, json_: bool) -> None:
+                           store: str | None, skip_unmapped: bool, overwrite: bool, json_: bool) -> None:
     """Turn OpenAI's released circuits (viz_data.pt files) into circuitlab circuit files on RUN.
 
     \b
@@ -77,8 +77,9 @@ def import_oai_circuit_cmd(viz_data: tuple[Path, ...], model_dir: Path, out: Pat
     """
     from ..exchange import import_oai_circuits
 
-    summaries = import_oai_circuits(list(viz_data), model_dir, out, task=task, suite=suite, store=store,
-                                    skip_unmapped=skip_unmapped, overwrite=overwrite,
+    config = CircuitImportConfig(task=task, suite=suite, store=store, skip_unmapped=skip_unmapped,
+                                 overwrite=overwrite)
+    summaries = import_oai_circuits(list(viz_data), model_dir, out, config,
                                     note=lambda msg: click.echo(msg, err=True))
     if json_:
         emit_json({"circuits": summaries})
@@ -97,13 +98,13 @@ def import_oai_circuit_cmd(viz_data: tuple[Path, ...], model_dir: Path, out: Pat
               help="Graph file to write; graph-metadata.json beside it lists it for the viewer.")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="RUN",
               help="Run the circuit was found on. [default: the circuit's provenance.run]")
-@click.option("--pair", default=0, show_default=True, help="Which task pair (index into the split's pairs).")
-@click.option("--prompt", type=click.Choice(["a", "b"]), default="a", show_default=True,
-              help="Which prompt of the pair; nodes sit at its last position.")
-@click.option("--split", default="test", show_default=True, help="Task split the pair comes from.")
+@setting(GraphExportConfig, "pair", help="Which task pair (index into the split's pairs).")
+@setting(GraphExportConfig, "prompt", type=click.Choice(["a", "b"]),
+         help="Which prompt of the pair; nodes sit at its last position.")
+@setting(GraphExportConfig, "split", help="Task split the pair comes from.")
 @click.option("--store", type=click.Path(path_type=Path), default=None, metavar="STORE",
               help="Activation store of the run: each node's top-activating corpus tokens go into its clerp.")
-@click.option("--top", default=3, show_default=True, help="Top-activating tokens per node (with --store).")
+@setting(GraphExportConfig, "top", help="Top-activating tokens per node (with --store).")
 @json_option
 def export_graph_cmd(circuit: Path, fmt: str, out: Path, model_dir: Path | None, pair: int, prompt: str, split: str,
                      store: Path | None, top: int, json_: bool) -> None:
@@ -117,8 +118,8 @@ def export_graph_cmd(circuit: Path, fmt: str, out: Path, model_dir: Path | None,
     """
     from ..exchange import export_graph
 
-    result = export_graph(circuit, out, model_dir=model_dir, pair=pair, prompt=prompt, split=split, store=store,
-                          top=top)
+    config = GraphExportConfig(pair=pair, prompt=prompt, split=split, top=top)
+    result = export_graph(circuit, out, model_dir=model_dir, store=store, config=config)
     if json_:
         emit_json(result)
         return

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..config import GraphExportConfig
 from ..errors import CircuitlabError
 from ..files import check_writable_dir, read_json, write_json
 
@@ -60,8 +61,8 @@ def _clerps(names: list[str], store: Path | None, top: int) -> dict[str, str]:
     return out
 
 
-def graph_document(circuit: dict, model, tok, info, *, slug: str, pair: int = 0, prompt: str = "a",
-                   split: str = "test", store: Path | None = None, top: int = 3) -> dict:
+def graph_document(circuit: dict, model, tok, info, *, slug: str, config: GraphExportConfig,
+                   store: Path | None = None) -> dict:
     """The circuit-tracer graph JSON of a circuit (a dict ready for ``json.dump``)."""
     import torch
 
@@ -72,6 +73,7 @@ def graph_document(circuit: dict, model, tok, info, *, slug: str, pair: int = 0,
     if space.num_nodes != circuit.get("total_nodes"):
         raise CircuitlabError(f"run {str(info.path)!r} has {space.num_nodes} nodes but the circuit's model "
                               f"{circuit.get('total_nodes')}; pass the run it was found on with --model")
+    pair, prompt, split = config.pair, config.prompt, config.split
     p, batch = _task_pair(circuit, tok, info, model, pair, split)
     row = 0 if prompt == "a" else 1
     ids = batch.ids[row: row + 1, : int(batch.last[row]) + 1]  # (1, T): the prompt, no padding
@@ -82,7 +84,7 @@ def graph_document(circuit: dict, model, tok, info, *, slug: str, pair: int = 0,
     probs = logits[0, pos].float().softmax(-1)
     target, contrast = int(batch.target[row]), int(batch.contrast[row])
     names = list(circuit["nodes"])
-    clerp = _clerps(names, store, top)
+    clerp = _clerps(names, store, config.top)
     n_layer = model.config.n_layer
 
     def node_id(name: str) -> tuple[str, str, int]:
@@ -138,19 +140,15 @@ def graph_document(circuit: dict, model, tok, info, *, slug: str, pair: int = 0,
 
 
 def export_graph(circuit_path: str | Path, out: str | Path, *, model_dir: str | Path | None = None,
-                 pair: int = 0, prompt: str = "a", split: str = "test", store: str | Path | None = None,
-                 top: int = 3) -> dict[str, Any]:
+                 store: str | Path | None = None, config: GraphExportConfig | None = None) -> dict[str, Any]:
     """Write ``out`` (circuit-tracer graph JSON) and add it to ``graph-metadata.json`` beside it."""
     from ..train.runs import load_model
     from ..view.data import read_circuit
 
+    config = config or GraphExportConfig()
     out = Path(out)
     if out.suffix.lower() != ".json":
         raise CircuitlabError(f"--out {str(out)!r} must end in .json (circuit-tracer's viewer serves <slug>.json)")
-    if prompt not in ("a", "b"):
-        raise CircuitlabError(f"--prompt {prompt!r}: choose a or b")
-    if pair < 0 or top < 0:
-        raise CircuitlabError("--pair and --top must be >= 0")
     circuit = read_circuit(circuit_path)
     run = model_dir or circuit.get("provenance", {}).get("run")
     if not run:
@@ -163,8 +161,8 @@ def export_graph(circuit_path: str | Path, out: str | Path, *, model_dir: str | 
     if not isinstance(meta, dict) or not isinstance(meta.get("graphs"), list):
         raise CircuitlabError(f"{str(index)!r} is not circuit-tracer's graph index; choose another --out folder")
     model, tok, info = load_model(run)  # the prompt needs the run's tokenizer
-    doc = graph_document(circuit, model, tok, info, slug=out.stem, pair=pair, prompt=prompt, split=split,
-                         store=Path(store) if store is not None else None, top=top)
+    doc = graph_document(circuit, model, tok, info, slug=out.stem, config=config,
+                         store=Path(store) if store is not None else None)
     write_json(out, doc)
     entry = {k: v for k, v in doc["metadata"].items() if k != "info"}
     meta["graphs"] = [g for g in meta["graphs"] if g.get("slug") != entry["slug"]] + [entry]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..config import CircuitImportConfig
 from ..errors import CircuitlabError
 from ..files import check_writable_dir, sha256_file, write_json
 from ..interop.oai_circuit import LOSS_NOTE, SOURCE_FORMAT, parse_viz_data, read_viz_data
@@ -72,14 +73,15 @@ def circuit_document(oai, *, model, run: Path, path: Path, task: str, suite: str
     }
 
 
-def import_oai_circuits(paths: list[str | Path], run: str | Path, out: str | Path, *, task: str | None = None,
-                        suite: str = "python", store: str | Path | None = None, skip_unmapped: bool = False,
-                        overwrite: bool = False, note=None) -> list[dict]:
+def import_oai_circuits(paths: list[str | Path], run: str | Path, out: str | Path,
+                        config: CircuitImportConfig | None = None, note=None) -> list[dict]:
     """Import each ``viz_data.pt`` in ``paths`` onto ``run``; write ``out/<task>.<sweep>.<k>.json``.
 
-    Returns one summary per file. With ``store``, each circuit is added to it as ``openai-<sweep>``."""
+    Returns one summary per file. With ``config.store``, each circuit is added to it as ``openai-<sweep>``."""
     from ..train.runs import load_model
 
+    config = config or CircuitImportConfig()
+    task, suite, store, overwrite = config.task, config.suite, config.store, config.overwrite
     run, out = Path(run), Path(out)
     if not paths:
         raise CircuitlabError("pass at least one viz_data.pt")
@@ -93,7 +95,7 @@ def import_oai_circuits(paths: list[str | Path], run: str | Path, out: str | Pat
         if t is None:
             raise CircuitlabError(f"{str(p)!r}: the task is not in the path (<task>/<sweep>/<k>/viz_data.pt); "
                                   "pass --task")
-        oai = parse_viz_data(data, info.model, p, run=str(run), skip_unmapped=skip_unmapped)
+        oai = parse_viz_data(data, info.model, p, run=str(run), skip_unmapped=config.skip_unmapped)
         doc = circuit_document(oai, model=model, run=run.resolve(), path=p, task=t, suite=suite,
                                sweep=sweep or "circuit", k=k or str(len(oai.nodes)))
         target = out / f"{t}.{sweep or 'circuit'}.{k or len(oai.nodes)}.json"
