@@ -61,6 +61,14 @@ def _clerps(names: list[str], store: Path | None, top: int) -> dict[str, str]:
     return out
 
 
+def _node(node_id: str, feature: int, layer: str, pos: int, kind: str, js_id: str, clerp: str, *,
+          activation: float | None = None, prob: float = 0.0, target: bool = False) -> dict:
+    """One entry of ``nodes[]`` with every field of circuit-tracer's ``Node``."""
+    return {"node_id": node_id, "feature": feature, "layer": layer, "ctx_idx": pos, "feature_type": kind,
+            "token_prob": prob, "is_target_logit": target, "run_idx": 0, "reverse_ctx_idx": 0, "jsNodeId": js_id,
+            "clerp": clerp, "influence": None, "activation": activation}
+
+
 def graph_document(circuit: dict, model, tok, info, *, slug: str, config: GraphExportConfig,
                    store: Path | None = None) -> dict:
     """The circuit-tracer graph JSON of a circuit (a dict ready for ``json.dump``)."""
@@ -97,23 +105,16 @@ def graph_document(circuit: dict, model, tok, info, *, slug: str, config: GraphE
         nid, layer, i = node_id(n)
         ids_of[n] = nid
         a = float(acts[i])
-        nodes.append({"node_id": nid, "feature": i, "layer": layer, "ctx_idx": pos, "feature_type": FEATURE_TYPE,
-                      "token_prob": 0.0, "is_target_logit": False, "run_idx": 0, "reverse_ctx_idx": 0,
-                      "jsNodeId": f"{layer}_{i}-0", "clerp": clerp[n],
-                      "influence": None, "activation": a if math.isfinite(a) else None})
+        nodes.append(_node(nid, i, layer, pos, FEATURE_TYPE, f"{layer}_{i}-0", clerp[n],
+                           activation=a if math.isfinite(a) else None))
     last_token = int(ids[0, pos])
-    nodes.append({"node_id": f"E_{last_token}_{pos}", "feature": pos, "layer": "E", "ctx_idx": pos,
-                  "feature_type": "embedding", "token_prob": 0.0, "is_target_logit": False, "run_idx": 0,
-                  "reverse_ctx_idx": 0, "jsNodeId": f"E_{last_token}-{pos}", "clerp": tok.decode([last_token]),
-                  "influence": None, "activation": None})
+    nodes.append(_node(f"E_{last_token}_{pos}", pos, "E", pos, "embedding", f"E_{last_token}-{pos}",
+                       tok.decode([last_token])))
     logit_layer = str(n_layer + 1)
     for vocab, is_target in ((target, True), (contrast, False)):
-        text = tok.decode([vocab])
-        nodes.append({"node_id": f"{logit_layer}_{vocab}_{pos}", "feature": vocab, "layer": logit_layer,
-                      "ctx_idx": pos, "feature_type": "logit", "token_prob": float(probs[vocab]),
-                      "is_target_logit": is_target, "run_idx": 0, "reverse_ctx_idx": 0,
-                      "jsNodeId": f"L_{vocab}-{pos}", "clerp": f'Output "{text}" (p={float(probs[vocab]):.3f})',
-                      "influence": None, "activation": None})
+        prob = float(probs[vocab])
+        nodes.append(_node(f"{logit_layer}_{vocab}_{pos}", vocab, logit_layer, pos, "logit", f"L_{vocab}-{pos}",
+                           f'Output "{tok.decode([vocab])}" (p={prob:.3f})', prob=prob, target=is_target))
     edges = [tuple(e) for e in circuit.get("edges", []) if e[0] in ids_of and e[1] in ids_of]
     weights = edge_weights(model, space, [(space.index(s), space.index(d)) for s, d in edges])
     links = [{"source": ids_of[s], "target": ids_of[d], "weight": w} for (s, d), w in zip(edges, weights, strict=True)
