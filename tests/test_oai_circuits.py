@@ -97,10 +97,11 @@ def test_import_view_and_compare(tmp_path, run, capsys):
     # view: the page draws the imported circuit on the run.
     page = tmp_path / "page.html"
     code, out, err = run_main(["view", tmp_path / "c" / "bracket_counting.prune_v2.17.json", "--out", page,
-                               "--ablation-pairs", "0", "--json"], capsys)
+                               "--store", store, "--ablation-pairs", "0", "--json"], capsys)
     assert code == 0, err
     result = json.loads(out)
     assert result["nodes"] == len(EXPECTED) and page.stat().st_size > 1000
+    assert set(result["methods"]) == {"openai-prune_v2", "openai-prune_v4"}  # the other one from the store
 
 
 def _bad(tmp_path, run, capsys, path, *needles, extra=()):
