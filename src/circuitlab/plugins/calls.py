@@ -3,8 +3,8 @@
 circuitlab builds every schedule, mask and objective through ``build_schedule``, ``build_mask`` and
 ``build_objective``. They return thin wrappers with the protocol's methods that check each result
 (``density_at`` in (0, 1], a scalar objective, a ``gate`` of shape (num_nodes,), a ``state_dict``
-of tensors, ...). An exception raised inside the plugin, or a result that breaks the contract,
-becomes a ``PluginError``::
+of tensors, ...). An exception raised inside the plugin (any ``BaseException`` but ``KeyboardInterrupt``:
+``sys.exit()`` too), or a result that breaks the contract, becomes a ``PluginError``::
 
     plugin 'dist' (sparsity 'random_fixed'): density_at(120) returned 0.0; it must be in (0, 1]
 
@@ -48,14 +48,20 @@ def calling(entry: Entry, what: str) -> Iterator[None]:
     """Turn an exception raised inside the plugin's ``what`` (e.g. ``"density_at(120)"``) into a PluginError."""
     try:
         yield
-    except PluginError:
+    except (PluginError, KeyboardInterrupt):
         raise
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit included: a plugin must not end circuitlab
         if raise_plugin_errors():
             raise
-        raise PluginError(f"{entry.label}: {what} raised {one_line(f'{type(exc).__name__}: {exc}')}; set "
-                          f"{RAISE_ENV}=1 for the traceback", plugin=entry.plugin, kind=entry.kind,
-                          name=entry.name) from None
+        raise PluginError(f"{entry.label}: {what} {what_happened(exc)}; set {RAISE_ENV}=1 for the traceback",
+                          plugin=entry.plugin, kind=entry.kind, name=entry.name) from None
+
+
+def what_happened(exc: BaseException) -> str:
+    """``raised ValueError: ...``, or ``called sys.exit(7)`` for a SystemExit."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return f"raised {one_line(f'{type(exc).__name__}: {exc}')}"
 
 
 def accepts(factory: Any, keyword: str) -> bool:
