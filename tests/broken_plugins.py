@@ -237,6 +237,12 @@ RUN_TIME = """
             raise SystemExit(8)
 
 
+    class ExitingLr(Mask):
+        @property
+        def lr(self):
+            raise SystemExit(9)
+
+
     class ExitingMaskFactory(Mask):
         def __init__(self, num_nodes, generator=None):
             import sys
@@ -278,6 +284,7 @@ RUN_TIME = """
         register("vector_penalty", VectorPenalty)
         register("exiting_gate", ExitingGate)
         register("exiting_factory", ExitingMaskFactory)
+        register("exiting_lr", ExitingLr)
 
 
     @hookimpl

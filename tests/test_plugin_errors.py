@@ -219,6 +219,7 @@ def test_tasks_given_twice_is_an_error_and_run_help_lists_gmp(capsys):
 @pytest.mark.parametrize(("pruner", "objective", "message"), [
     ("heaviside", "exiting", "(objective 'exiting'): objective(logits"),
     ("exiting_gate", "binary_ce", "(pruner 'exiting_gate'): gate() called sys.exit(8)"),
+    ("exiting_lr", "binary_ce", "(pruner 'exiting_lr'): its attribute lr called sys.exit(9)"),
     ("exiting_factory", "binary_ce", "(pruner 'exiting_factory'): factory(num_nodes=..., generator=...) called "
                                      "sys.exit('no mask today')"),
 ])

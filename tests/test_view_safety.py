@@ -295,3 +295,9 @@ def test_old_and_newer_documents_still_read(tmp_path, capsys):
     code, _, err = run_main(["view", "--bench", tmp_path, "--out", tmp_path / "view" / "index.html"], capsys)
     assert code == 0, err
     assert "0 of 1 circuits reached" in (tmp_path / "view" / "index.html").read_text()
+
+
+def test_a_non_finite_figure_from_the_store_is_null_on_the_page():
+    data = {"circuit": {"task": "t"}, "methods": [{"label": "m", "loss": float("nan"), "scores": {"final.0": 1e400}}]}
+    block = circuit_page(data).split('id="circuit-data">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(block)["methods"][0] == {"label": "m", "loss": None, "scores": {"final.0": None}}

@@ -64,6 +64,18 @@ def what_happened(exc: BaseException) -> str:
     return f"raised {one_line(f'{type(exc).__name__}: {exc}')}"
 
 
+def _attribute(entry: Entry, obj: Any, name: str) -> Any:
+    """``obj.name``: a missing attribute stays an AttributeError (``getattr(x, name, default)`` works), and
+    a property of the plugin's that raises anything else is a PluginError like any other call."""
+    try:
+        return getattr(obj, name)
+    except (AttributeError, PluginError, KeyboardInterrupt):
+        raise
+    except BaseException:
+        with calling(entry, f"its attribute {name}"):
+            raise
+
+
 def accepts(factory: Any, keyword: str) -> bool:
     """Whether ``factory`` takes the keyword argument ``keyword`` (by name, or through ``**kwargs``)."""
     try:
@@ -104,7 +116,7 @@ class CheckedSchedule:
         self.entry, self.inner = entry, inner
 
     def __getattr__(self, name: str) -> Any:  # anything beyond the protocol: the plugin's own attributes
-        return getattr(self.inner, name)
+        return _attribute(self.entry, self.inner, name)
 
     def density_at(self, step: int) -> float:
         with calling(self.entry, f"density_at({step})"):
@@ -216,10 +228,11 @@ class CheckedMask:
 
     def __init__(self, entry: Entry, inner: Any, num_nodes: int):
         self.entry, self.inner, self.num_nodes = entry, inner, num_nodes
-        self.score_only = bool(getattr(inner, "score_only", False))
+        with calling(entry, "its score_only attribute"):
+            self.score_only = bool(getattr(inner, "score_only", False))
 
     def __getattr__(self, name: str) -> Any:
-        value = getattr(self.inner, name)
+        value = _attribute(self.entry, self.inner, name)
         if name in MASK_DEFAULTS and not _valid_default(name, value):
             raise violation(self.entry, f"its {name} is {value!r}; it must be {MASK_DEFAULTS[name]}")
         return value
@@ -297,7 +310,8 @@ def build_mask(entry: Entry, *, num_nodes: int, generator: Any, device: Any = No
     if device is not None and accepts(entry.factory, "device"):
         kwargs["device"] = device
     mask = build(entry, f"factory({', '.join(f'{k}=...' for k in kwargs)})", **kwargs)
-    score_only = bool(getattr(mask, "score_only", False))
+    with calling(entry, "its score_only attribute"):
+        score_only = bool(getattr(mask, "score_only", False))
     missing = _missing(mask, SCORER_METHODS if score_only else MASK_METHODS)
     if missing:
         kind = "a score-only mask (score_only = True)" if score_only else "a mask"

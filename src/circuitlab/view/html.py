@@ -43,8 +43,20 @@ def csp(script: str | None, style: str) -> str:
 
 
 def embed_json(obj) -> str:
-    """JSON safe inside a <script> element: no ``</script>``, no ``<!--``."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c").replace(">", "\\u003e")
+    """JSON safe inside a <script> element: no ``</script>``, no ``<!--``; a non-finite number (a store
+    attribute, an activation) is null, which the page shows as n/a."""
+    return json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False).replace("<", "\\u003c").replace(
+        ">", "\\u003e")
+
+
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 @cache
