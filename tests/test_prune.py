@@ -252,7 +252,7 @@ def test_plugin_doc_examples_work_end_to_end():
     c = prune_task(model, make_batch(64, 1), make_batch(32, 2), means, PruneConfig(pruner="ste", objective="margin"),
                    task="planted", mask_entry=mask_entry, objective_entry=objective_entry)
     assert c.reached and c.loss <= 0.15
-    assert len(set(c.nodes) ^ PLANTED) <= 2
+    assert len(set(c.node_names) ^ PLANTED) <= 2
     assert [p["name"] for p in c.provenance["plugins"]] == ["ste", "margin"]
 
 

@@ -11,3 +11,8 @@ Modules:
 It takes a ``PruneConfig`` and returns ``Circuit`` records; it never imports the store
 (``circuitlab.jobs`` joins the two). torch is imported inside these modules' functions.
 """
+
+
+from .. import _callable_module  # noqa: E402  (circuitlab.prune(...) is the API function: docs/api.md)
+
+_callable_module(__name__)

@@ -4,17 +4,29 @@
 ``L.site.I`` / ``final.I`` (``circuitlab.nodes``); edges are ``[source, destination]`` name pairs
 (``circuitlab.prune.edges``). Losses follow the task-loss convention of ``circuitlab.tasks``
 (binary CE per prompt, mean over both prompts of every pair).
+
+For notebooks (docs/api.md), a ``Circuit`` is also a pair of tables (``nodes``, ``edges``: pandas
+DataFrames), a networkx graph (``to_networkx``), a file (``save``, ``Circuit.load``) and, in Jupyter,
+the circuit page of ``circuitlab view`` (``_repr_html_``). The page is built by ``circuitlab.view``,
+a layer above this one: it installs its renderer in ``HTML_RENDERER`` when imported.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from ..errors import CircuitlabError
+
 CIRCUIT_KIND = "circuitlab-circuit"
+#: Sites whose channels write the residual stream: their edges to later reads are residual edges.
+RESIDUAL_WRITES = ("attn.out", "mlp.out")
+#: The HTML of a circuit's page for Jupyter, ``(circuit document) -> str``; ``circuitlab.view`` sets it.
+HTML_RENDERER: Callable[[dict], str] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -41,8 +53,10 @@ class Circuit:
     method: str  # "<pruner>/<objective>"
     kept: Any = attrs.field(eq=False, repr=False)  # bool tensor (num_nodes,)
     scores: Any = attrs.field(eq=False, repr=False)  # float tensor (num_nodes,), higher = kept longer
-    nodes: tuple[str, ...] = attrs.field(repr=False)
-    edges: tuple[tuple[str, str], ...] = attrs.field(repr=False)
+    # Kept node names and (source, destination) edges; read them as ``node_names``/``edge_pairs``, or as
+    # the tables ``nodes``/``edges``. The constructor takes them as ``nodes=`` and ``edges=``.
+    _nodes: tuple[str, ...] = attrs.field(repr=False, converter=tuple)
+    _edges: tuple[tuple[str, str], ...] = attrs.field(repr=False, converter=lambda es: tuple(map(tuple, es)))
     node_count: int
     edge_counts: dict = attrs.field(eq=False)  # {"weight", "residual", "total"}
     total_nodes: int  # nodes in the model
@@ -66,6 +80,134 @@ class Circuit:
     @property
     def edge_count(self) -> int:
         return int(self.edge_counts["total"])
+
+    @property
+    def qualname(self) -> str:
+        """``suite:task``, as ``--tasks`` names it."""
+        return f"{self.suite}:{self.task}" if self.suite else self.task
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        """The kept nodes' names, in the model's forward order."""
+        return self._nodes
+
+    @property
+    def edge_pairs(self) -> tuple[tuple[str, str], ...]:
+        """The edges as (source, destination) node names."""
+        return self._edges
+
+    @property
+    def nodes(self):
+        """The kept nodes as a pandas DataFrame: name, layer (``final`` has none), site, index, and score
+        (the pruner's score: higher was kept longer; empty when the node layout is unknown)."""
+        import pandas as pd
+
+        rows = [(n, *node_parts(n)) for n in self._nodes]
+        index_of = self._index_of()
+        return pd.DataFrame({
+            "name": pd.Series([r[0] for r in rows], dtype="string"),
+            "layer": pd.Series([r[1] for r in rows], dtype="Int64"),
+            "site": pd.Series([r[2] for r in rows], dtype="string"),
+            "index": pd.Series([r[3] for r in rows], dtype="int64"),
+            "score": pd.Series([float(self.scores[index_of[n]]) if index_of else float("nan") for n in self._nodes],
+                               dtype="float64"),
+        })
+
+    @property
+    def edges(self):
+        """The edges as a pandas DataFrame: source, destination, and kind (``weight``: a nonzero weight
+        between the two; ``residual``: a residual write read by a later sublayer; docs/pruning.md)."""
+        import pandas as pd
+
+        return pd.DataFrame({
+            "source": pd.Series([a for a, _ in self._edges], dtype="string"),
+            "destination": pd.Series([b for _, b in self._edges], dtype="string"),
+            "kind": pd.Series([edge_kind(a) for a, _ in self._edges], dtype="string"),
+        })
+
+    def _index_of(self) -> dict[str, int]:
+        """Each kept node's flat index, from ``kept`` (empty when it is unknown)."""
+        if self.kept is None or self.scores is None:
+            return {}
+        flat = [int(i) for i in self.kept.nonzero().flatten().tolist()]
+        return dict(zip(self._nodes, flat, strict=True)) if len(flat) == len(self._nodes) else {}
+
+    def to_networkx(self):
+        """The circuit as a ``networkx.DiGraph``: one node per kept node (attributes layer, site, index,
+        score) and one edge per circuit edge (attribute kind)."""
+        import networkx as nx
+
+        g = nx.DiGraph(task=self.task, suite=self.suite, method=self.method, loss=self.loss)
+        index_of = self._index_of()
+        for n in self._nodes:
+            layer, site, index = node_parts(n)
+            g.add_node(n, layer=layer, site=site, index=index,
+                       score=float(self.scores[index_of[n]]) if index_of else None)
+        for a, b in self._edges:
+            g.add_edge(a, b, kind=edge_kind(a))
+        return g
+
+    def save(self, path: str | Path) -> Path:
+        """Write the circuit's JSON (``to_json``) to ``path`` atomically and return the path. An existing
+        circuit file there is replaced; any other existing file is left alone (an error)."""
+        from ..files import write_json
+
+        path = Path(path)
+        if path.exists() and not _is_circuit_file(path):
+            raise CircuitlabError(f"{str(path)!r} exists and is not a circuit file; save to another path, "
+                                  "or remove it first")
+        write_json(path, self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, run: str | Path | None = None) -> Circuit:
+        """Read a circuit file written by ``save``, ``circuitlab prune`` or ``run``.
+
+        ``kept`` and the node scores need the model's node layout: it is read from ``run`` (a run folder),
+        else from the run the circuit names (``provenance.run``), when that folder is there; otherwise
+        ``kept`` is None and the score column of ``nodes`` is empty."""
+        from ..files import read_json
+
+        doc = read_json(path, "circuit")
+        if not isinstance(doc, dict) or doc.get("kind") != CIRCUIT_KIND:
+            raise CircuitlabError(f"{str(path)!r} is not a circuit (no kind={CIRCUIT_KIND!r}); pass a circuit "
+                                  "file written by Circuit.save, 'circuitlab prune' or 'circuitlab run'")
+        return cls.from_json(doc, run=run)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], *, run: str | Path | None = None) -> Circuit:
+        """The ``Circuit`` of a JSON document (``to_json``); see ``load`` for ``run``."""
+        import torch
+
+        try:
+            v = doc["validations"]
+            scores = torch.tensor(doc["scores"], dtype=torch.float32)
+            kept = _kept(doc, run)
+            return cls(
+                task=doc["task"], suite=doc.get("suite", ""), method=doc["method"], kept=kept, scores=scores,
+                nodes=doc["nodes"], edges=doc["edges"], node_count=doc["node_count"],
+                edge_counts=dict(doc["edge_counts"]), total_nodes=doc["total_nodes"], loss=doc["loss"],
+                accuracy=doc["accuracy"], train_loss=doc["train_loss"], target_loss=doc["target_loss"],
+                reached=doc["reached"], full_model_loss=doc["full_model_loss"],
+                full_model_accuracy=doc["full_model_accuracy"], calibration=doc.get("calibration"),
+                bisection=tuple(tuple(x) for x in doc["bisection"]), mask_nodes=doc["mask_nodes"],
+                validations=Validations(sufficiency=v["sufficiency"], necessity=v["necessity"], random=v["random"],
+                                        random_draws=tuple(v["random_draws"]), full_model=v["full_model"],
+                                        all_ablated=v["all_ablated"]),
+                seconds=doc["seconds"], provenance=doc.get("provenance", {}),
+                effect_scores=doc.get("effect_scores", False))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CircuitlabError(f"circuit document for task {doc.get('task')!r} is incomplete or malformed "
+                                  f"({type(exc).__name__}: {exc}); write it again with 'circuitlab prune'") from None
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view of a circuit: the page of ``circuitlab view``, inline (``HTML_RENDERER``)."""
+        if HTML_RENDERER is None:  # only when circuitlab.view was never imported
+            import html
+
+            return (f"<pre>{html.escape(repr(self))}</pre><p>import circuitlab.view (or use circuitlab.load / "
+                    "circuitlab.prune) to see the circuit page</p>")
+        return HTML_RENDERER(self.to_json())
 
     def row(self) -> dict[str, Any]:
         """The summary row printed by ``circuitlab prune/run`` (and their ``--json`` task entries)."""
@@ -93,8 +235,8 @@ class Circuit:
             "bisection": [list(x) for x in self.bisection],
             "validations": self.validations.to_json(),
             "seconds": self.seconds,
-            "nodes": list(self.nodes),
-            "edges": [list(e) for e in self.edges],
+            "nodes": list(self._nodes),
+            "edges": [list(e) for e in self._edges],
             "scores": [_round(float(s)) for s in self.scores.tolist()],
             "effect_scores": self.effect_scores,
             "provenance": self.provenance,
@@ -107,6 +249,49 @@ class Circuit:
         path = Path(folder) / f"{self.task}.json"
         write_json(path, self.to_json())
         return path
+
+
+def node_parts(name: str) -> tuple[int | None, str, int]:
+    """(layer, site, index) of ``L.site.I`` or ``final.I`` (layer None for final)."""
+    head, _, idx = name.rpartition(".")
+    if head == "final":
+        return None, "final", int(idx)
+    layer, _, site = head.partition(".")
+    return int(layer), site, int(idx)
+
+
+def edge_kind(source: str) -> str:
+    """``residual`` for an edge out of a residual write, else ``weight`` (``circuitlab.prune.edges``)."""
+    return "residual" if node_parts(source)[1] in RESIDUAL_WRITES else "weight"
+
+
+def _is_circuit_file(path: Path) -> bool:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("kind") == CIRCUIT_KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _kept(doc: dict[str, Any], run: str | Path | None):
+    """The kept mask (bool tensor) of a circuit document, from the node layout of its run; None when the
+    run is not there."""
+    import torch
+
+    from ..model.nodes import NodeSpace
+    from ..train.runs import read_run
+
+    folder = run if run is not None else (doc.get("provenance") or {}).get("run")
+    if folder is None or (run is None and not Path(folder, "config.json").exists()):
+        return None
+    space = NodeSpace.from_config(read_run(folder).model)
+    if space.num_nodes != doc["total_nodes"]:
+        raise CircuitlabError(f"run {str(folder)!r} has {space.num_nodes} nodes but the circuit's model "
+                              f"{doc['total_nodes']}; pass the run it was pruned from")
+    kept = torch.zeros(space.num_nodes, dtype=torch.bool)
+    kept[[space.index(n) for n in doc["nodes"]]] = True
+    return kept
 
 
 def circuit_row(doc: dict[str, Any]) -> dict[str, Any]:
