@@ -35,7 +35,10 @@ def __getattr__(name: str):
     if name in _API_NAMES or name in _CALLABLE_MODULES:
         from . import api  # the only import of the facade; pyproject's import contracts ignore this edge
 
-        return getattr(api, name) if name in _API_NAMES else sys.modules[f"{__name__}.{name}"]
+        if name in _API_NAMES:
+            return getattr(api, name)
+        if f"{__name__}.{name}" in sys.modules:  # absent only while the API itself imports it
+            return sys.modules[f"{__name__}.{name}"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

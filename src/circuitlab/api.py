@@ -23,6 +23,11 @@ from typing import Any
 
 import attrs
 
+# circuitlab.tasks, .prune and .compare are loaded with the API: calling one of them calls the function here.
+from . import compare as _compare_module  # noqa: F401
+from . import prune as _prune_module  # noqa: F401
+from . import tasks as _tasks_module  # noqa: F401
+from . import view  # noqa: F401  (installs the page a Circuit shows in Jupyter: prune.circuit.HTML_RENDERER)
 from .config import PruneConfig, RecordConfig
 from .errors import CircuitlabError, UnknownNameError
 from .prune.circuit import Circuit

@@ -7,7 +7,7 @@ script and styles in ``static/``. Layer: above ``jobs`` (it reads circuits, runs
 
 from __future__ import annotations
 
-import html
+from html import escape
 from pathlib import Path
 
 from ..config import ViewConfig
@@ -35,7 +35,7 @@ def circuit_html(circuit: dict, *, store: str | Path | None = None, model_dir: s
     element ids stay out of the notebook's, two circuits on one notebook page do not collide, and its
     Content-Security-Policy still forbids every fetch. ``sandbox`` lets its script run and nothing else."""
     page = circuit_page(page_data(circuit, store=store, model_dir=model_dir, config=config))
-    return (f'<iframe class="circuitlab-circuit" sandbox="allow-scripts" srcdoc="{html.escape(page, quote=True)}" '
+    return (f'<iframe class="circuitlab-circuit" sandbox="allow-scripts" srcdoc="{escape(page, quote=True)}" '
             f'style="width: 100%; height: {int(height)}px; border: 1px solid #d0d7de; border-radius: 6px">'
             "</iframe>")
 
