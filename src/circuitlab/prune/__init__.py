@@ -6,6 +6,7 @@ Modules:
 - ``search``: mask optimisation, ranking, bisection to a target loss, calibration (``prune_task``);
 - ``edges``: edge counting and edge lists between kept nodes;
 - ``circuit``: the ``Circuit`` record, its JSON form and the validations;
+- ``circuit_file``: a ``Circuit`` back from its JSON file (``Circuit.load``);
 - ``pipeline``: ``prune_model(run, PruneConfig, out)``, every selected task of one run.
 
 It takes a ``PruneConfig`` and returns ``Circuit`` records; it never imports the store

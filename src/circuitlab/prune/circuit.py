@@ -151,9 +151,10 @@ class Circuit:
         """Write the circuit's JSON (``to_json``) to ``path`` atomically and return the path. An existing
         circuit file there is replaced; any other existing file is left alone (an error)."""
         from ..files import write_json
+        from .circuit_file import is_circuit_file
 
         path = Path(path)
-        if path.exists() and not _is_circuit_file(path):
+        if path.exists() and not is_circuit_file(path):
             raise CircuitlabError(f"{str(path)!r} exists and is not a circuit file; save to another path, "
                                   "or remove it first")
         write_json(path, self.to_json())
@@ -177,28 +178,9 @@ class Circuit:
     @classmethod
     def from_json(cls, doc: dict[str, Any], *, run: str | Path | None = None) -> Circuit:
         """The ``Circuit`` of a JSON document (``to_json``); see ``load`` for ``run``."""
-        import torch
+        from .circuit_file import circuit_from_json
 
-        try:
-            v = doc["validations"]
-            scores = torch.tensor(doc["scores"], dtype=torch.float32)
-            kept = _kept(doc, run)
-            return cls(
-                task=doc["task"], suite=doc.get("suite", ""), method=doc["method"], kept=kept, scores=scores,
-                nodes=doc["nodes"], edges=doc["edges"], node_count=doc["node_count"],
-                edge_counts=dict(doc["edge_counts"]), total_nodes=doc["total_nodes"], loss=doc["loss"],
-                accuracy=doc["accuracy"], train_loss=doc["train_loss"], target_loss=doc["target_loss"],
-                reached=doc["reached"], full_model_loss=doc["full_model_loss"],
-                full_model_accuracy=doc["full_model_accuracy"], calibration=doc.get("calibration"),
-                bisection=tuple(tuple(x) for x in doc["bisection"]), mask_nodes=doc["mask_nodes"],
-                validations=Validations(sufficiency=v["sufficiency"], necessity=v["necessity"], random=v["random"],
-                                        random_draws=tuple(v["random_draws"]), full_model=v["full_model"],
-                                        all_ablated=v["all_ablated"]),
-                seconds=doc["seconds"], provenance=doc.get("provenance", {}),
-                effect_scores=doc.get("effect_scores", False))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CircuitlabError(f"circuit document for task {doc.get('task')!r} is incomplete or malformed "
-                                  f"({type(exc).__name__}: {exc}); write it again with 'circuitlab prune'") from None
+        return circuit_from_json(cls, doc, run)
 
     def _repr_html_(self) -> str:
         """Jupyter's view of a circuit: the page of ``circuitlab view``, inline (``HTML_RENDERER``)."""
@@ -263,35 +245,6 @@ def node_parts(name: str) -> tuple[int | None, str, int]:
 def edge_kind(source: str) -> str:
     """``residual`` for an edge out of a residual write, else ``weight`` (``circuitlab.prune.edges``)."""
     return "residual" if node_parts(source)[1] in RESIDUAL_WRITES else "weight"
-
-
-def _is_circuit_file(path: Path) -> bool:
-    import json
-
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("kind") == CIRCUIT_KIND
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _kept(doc: dict[str, Any], run: str | Path | None):
-    """The kept mask (bool tensor) of a circuit document, from the node layout of its run; None when the
-    run is not there."""
-    import torch
-
-    from ..model.nodes import NodeSpace
-    from ..train.runs import read_run
-
-    folder = run if run is not None else (doc.get("provenance") or {}).get("run")
-    if folder is None or (run is None and not Path(folder, "config.json").exists()):
-        return None
-    space = NodeSpace.from_config(read_run(folder).model)
-    if space.num_nodes != doc["total_nodes"]:
-        raise CircuitlabError(f"run {str(folder)!r} has {space.num_nodes} nodes but the circuit's model "
-                              f"{doc['total_nodes']}; pass the run it was pruned from")
-    kept = torch.zeros(space.num_nodes, dtype=torch.bool)
-    kept[[space.index(n) for n in doc["nodes"]]] = True
-    return kept
 
 
 def circuit_row(doc: dict[str, Any]) -> dict[str, Any]:
