@@ -15,6 +15,7 @@ import circuitlab
 from circuitlab.errors import CircuitlabError, UnknownNameError
 
 from .conftest import run_main
+from .test_view import browser  # noqa: F401  (the headless Chromium fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "python:if_equals"
@@ -184,6 +185,30 @@ def test_record_and_compare_two_pruners(model, circuit, tmp_path):
     with pytest.raises(CircuitlabError, match="two circuits of one method and task"):
         circuitlab.compare(store, circuit, circuit, overwrite=True)
     assert circuitlab.compare(store).pairs.equals(result.pairs)  # the store alone: what is stored
+
+
+def test_the_inline_page_draws_the_circuit_in_chromium(circuit, browser, tmp_path):  # noqa: F811
+    """What Jupyter shows for a circuit (``circuit_html``, which ``_repr_html_`` returns): the page of
+    'circuitlab view' in a sandboxed iframe; it draws every node and edge and fetches nothing."""
+    from circuitlab.config import ViewConfig
+    from circuitlab.view import circuit_html
+
+    out = tmp_path / "notebook.html"
+    inline = circuit_html(circuit.to_json(), config=ViewConfig(ablation_pairs=2))
+    out.write_text(f"<!doctype html><html><body><h1>a notebook cell</h1>{inline}</body></html>")
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("console", lambda m: requests.append(f"console: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: requests.append(f"page error: {e}"))
+    page.goto(out.resolve().as_uri())
+    frame = page.frame_locator("iframe.circuitlab-circuit")
+    assert frame.locator("#graph circle.node").count() == circuit.node_count > 0
+    assert frame.locator("#graph path.edge").count() == circuit.edge_count
+    assert circuit.task in frame.locator("h1").inner_text()
+    assert page.locator("h1").inner_text() == "a notebook cell"  # the page's styles and ids stay inside
+    assert requests == [out.resolve().as_uri()], requests
+    page.close()
 
 
 @pytest.mark.slow

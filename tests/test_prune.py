@@ -186,7 +186,7 @@ def test_prune_task_with_other_objectives_is_reproducible(objective):
     cfg = PruneConfig(pruner="sigmoid", objective=objective, steps=15, target_loss=10.0, seed=3)
     a = prune_task(m, tr, te, means, cfg, task="t")
     b = prune_task(m, tr, te, means, cfg, task="t")
-    assert a.nodes == b.nodes and a.loss == b.loss and a.reached
+    assert a.node_names == b.node_names and a.loss == b.loss and a.reached
     assert a.edge_counts["total"] == len(a.edges)
     assert a.provenance["plugins"][1]["name"] == objective
 
