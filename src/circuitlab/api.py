@@ -102,8 +102,9 @@ class TaskSkipped(CircuitlabError):
     def __init__(self, task: str, record: Any):
         self.task = task
         self.record = record
-        self.reason = record["reason"] if isinstance(record, dict) else getattr(record, "reason", str(record))
-        hint = " (pass min_accuracy=0 to prune it anyway)" if "below" in self.reason else ""
+        field = record.get if isinstance(record, dict) else lambda name: getattr(record, name, None)
+        self.reason = field("reason") or str(record)
+        hint = " (pass min_accuracy=0 to prune it anyway)" if field("verdict") == "unsolved" else ""
         super().__init__(f"task {task!r} is not pruned: {self.reason}{hint}")
 
 
