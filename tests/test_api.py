@@ -4,7 +4,6 @@ notebook. The tutorial notebook is executed in an ipykernel (nbclient) as a user
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -152,19 +151,23 @@ def test_a_circuit_whose_run_is_gone_loads_without_its_layout(circuit, tmp_path)
         circuitlab.compare(tmp_path / "store", back)
 
 
-def test_an_imported_run_without_tokenizer_loads_for_logits(tiny_run, tmp_path):
+def test_an_imported_checkpoint_without_tokenizer_loads_for_logits(tmp_path):
+    """A real 'circuitlab import-oai' of an OpenAI-format checkpoint, imported without a tokenizer."""
     import torch
 
-    run = tmp_path / "no-tokenizer"
-    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("tokenizer.json", "node_means.safetensors"))
+    from .test_oai_import import WITH_SINK_AND_POS, _import
+
+    run, _ = _import(tmp_path, WITH_SINK_AND_POS)
     m = circuitlab.load(run)
-    assert m.tokenizer is None and "no tokenizer (logits only)" in repr(m)
+    assert m.tokenizer is None and "imported" in repr(m) and "no tokenizer (logits only)" in repr(m)
     with torch.no_grad():
         logits = m.model(torch.zeros(1, 5, dtype=torch.long))
     logits = logits[0] if isinstance(logits, tuple) else logits
-    assert logits.shape[-1] == m.config.vocab_size
-    with pytest.raises(CircuitlabError, match="tokenizer.json"):
-        circuitlab.prune(m, TASK, **FAST)
+    assert logits.shape == (1, 5, WITH_SINK_AND_POS["vocab_size"]) and torch.isfinite(logits).all()
+    for needs_text in (lambda: circuitlab.prune(m, TASK, **FAST), lambda: circuitlab.tasks("python", model=m),
+                       lambda: circuitlab.record(m, tmp_path / "store")):
+        with pytest.raises(CircuitlabError, match="no tokenizer.json.*--tokenizer"):
+            needs_text()
 
 
 def test_record_and_compare_two_pruners(model, circuit, tmp_path):
