@@ -251,7 +251,7 @@ def compare(store: PathLike, *circuits: Circuit, overwrite: bool = False) -> Com
 
 
 # ----------------------------------------------------------------------------------------------------
-# Helpers
+# Internals
 
 
 def _info(model: LoadedModel | PathLike) -> RunInfo:
