@@ -7,6 +7,7 @@ Modules:
 - ``edges``: edge counting and edge lists between kept nodes;
 - ``circuit``: the ``Circuit`` record, its JSON form and the validations;
 - ``circuit_file``: a ``Circuit`` back from its JSON file (``Circuit.load``);
+- ``circuit_tables``: a ``Circuit`` as pandas tables and a networkx graph;
 - ``pipeline``: ``prune_model(run, PruneConfig, out)``, every selected task of one run.
 
 It takes a ``PruneConfig`` and returns ``Circuit`` records; it never imports the store

@@ -14,6 +14,7 @@ a layer above this one: it installs its renderer in ``HTML_RENDERER`` when impor
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,6 @@ import attrs
 from ..errors import CircuitlabError
 
 CIRCUIT_KIND = "circuitlab-circuit"
-#: Sites whose channels write the residual stream: their edges to later reads are residual edges.
-RESIDUAL_WRITES = ("attn.out", "mlp.out")
 #: The HTML of a circuit's page for Jupyter, ``(circuit document) -> str``; ``circuitlab.view`` sets it.
 HTML_RENDERER: Callable[[dict], str] | None = None
 
@@ -100,52 +99,24 @@ class Circuit:
     def nodes(self):
         """The kept nodes as a pandas DataFrame: name, layer (``final`` has none), site, index, and score
         (the pruner's score: higher was kept longer; empty when the node layout is unknown)."""
-        import pandas as pd
+        from .circuit_tables import node_table
 
-        rows = [(n, *node_parts(n)) for n in self._nodes]
-        index_of = self._index_of()
-        return pd.DataFrame({
-            "name": pd.Series([r[0] for r in rows], dtype="string"),
-            "layer": pd.Series([r[1] for r in rows], dtype="Int64"),
-            "site": pd.Series([r[2] for r in rows], dtype="string"),
-            "index": pd.Series([r[3] for r in rows], dtype="int64"),
-            "score": pd.Series([float(self.scores[index_of[n]]) if index_of else float("nan") for n in self._nodes],
-                               dtype="float64"),
-        })
+        return node_table(self)
 
     @property
     def edges(self):
         """The edges as a pandas DataFrame: source, destination, and kind (``weight``: a nonzero weight
         between the two; ``residual``: a residual write read by a later sublayer; docs/pruning.md)."""
-        import pandas as pd
+        from .circuit_tables import edge_table
 
-        return pd.DataFrame({
-            "source": pd.Series([a for a, _ in self._edges], dtype="string"),
-            "destination": pd.Series([b for _, b in self._edges], dtype="string"),
-            "kind": pd.Series([edge_kind(a) for a, _ in self._edges], dtype="string"),
-        })
-
-    def _index_of(self) -> dict[str, int]:
-        """Each kept node's flat index, from ``kept`` (empty when it is unknown)."""
-        if self.kept is None or self.scores is None:
-            return {}
-        flat = [int(i) for i in self.kept.nonzero().flatten().tolist()]
-        return dict(zip(self._nodes, flat, strict=True)) if len(flat) == len(self._nodes) else {}
+        return edge_table(self)
 
     def to_networkx(self):
         """The circuit as a ``networkx.DiGraph``: one node per kept node (attributes layer, site, index,
         score) and one edge per circuit edge (attribute kind)."""
-        import networkx as nx
+        from .circuit_tables import graph
 
-        g = nx.DiGraph(task=self.task, suite=self.suite, method=self.method, loss=self.loss)
-        index_of = self._index_of()
-        for n in self._nodes:
-            layer, site, index = node_parts(n)
-            g.add_node(n, layer=layer, site=site, index=index,
-                       score=float(self.scores[index_of[n]]) if index_of else None)
-        for a, b in self._edges:
-            g.add_edge(a, b, kind=edge_kind(a))
-        return g
+        return graph(self)
 
     def save(self, path: str | Path) -> Path:
         """Write the circuit's JSON (``to_json``) to ``path`` atomically and return the path. An existing
@@ -173,6 +144,7 @@ class Circuit:
         if not isinstance(doc, dict) or doc.get("kind") != CIRCUIT_KIND:
             raise CircuitlabError(f"{str(path)!r} is not a circuit (no kind={CIRCUIT_KIND!r}); pass a circuit "
                                   "file written by Circuit.save, 'circuitlab prune' or 'circuitlab run'")
+        CircuitDocument.from_json(doc, str(path))  # a key that does not fit: one line naming the file and key
         return cls.from_json(doc, run=run)
 
     @classmethod
@@ -233,18 +205,80 @@ class Circuit:
         return path
 
 
-def node_parts(name: str) -> tuple[int | None, str, int]:
-    """(layer, site, index) of ``L.site.I`` or ``final.I`` (layer None for final)."""
-    head, _, idx = name.rpartition(".")
-    if head == "final":
-        return None, "final", int(idx)
-    layer, _, site = head.partition(".")
-    return int(layer), site, int(idx)
+#: A node name: ``LAYER.SITE.INDEX`` (a block site of ``config.BLOCK_SITES``) or ``final.INDEX``.
+NODE_NAME = re.compile(r"(?:\d{1,4}\.(?:attn|mlp)\.[a-z]+|final)\.\d{1,9}")
 
 
-def edge_kind(source: str) -> str:
-    """``residual`` for an edge out of a residual write, else ``weight`` (``circuitlab.prune.edges``)."""
-    return "residual" if node_parts(source)[1] in RESIDUAL_WRITES else "weight"
+def _node_names(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    from ..config import BLOCK_SITES
+
+    names = value if attribute.name == "nodes" else [n for e in value for n in e]
+    for i, name in enumerate(names):
+        known = NODE_NAME.fullmatch(name) and (name.startswith("final.") or
+                                               name.split(".", 1)[1].rpartition(".")[0] in BLOCK_SITES)
+        if not known:
+            where = f"nodes[{i}]" if attribute.name == "nodes" else f"edges[{i // 2}][{i % 2}]"
+            raise ValueError(f"key {where!r}: {name[:60]!r} is not a node name (LAYER.SITE.INDEX such as "
+                             "0.mlp.neuron.5, or final.INDEX)")
+
+
+def _is_circuit(kind: str) -> None:
+    if kind != CIRCUIT_KIND:
+        raise ValueError(f"key 'kind' is {kind[:60]!r}; a circuit file has kind {CIRCUIT_KIND!r}")
+
+
+@attrs.frozen(kw_only=True)
+class CircuitProvenance:
+    """What a reader of a circuit file uses of its provenance (the rest is kept, unread)."""
+
+    run: str | None = None  # the run folder the circuit was pruned from
+    ablation: str | None = None
+    prune_config: PruneSettings | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PruneSettings:
+    """The settings of ``provenance.prune_config`` a reader uses (the rest is kept, unread)."""
+
+    ablation: str | None = None
+    mine_from: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CircuitDocument:
+    """The schema of a circuit file (``Circuit.to_json``), as it is read back: ``from_json`` checks a
+    parsed document against it. Only ``kind``, ``task``, ``method`` and ``nodes`` are required, so
+    files of earlier versions read; keys it does not name are ignored, so files of later ones do."""
+
+    kind: str = attrs.field(validator=lambda _i, _a, kind: _is_circuit(kind))
+    task: str
+    method: str
+    nodes: list[str] = attrs.field(validator=_node_names)
+    suite: str | None = None
+    edges: list[tuple[str, str]] = attrs.field(factory=list, validator=_node_names)
+    scores: list[float] = attrs.field(factory=list)
+    node_count: int | None = None
+    edge_count: int | None = None
+    edge_counts: dict[str, int] | None = None
+    total_nodes: int | None = None
+    loss: float | None = None
+    accuracy: float | None = None
+    train_loss: float | None = None
+    target_loss: float | None = None
+    reached: bool | None = None
+    full_model_loss: float | None = None
+    full_model_accuracy: float | None = None
+    validations: Validations | None = None
+    effect_scores: bool = False
+    provenance: CircuitProvenance = attrs.field(factory=CircuitProvenance)
+
+    @classmethod
+    def from_json(cls, doc: Any, source: str = "circuit") -> CircuitDocument:
+        """``doc`` checked against the schema; one ``CircuitlabError`` naming ``source`` and the key if it does
+        not fit."""
+        from ..documents import structure
+
+        return structure(doc, cls, what="circuit", source=source)
 
 
 def circuit_row(doc: dict[str, Any]) -> dict[str, Any]:
