@@ -37,7 +37,7 @@ from .train.runs import RunInfo
 PathLike = str | os.PathLike
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, eq=False)  # one loaded model is equal only to itself
 class LoadedModel:
     """A finished run folder in memory: the model (eval mode), its tokenizer (None for an imported
     checkpoint without one: logits only) and the run's ``RunInfo`` (configs and provenance)."""
