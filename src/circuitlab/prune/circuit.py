@@ -81,11 +81,6 @@ class Circuit:
         return int(self.edge_counts["total"])
 
     @property
-    def qualname(self) -> str:
-        """``suite:task``, as ``--tasks`` names it."""
-        return f"{self.suite}:{self.task}" if self.suite else self.task
-
-    @property
     def node_names(self) -> tuple[str, ...]:
         """The kept nodes' names, in the model's forward order."""
         return self._nodes
