@@ -193,3 +193,8 @@ def plot_edges(result: dict[str, Any], png: str | os.PathLike) -> Path:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return png
+
+
+from . import _callable_module  # noqa: E402  (circuitlab.compare(...) is the API function: docs/api.md)
+
+_callable_module(__name__)

@@ -70,7 +70,7 @@ def _store_adder(store: Path, info, config: PruneConfig, out: Path, overwrite: b
     def add(circuit) -> None:
         add_method_result(store, method=config.method, task=circuit.task, scores=circuit.scores, kept=circuit.kept,
                           loss=circuit.loss, edges=circuit.edge_count, nodes=circuit.node_count,
-                          provenance=circuit.provenance, edge_list=[list(e) for e in circuit.edges],
+                          provenance=circuit.provenance, edge_list=[list(e) for e in circuit.edge_pairs],
                           run=info.path, overwrite=overwrite)
 
     def add_finished(doc: dict) -> None:

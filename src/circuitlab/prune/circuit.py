@@ -4,17 +4,28 @@
 ``L.site.I`` / ``final.I`` (``circuitlab.nodes``); edges are ``[source, destination]`` name pairs
 (``circuitlab.prune.edges``). Losses follow the task-loss convention of ``circuitlab.tasks``
 (binary CE per prompt, mean over both prompts of every pair).
+
+For notebooks (docs/api.md), a ``Circuit`` is also a pair of tables (``nodes``, ``edges``: pandas
+DataFrames), a networkx graph (``to_networkx``), a file (``save``, ``Circuit.load``) and, in Jupyter,
+the circuit page of ``circuitlab view`` (``_repr_html_``). The page is built by ``circuitlab.view``,
+a layer above this one: it installs its renderer in ``HTML_RENDERER`` when imported.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from ..errors import CircuitlabError
+
 CIRCUIT_KIND = "circuitlab-circuit"
+#: The HTML of a circuit's page for Jupyter, ``(circuit document) -> str``; ``circuitlab.view`` sets it.
+HTML_RENDERER: Callable[[dict], str] | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -41,8 +52,10 @@ class Circuit:
     method: str  # "<pruner>/<objective>"
     kept: Any = attrs.field(eq=False, repr=False)  # bool tensor (num_nodes,)
     scores: Any = attrs.field(eq=False, repr=False)  # float tensor (num_nodes,), higher = kept longer
-    nodes: tuple[str, ...] = attrs.field(repr=False)
-    edges: tuple[tuple[str, str], ...] = attrs.field(repr=False)
+    # Kept node names and (source, destination) edges; read them as ``node_names``/``edge_pairs``, or as
+    # the tables ``nodes``/``edges``. The constructor takes them as ``nodes=`` and ``edges=``.
+    _nodes: tuple[str, ...] = attrs.field(repr=False, converter=tuple)
+    _edges: tuple[tuple[str, str], ...] = attrs.field(repr=False, converter=lambda es: tuple(map(tuple, es)))
     node_count: int
     edge_counts: dict = attrs.field(eq=False)  # {"weight", "residual", "total"}
     total_nodes: int  # nodes in the model
@@ -66,6 +79,84 @@ class Circuit:
     @property
     def edge_count(self) -> int:
         return int(self.edge_counts["total"])
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        """The kept nodes' names, in the model's forward order."""
+        return self._nodes
+
+    @property
+    def edge_pairs(self) -> tuple[tuple[str, str], ...]:
+        """The edges as (source, destination) node names."""
+        return self._edges
+
+    @property
+    def nodes(self):
+        """The kept nodes as a pandas DataFrame: name, layer (``final`` has none), site, index, and score
+        (the pruner's score: higher was kept longer; empty when the node layout is unknown)."""
+        from .circuit_tables import node_table
+
+        return node_table(self)
+
+    @property
+    def edges(self):
+        """The edges as a pandas DataFrame: source, destination, and kind (``weight``: a nonzero weight
+        between the two; ``residual``: a residual write read by a later sublayer; docs/pruning.md)."""
+        from .circuit_tables import edge_table
+
+        return edge_table(self)
+
+    def to_networkx(self):
+        """The circuit as a ``networkx.DiGraph``: one node per kept node (attributes layer, site, index,
+        score) and one edge per circuit edge (attribute kind)."""
+        from .circuit_tables import graph
+
+        return graph(self)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the circuit's JSON (``to_json``) to ``path`` atomically and return the path. An existing
+        circuit file there is replaced; any other existing file is left alone (an error)."""
+        from ..files import write_json
+        from .circuit_file import is_circuit_file
+
+        path = Path(path)
+        if path.exists() and not is_circuit_file(path):
+            raise CircuitlabError(f"{str(path)!r} exists and is not a circuit file; save to another path, "
+                                  "or remove it first")
+        write_json(path, self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, run: str | Path | None = None) -> Circuit:
+        """Read a circuit file written by ``save``, ``circuitlab prune`` or ``run``.
+
+        ``kept`` and the node scores need the model's node layout: it is read from ``run`` (a run folder),
+        else from the run the circuit names (``provenance.run``), when that folder is there; otherwise
+        ``kept`` is None and the score column of ``nodes`` is empty."""
+        from ..files import read_json
+
+        doc = read_json(path, "circuit")
+        if not isinstance(doc, dict) or doc.get("kind") != CIRCUIT_KIND:
+            raise CircuitlabError(f"{str(path)!r} is not a circuit (no kind={CIRCUIT_KIND!r}); pass a circuit "
+                                  "file written by Circuit.save, 'circuitlab prune' or 'circuitlab run'")
+        CircuitDocument.from_json(doc, str(path))  # a key that does not fit: one line naming the file and key
+        return cls.from_json(doc, run=run)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any], *, run: str | Path | None = None) -> Circuit:
+        """The ``Circuit`` of a JSON document (``to_json``); see ``load`` for ``run``."""
+        from .circuit_file import circuit_from_json
+
+        return circuit_from_json(cls, doc, run)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's view of a circuit: the page of ``circuitlab view``, inline (``HTML_RENDERER``)."""
+        if HTML_RENDERER is None:  # only when circuitlab.view was never imported
+            import html
+
+            return (f"<pre>{html.escape(repr(self))}</pre><p>import circuitlab.view (or use circuitlab.load / "
+                    "circuitlab.prune) to see the circuit page</p>")
+        return HTML_RENDERER(self.to_json())
 
     def row(self) -> dict[str, Any]:
         """The summary row printed by ``circuitlab prune/run`` (and their ``--json`` task entries)."""
@@ -93,8 +184,8 @@ class Circuit:
             "bisection": [list(x) for x in self.bisection],
             "validations": self.validations.to_json(),
             "seconds": self.seconds,
-            "nodes": list(self.nodes),
-            "edges": [list(e) for e in self.edges],
+            "nodes": list(self._nodes),
+            "edges": [list(e) for e in self._edges],
             "scores": [_round(float(s)) for s in self.scores.tolist()],
             "effect_scores": self.effect_scores,
             "provenance": self.provenance,
@@ -107,6 +198,82 @@ class Circuit:
         path = Path(folder) / f"{self.task}.json"
         write_json(path, self.to_json())
         return path
+
+
+#: A node name: ``LAYER.SITE.INDEX`` (a block site of ``config.BLOCK_SITES``) or ``final.INDEX``.
+NODE_NAME = re.compile(r"(?:\d{1,4}\.(?:attn|mlp)\.[a-z]+|final)\.\d{1,9}")
+
+
+def _node_names(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    from ..config import BLOCK_SITES
+
+    names = value if attribute.name == "nodes" else [n for e in value for n in e]
+    for i, name in enumerate(names):
+        known = NODE_NAME.fullmatch(name) and (name.startswith("final.") or
+                                               name.split(".", 1)[1].rpartition(".")[0] in BLOCK_SITES)
+        if not known:
+            where = f"nodes[{i}]" if attribute.name == "nodes" else f"edges[{i // 2}][{i % 2}]"
+            raise ValueError(f"key {where!r}: {name[:60]!r} is not a node name (LAYER.SITE.INDEX such as "
+                             "0.mlp.neuron.5, or final.INDEX)")
+
+
+def _is_circuit(kind: str) -> None:
+    if kind != CIRCUIT_KIND:
+        raise ValueError(f"key 'kind' is {kind[:60]!r}; a circuit file has kind {CIRCUIT_KIND!r}")
+
+
+@attrs.frozen(kw_only=True)
+class CircuitProvenance:
+    """What a reader of a circuit file uses of its provenance (the rest is kept, unread)."""
+
+    run: str | None = None  # the run folder the circuit was pruned from
+    ablation: str | None = None
+    prune_config: PruneSettings | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PruneSettings:
+    """The settings of ``provenance.prune_config`` a reader uses (the rest is kept, unread)."""
+
+    ablation: str | None = None
+    mine_from: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CircuitDocument:
+    """The schema of a circuit file (``Circuit.to_json``), as it is read back: ``from_json`` checks a
+    parsed document against it. Only ``kind``, ``task``, ``method`` and ``nodes`` are required, so
+    files of earlier versions read; keys it does not name are ignored, so files of later ones do."""
+
+    kind: str = attrs.field(validator=lambda _i, _a, kind: _is_circuit(kind))
+    task: str
+    method: str
+    nodes: list[str] = attrs.field(validator=_node_names)
+    suite: str | None = None
+    edges: list[tuple[str, str]] = attrs.field(factory=list, validator=_node_names)
+    scores: list[float] = attrs.field(factory=list)
+    node_count: int | None = None
+    edge_count: int | None = None
+    edge_counts: dict[str, int] | None = None
+    total_nodes: int | None = None
+    loss: float | None = None
+    accuracy: float | None = None
+    train_loss: float | None = None
+    target_loss: float | None = None
+    reached: bool | None = None
+    full_model_loss: float | None = None
+    full_model_accuracy: float | None = None
+    validations: Validations | None = None
+    effect_scores: bool = False
+    provenance: CircuitProvenance = attrs.field(factory=CircuitProvenance)
+
+    @classmethod
+    def from_json(cls, doc: Any, source: str = "circuit") -> CircuitDocument:
+        """``doc`` checked against the schema; one ``CircuitlabError`` naming ``source`` and the key if it does
+        not fit."""
+        from ..documents import structure
+
+        return structure(doc, cls, what="circuit", source=source)
 
 
 def circuit_row(doc: dict[str, Any]) -> dict[str, Any]:
