@@ -177,8 +177,8 @@ def test_prune_pipeline_runs_the_nonsense_control_with_task_mean_ablation(tiny_r
 
 def test_cmd_ranks_mask_keep_logits_like_cpr_and_attribution_scores_by_magnitude(tiny_run: Path):
     """MIB's CMD ranks items by |score|. For a mask's keep-logits that ranks the most strongly pruned nodes
-    first (a constant CMD of 0.749 in the session-5 standard bench), so there the absolute curve is the
-    signed one; attribution scores (signed effects) keep MIB's absolute ranking."""
+    first (a constant CMD of 0.749 in benchmarks/results/standard-7-tasks-hardconcrete), so there the
+    absolute curve is the signed one; attribution scores (signed effects) keep MIB's absolute ranking."""
     import torch
 
     from circuitlab.model.nodes import NodeSpace

@@ -41,7 +41,7 @@ def prune_options(min_accuracy: float):
                 help="What a pruned node is replaced by: its mean over corpus tokens, zero, or its mean over "
                      "the task's own train prompts."),
         setting(PruneConfig, "freeze_norm",
-                help="Fix the final RMSNorm scale to the unpruned model's (paper-spec §6.2 control)."),
+                help="Fix the final RMSNorm scale to the unpruned model's (the LayerNorm-cheat control of Drori 2026)."),
         setting(PruneConfig, "nonsense",
                 help="Control: prune the nonsense version of each task (the same prompts, the two answers "
                      "assigned at random per pair); the accuracy gate still uses the real pairs."),

@@ -1,4 +1,4 @@
-"""The prune layer (paper-spec §3): node ablation, mask search and bisection, edges, circuit records.
+"""The prune layer (Gao et al. 2025, §2.2, A.5): node ablation, mask search and bisection, edges, circuit records.
 
 Modules:
 - ``ablation``: node means over corpus tokens (cached in the run folder), the ablation hook;
