@@ -243,7 +243,7 @@ def test_prune_record_and_top_accept_an_imported_run(tiny_run, small_corpus, tmp
 @pytest.fixture
 def toy_registry(monkeypatch):
     reg = plugins.make_registry(extra_plugins=(ToyPlugin,), entrypoints=False)
-    monkeypatch.setattr(plugins.manager, "_registry", reg)
+    monkeypatch.setattr(plugins.registry, "_registry", reg)
     yield reg
 
 

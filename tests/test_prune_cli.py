@@ -54,7 +54,7 @@ class ToyPlugin:
 @pytest.fixture
 def toy_registry(monkeypatch):
     reg = plugins.make_registry(extra_plugins=(ToyPlugin,), entrypoints=False)
-    monkeypatch.setattr(plugins.manager, "_registry", reg)
+    monkeypatch.setattr(plugins.registry, "_registry", reg)
     yield reg
 
 
@@ -213,7 +213,7 @@ class ChattyPlugin:
 
 
 def test_json_stdout_holds_only_the_document_when_a_plugin_prints(monkeypatch, capsys):
-    monkeypatch.setattr(plugins.manager, "_registry",
+    monkeypatch.setattr(plugins.registry, "_registry",
                         plugins.make_registry(extra_plugins=(ChattyPlugin,), entrypoints=False))
     code, out, err = run_main(["tasks", "--suite", "chatty", "--json"], capsys)
     assert code == 0, err

@@ -27,7 +27,7 @@ TARGETS = {"heaviside": "0.6", "sigmoid": "0.75"}
 def toy():
     """The toy suite of test_prune_cli (digits after "print("), registered for this module's tests."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(plugins.manager, "_registry", plugins.make_registry(extra_plugins=(ToyPlugin,), entrypoints=False))
+        mp.setattr(plugins.registry, "_registry", plugins.make_registry(extra_plugins=(ToyPlugin,), entrypoints=False))
         yield
 
 

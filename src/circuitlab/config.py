@@ -257,7 +257,7 @@ class PruneConfig:
 
     @property
     def method(self) -> str:
-        """The label of this pruner and objective in stores and comparisons."""
+        """The label of this pruner and objective in stores, circuits and comparisons."""
         return self.pruner if self.objective == "binary_ce" else f"{self.pruner}+{self.objective}"
 
 

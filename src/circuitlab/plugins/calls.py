@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import PluginError
 from .loading import RAISE_ENV, one_line, raise_plugin_errors
-from .manager import Entry
+from .registry import Entry
 
 #: dtypes a schedule's state may hold: what safetensors stores (no object arrays, no complex numbers).
 STATE_DTYPES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32", "float64")
