@@ -38,11 +38,12 @@ def _listing(reg: Any) -> dict[str, Any]:
 def _print_listing(doc: dict[str, Any]) -> None:
     from .. import plugins
 
+    width = max([16] + [len(i["use"]) for rec in doc["plugins"] for items in rec["registered"].values() for i in items])
     for rec in doc["plugins"]:
         click.echo(f"{rec['plugin']}  ({rec['dist']} {rec['version']})")
         for kind, items in rec["registered"].items():
             for item in items:
-                click.echo(f"  {plugins.KIND_LABELS[kind]:<22} {item['use']:<16} {item['summary']}")
+                click.echo(f"  {plugins.KIND_LABELS[kind]:<22} {item['use']:<{width}} {item['summary']}")
     for s in doc["skipped"]:
         click.echo(f"{s['plugin']}  ({s['dist']})  SKIPPED {s['kind']} {s['name']!r}: {s['reason']}")
     for c in doc["conflicts"]:

@@ -13,9 +13,10 @@ Problems with one registration never take the registry down:
 - a name that is not a lowercase slug, or a factory that is not callable, skips that entry;
 - a name a built-in already has: the short name means the built-in, the plugin's entry is reachable
   qualified (one warning line says so);
-- a name two distributions register: the short name is refused with one line listing both qualified
-  names, and each is usable qualified;
-- a name one plugin registers twice is unusable, short and qualified, until the plugin is fixed.
+- a name two distributions register: using the short name is an error listing both qualified names,
+  and each is usable qualified (no warning while the short name is not used);
+- a name one plugin registers twice is unusable, short and qualified, until the plugin is fixed (one
+  warning line).
 
 ``circuitlab plugins`` shows the failures, the skipped entries and the conflicts.
 """
@@ -143,8 +144,9 @@ class Registry:
             if staged is not None:
                 for entry in staged:
                     self._add(entry)
-        for (kind, name) in self.conflicts:
-            logger.warning(f"circuitlab: {self.conflict_message(kind, name)}")
+        for (kind, name), entries in self.conflicts.items():  # two distributions: both usable qualified, no warning
+            if len({e.qualname for e in entries}) < len(entries):
+                logger.warning(f"circuitlab: {self.conflict_message(kind, name)}")
 
     def _hooks(self) -> Iterator[tuple[str, str]]:
         """(kind, hook name) of every hook a name can be registered through, the old names included."""
@@ -227,8 +229,8 @@ class Registry:
             e = entries[0]
             return (f"{label} is registered {len(entries)} times by the same plugin {e.plugin!r} ({e.dist} "
                     f"{e.version}); the name is unusable until the plugin registers it once")
-        who = " and by ".join(dict.fromkeys(f"plugin {e.plugin!r} ({e.dist} {e.version})" for e in entries))
-        usable = [q for q in dict.fromkeys(e.qualname for e in entries) if q in self.qualified[kind]]
+        who = " and by ".join(sorted({f"plugin {e.plugin!r} ({e.dist} {e.version})" for e in entries}))
+        usable = sorted({e.qualname for e in entries} & set(self.qualified[kind]))
         write = f"write {' or '.join(repr(q) for q in usable)}" if usable else "none of them is usable"
         return f"{label} is registered by {who}; the short name is ambiguous: {write}"
 
