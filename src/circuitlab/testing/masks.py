@@ -1,4 +1,4 @@
-"""``check_mask``: a mask parameterization against ``protocols.NodeMask`` (or ``NodeScorer``), on a tiny model.
+"""``check_mask``: a pruner against ``protocols.PrunerMask`` (or ``PrunerScorer``), on a tiny model.
 
 A tiny GPT, a tiny task cut from real code (each prompt's right token is the token that really comes
 next; the contrast is the other prompt's), and the real pruning code: ``train_mask`` for optimised
@@ -99,7 +99,7 @@ def _check_members(entry: Entry, bench: MaskBench) -> str:
     for name in ("lr", "steps", "penalty_coef"):
         getattr(mask, name, None)  # the wrapper checks the optional defaults
     if mask.score_only:
-        return "score-only (NodeScorer): no parameters, gate or penalty to check"
+        return "score-only (PrunerScorer): no parameters, gate or penalty to check"
     params = mask.parameters()
     mask.gate()
     penalty = mask.penalty()
