@@ -48,7 +48,7 @@ DEMO ?= out/view-demo
 DEMO_PRESET ?= small
 DEMO_TASKS ?= python:else_elif,single_double_quote
 DEMO_PRUNERS ?= heaviside hardconcrete
-DEMO_CIRCUIT ?= else_elif
+DEMO_CIRCUIT ?= python.else_elif
 
 $(DEMO)/model/model.safetensors: $(STAMP)
 	$(BIN)/circuitlab train --preset $(DEMO_PRESET) --sparsity topk --out $(DEMO)/model --quiet \

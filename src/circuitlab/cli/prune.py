@@ -22,7 +22,7 @@ def _one_tasks_spec(ctx: click.Context, param: click.Parameter, value: tuple[str
     """``--tasks`` given twice used to keep only the last value, silently; now it is an error."""
     if len(value) > 1:
         raise click.BadParameter(f"given {len(value)} times ({', '.join(repr(v) for v in value)}); pass it once: "
-                                 "one suite, or SUITE:task,task for several tasks of one suite", ctx=ctx, param=param)
+                                 "a comma-separated list, e.g. mined:mined_quote,python:else_elif", ctx=ctx, param=param)
     return value[0] if value else None
 
 
@@ -30,11 +30,13 @@ def prune_options(min_accuracy: float):
     """The options shared by ``prune`` and ``run`` (``--min-accuracy`` defaults differ)."""
     return options(
         click.option("--pruner", type=RegistryName("pruner"), required=True,
-                     help="Mask parameterization: heaviside (the paper's), hardconcrete, sigmoid, or a plugin's."),
+                     help="Pruner: heaviside (the paper's), hardconcrete, sigmoid, or a plugin's (NAME or DIST:NAME)."),
         click.option("--objective", type=RegistryName("objective"), default=PruneConfig().objective,
-                     show_default=True, help="Pruning objective: binary_ce (the paper's), kl, logit_diff, or a plugin's."),
-        click.option("--tasks", "tasks", multiple=True, callback=_one_tasks_spec, metavar="SUITE|SUITE:task,task",
-                     help="Tasks to prune: one suite, or tasks of one suite. [default: every task of every suite]"),
+                     show_default=True, help="Pruning objective: binary_ce (the paper's), kl, logit_diff, or a plugin's (NAME "
+                                                  "or DIST:NAME)."),
+        click.option("--tasks", "tasks", multiple=True, callback=_one_tasks_spec, metavar="SUITE[:TASK],...",
+                     help="Tasks to prune: a comma-separated list of SUITE, SUITE:TASK and DIST:SUITE[:TASK] "
+                          "(e.g. mined:mined_quote,python:else_elif,if_equals). [default: every task of every suite]"),
         setting(PruneConfig, "target_loss", help="Task loss (binary CE per prompt) the circuit must reach on the "
                                                  "train pairs."),
         setting(PruneConfig, "ablation", type=click.Choice(ABLATIONS),
