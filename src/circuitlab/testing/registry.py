@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from .. import plugins
 from ..errors import UnknownNameError
-from .masks import check_mask
+from .masks import check_pruner
 from .objectives import check_objective
 from .report import CheckReport
 from .schedules import check_schedule
@@ -14,7 +14,7 @@ from .suites import check_suite
 
 #: The check function of each plugin kind.
 CHECKS: dict[str, Callable[..., CheckReport]] = {
-    "sparsity": check_schedule, "pruner": check_mask, "objective": check_objective, "suite": check_suite,
+    "sparsity": check_schedule, "pruner": check_pruner, "objective": check_objective, "suite": check_suite,
 }
 
 
