@@ -170,7 +170,7 @@ def prune_cmd(model_dir, store, overwrite, json_, out, **settings):
     config = prune_config(settings)
     info = read_run(model_dir)
     if out is None:
-        out = info.path / "pruned" / f"{config.pruner}-{config.objective}"
+        out = info.path / "pruned" / f"{config.pruner}-{config.objective}".replace(":", ".")  # DIST:NAME names
     summary = prune_job(info.path, config, out, store=store, overwrite=overwrite)
     if json_:
         emit_json(summary)
