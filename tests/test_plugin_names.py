@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from circuitlab import hookimpl, plugins
 from circuitlab.errors import CircuitlabError, UnknownNameError
@@ -181,3 +183,28 @@ def test_both_for_while_tasks_land_in_files_store_and_comparison(tiny_run, tmp_p
     assert sorted(p.name for p in group.iterdir() if not p.name.startswith(".")) == [
         "loops:for_while", "python:for_while", "zarr.json"]
     assert list_methods(store) == both
+
+
+SLUG = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+DIST = st.from_regex(r"[A-Za-z][A-Za-z0-9._-]{0,8}[A-Za-z0-9]", fullmatch=True)
+
+
+@given(dist=st.none() | DIST, suite=SLUG, task=SLUG)
+def test_a_task_key_reads_back_from_its_file_name(dist, suite, task):
+    from circuitlab.plugins.loading import normalise
+    from circuitlab.prune.circuit import circuit_file_stem, task_key
+
+    key = task_key(suite if dist is None else f"{normalise(dist)}:{suite}", task)
+    stem = circuit_file_stem(key)
+    assert ":" not in stem and stem.replace(".", ":") == key
+
+
+def test_old_method_labels_and_mib_names():
+    from circuitlab.bench.mib import _mib_task
+    from circuitlab.view.data import store_label
+
+    # Circuit files written before the one label said "pruner/objective".
+    assert [store_label(m) for m in ("hardconcrete/binary_ce", "hardconcrete/kl", "hardconcrete+kl", "ste")] == [
+        "hardconcrete", "hardconcrete+kl", "hardconcrete+kl", "ste"]
+    keys = {"loops:for_while", "python:for_while", "python:else_elif"}
+    assert [_mib_task(k, keys) for k in sorted(keys)] == ["loops-for-while", "else-elif", "python-for-while"]
