@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGIN_PA
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]' \
 		$(addprefix -e ,$(PLUGIN_PACKAGES) $(TEST_PLUGIN_PACKAGES))
+	$(BIN)/python -m pip install --quiet --no-deps 'circuit-tracer==0.5.0'  # its graph schema and viewer only
 	touch $(STAMP)
 
 run: $(STAMP)

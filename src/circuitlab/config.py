@@ -285,6 +285,27 @@ class ImportConfig:
 
 
 @attrs.frozen(kw_only=True)
+class CircuitImportConfig:
+    """How ``circuitlab import-oai-circuit`` turns released ``viz_data.pt`` circuits into circuit files."""
+
+    task: str | None = None  # None: from the path .../<task>/<sweep>/<k>/viz_data.pt
+    suite: str = "python"  # the suite the task belongs to
+    store: str | None = None  # also add each circuit to this activation store (method openai-<sweep>)
+    skip_unmapped: bool = False  # import the nodes that map and list the rest, instead of refusing the file
+    overwrite: bool = False  # replace existing circuit files and store results
+
+
+@attrs.frozen(kw_only=True)
+class GraphExportConfig:
+    """What ``circuitlab export-graph`` puts into a circuit-tracer graph."""
+
+    pair: int = attrs.field(default=0, validator=at_least(0))  # which task pair of the split
+    prompt: str = attrs.field(default="a", validator=one_of(("a", "b")))  # which prompt of the pair
+    split: str = "test"  # task split the pair comes from
+    top: int = attrs.field(default=3, validator=at_least(0))  # top-activating corpus tokens per node (with a store)
+
+
+@attrs.frozen(kw_only=True)
 class ViewConfig:
     """What ``circuitlab view`` computes into a circuit page."""
 
