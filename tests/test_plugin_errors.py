@@ -64,7 +64,7 @@ def test_load_time_failures_are_one_warning_line_each(load_time_path: Path):
     assert {s["plugin"] for s in doc["skipped"]} == {"circuitlab-badname"}
     assert [(s["name"], s["qualname"]) for s in doc["shadowed"]] == [("topk", "circuitlab-shadow:topk")]
     assert "circuitlab-shadow:topk" in sparsity  # the plugin's topk stays usable, qualified
-    assert {c["name"] for c in doc["conflicts"]} == {"twin", "clash"}
+    assert {"twin", "clash"} <= {c["name"] for c in doc["conflicts"]}  # (and the test packages' margin, strings)
     clash = next(c for c in doc["conflicts"] if c["name"] == "clash")
     assert sorted(clash["qualnames"]) == ["circuitlab-clash-a:clash", "circuitlab-clash-b:clash"]
     assert {"circuitlab-clash-a:clash", "circuitlab-clash-b:clash"} <= set(doc["names"]["objective"])

@@ -16,14 +16,15 @@ NAMES = ("x", "y", "value", "item", "count", "total", "size")
 
 
 def copy_digit_pairs(n: int, seed: int) -> list[PromptPair]:
-    """``print(`` after ``NAME = D`` continues with the digit D."""
+    """``print(`` after ``NAME = D`` continues with the digit D (after a line that varies the prompts)."""
     rng = random.Random(seed)
     pairs = []
     for _ in range(n):
         name = rng.choice(NAMES)
         a, b = rng.sample("123456789", 2)
-        pairs.append(PromptPair(prompt_a=f"{name} = {a}\nprint(", prompt_b=f"{name} = {b}\nprint(", token_a=a,
-                                token_b=b))
+        pre = f"{rng.choice(['total', 'size', 'n', 'k'])} = {rng.randint(10, 999)}\n"
+        pairs.append(PromptPair(prompt_a=f"{pre}{name} = {a}\nprint(", prompt_b=f"{pre}{name} = {b}\nprint(",
+                                token_a=a, token_b=b))
     return pairs
 
 
