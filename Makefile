@@ -11,11 +11,14 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint bench tox clean chromium view-demo
 
 PLUGIN_PACKAGES := plugins/circuitlab-example plugins/circuitlab-rigl plugins/circuitlab-attribution
+# Two small third-party packages the tests use: their names clash with circuitlab-example's and each other's.
+TEST_PLUGIN_PACKAGES := tests/packages/circuitlab-outsider tests/packages/circuitlab-neighbour
 
-$(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGIN_PACKAGES))
+$(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGIN_PACKAGES) $(TEST_PLUGIN_PACKAGES))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]' $(addprefix -e ,$(PLUGIN_PACKAGES))
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]' \
+		$(addprefix -e ,$(PLUGIN_PACKAGES) $(TEST_PLUGIN_PACKAGES))
 	$(BIN)/python -m pip install --quiet --no-deps 'circuit-tracer==0.5.0'  # its graph schema and viewer only
 	touch $(STAMP)
 
@@ -46,7 +49,7 @@ DEMO ?= out/view-demo
 DEMO_PRESET ?= small
 DEMO_TASKS ?= python:else_elif,single_double_quote
 DEMO_PRUNERS ?= heaviside hardconcrete
-DEMO_CIRCUIT ?= else_elif
+DEMO_CIRCUIT ?= python.else_elif
 
 $(DEMO)/model/model.safetensors: $(STAMP)
 	$(BIN)/circuitlab train --preset $(DEMO_PRESET) --sparsity topk --out $(DEMO)/model --quiet \

@@ -88,7 +88,7 @@ def test_import_view_and_compare(tmp_path, run, capsys):
     # compare: both imported circuits side by side, Jaccard of their node sets.
     code, out, err = run_main(["compare", store, "--json"], capsys)
     assert code == 0, err
-    task = json.loads(out)["tasks"]["bracket_counting"]
+    task = json.loads(out)["tasks"]["python:bracket_counting"]
     assert set(task["methods"]) == {"openai-prune_v2", "openai-prune_v4"}
     assert task["methods"]["openai-prune_v2"]["nodes"] == len(EXPECTED)
     other = {circuitlab_node(f"{loc}:{i}") for loc, idx in OTHER.items() for i in idx}

@@ -240,7 +240,7 @@ def test_plugin_doc_examples_work_end_to_end():
     from tests.test_planted import PLANTED, build_planted, corpus_windows, make_batch
 
     mods = []
-    for i, heading in enumerate(("## Mask parameterizations", "## Pruning objectives")):
+    for i, heading in enumerate(("## Pruners", "## Pruning objectives")):
         mod = types.ModuleType(f"doc_example_{i}")
         exec(compile(_doc_example(heading), f"docs/plugins.md:{heading}", "exec"), mod.__dict__)
         mods.append(mod)

@@ -15,9 +15,10 @@ __version__ = "0.1.0"
 #: The version of the plugin API (hooks, factory calls and the protocols in ``circuitlab.plugins``).
 #: A plugin may declare the version it was written for as ``CIRCUITLAB_PLUGIN_API = N`` in its module;
 #: circuitlab loads plugins declaring ``OLDEST_PLUGIN_API_VERSION`` up to this version and skips others
-#: with one line saying why (docs/plugins.md, "Compatibility"). Version 2 passes ``device`` to mask
-#: factories that accept it and adds score-only masks (``NodeScorer``).
-PLUGIN_API_VERSION = 2
+#: with one line saying why (docs/plugins.md, "Compatibility"). Version 2 passes ``device`` to pruner
+#: factories that accept it and adds score-only pruners (``PrunerScorer``); version 3 names the pruner
+#: hook ``register_pruners`` (the old name still works) and adds ``DIST:NAME`` names.
+PLUGIN_API_VERSION = 3
 #: The oldest plugin API version still loaded (plugins that declare nothing count as version 1).
 OLDEST_PLUGIN_API_VERSION = 1
 

@@ -223,11 +223,11 @@ class TrainConfig:
 
 @attrs.frozen(kw_only=True)
 class PruneConfig:
-    """How a run's tasks are pruned (Gao et al. 2025, §2.2, A.5). ``None`` means the mask parameterization's default."""
+    """How a run's tasks are pruned (Gao et al. 2025, §2.2, A.5). ``None`` means the pruner's default."""
 
-    pruner: str = "heaviside"  # a registered mask parameterization
-    objective: str = "binary_ce"  # a registered pruning objective
-    tasks: str | None = None  # "SUITE" or "SUITE:task,task"; None = every task of every suite
+    pruner: str = "heaviside"  # a registered pruner (NAME or DIST:NAME)
+    objective: str = "binary_ce"  # a registered pruning objective (NAME or DIST:NAME)
+    tasks: str | None = None  # "SUITE", "SUITE:task,task", a list across suites; None = every task
     target_loss: float = attrs.field(default=0.15, validator=positive)  # task loss on train pairs
     ablation: str = attrs.field(default="mean", validator=one_of(ABLATIONS))
     freeze_norm: bool = False  # fix the final RMSNorm scale to the unpruned model's (the LayerNorm-cheat control of Drori 2026)
@@ -257,7 +257,7 @@ class PruneConfig:
 
     @property
     def method(self) -> str:
-        """The label of this pruner and objective in stores and comparisons."""
+        """The label of this pruner and objective in stores, circuits and comparisons."""
         return self.pruner if self.objective == "binary_ce" else f"{self.pruner}+{self.objective}"
 
 

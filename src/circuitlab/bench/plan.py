@@ -56,8 +56,8 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        task = self.task.replace(":", "-")
-        return f"{self.model_id}.{task}.{self.pruner}.{self.objective}.{self.control}.s{self.seed}.{self.key}"
+        task, pruner, objective = (x.replace(":", "-") for x in (self.task, self.pruner, self.objective))
+        return f"{self.model_id}.{task}.{pruner}.{objective}.{self.control}.s{self.seed}.{self.key}"
 
     @property
     def method_label(self) -> str:

@@ -51,7 +51,7 @@ def circuit_document(oai, *, model, run: Path, path: Path, task: str, suite: str
     edges = [[names[s], names[t]] for s, t in edge_list(model, kept)]
     nodes = [names[i] for i in kept.nonzero().flatten().tolist()]  # circuitlab's order, duplicates merged
     return {
-        "kind": CIRCUIT_KIND, "task": task, "suite": suite, "method": f"{METHOD_PREFIX}-{sweep}/binary_ce",
+        "kind": CIRCUIT_KIND, "task": task, "suite": suite, "method": f"{METHOD_PREFIX}-{sweep}",
         "node_count": len(nodes), "edge_count": counts["total"], "edge_counts": counts,
         "total_nodes": space.num_nodes, "loss": oai.loss, "accuracy": None, "train_loss": oai.loss,
         "target_loss": None, "reached": None, "full_model_loss": oai.full_model_loss, "full_model_accuracy": None,
@@ -123,10 +123,12 @@ def import_oai_circuits(paths: list[str | Path], run: str | Path, out: str | Pat
 
 def add_to_store(doc: dict, store: str | Path, run: Path, *, overwrite: bool = False) -> Path:
     """Add an imported circuit to an activation store as method ``openai-<sweep>``."""
+    from ..prune.circuit import task_key
     from ..store import add_method_result
 
-    label = doc["method"].partition("/")[0]
-    return add_method_result(store, method=label, task=doc["task"], scores=doc["scores"],
+    label = doc["method"].partition("/")[0]  # files written before the one label said "openai-<sweep>/binary_ce"
+    return add_method_result(store, method=label, task=task_key(doc.get("suite") or "", doc["task"]),
+                             scores=doc["scores"],
                              kept=[s > 0 for s in doc["scores"]], loss=doc["loss"] if doc["loss"] is not None
                              else float("nan"), edges=doc["edge_count"], nodes=doc["node_count"],
                              provenance=doc["provenance"], edge_list=[tuple(e) for e in doc["edges"]],

@@ -1,6 +1,8 @@
 """Circuit records: kept nodes, edges, losses, validations and provenance, as JSON.
 
-``circuits/<task>.json`` is ``Circuit.to_json()``: readable without circuitlab. Node names are
+``circuits/<suite>.<task>.json`` is ``Circuit.to_json()``: readable without circuitlab. A task's key
+is ``suite:task`` (``python:for_while``; ``dist:suite:task`` where two distributions register one
+suite name); its file name is the key with ``.`` for ``:`` (``circuit_file_stem``). Node names are
 ``L.site.I`` / ``final.I`` (``circuitlab.nodes``); edges are ``[source, destination]`` name pairs
 (``circuitlab.prune.edges``). Losses follow the task-loss convention of ``circuitlab.tasks``
 (binary CE per prompt, mean over both prompts of every pair).
@@ -28,6 +30,17 @@ CIRCUIT_KIND = "circuitlab-circuit"
 HTML_RENDERER: Callable[[dict], str] | None = None
 
 
+def task_key(suite: str, task: str) -> str:
+    """A task's identity: ``suite:task`` (the bare task name when no suite is known)."""
+    return f"{suite}:{task}" if suite else task
+
+
+def circuit_file_stem(key: str) -> str:
+    """The file name (without ``.json``) of a task's circuit: its key with ``.`` for ``:``. Neither
+    suite, task nor normalised distribution names hold a ``.``, so the key reads back unchanged."""
+    return key.replace(":", ".")
+
+
 @attrs.frozen(kw_only=True)
 class Validations:
     """Held-out (test) task losses, uncalibrated, that say how much the circuit explains."""
@@ -49,7 +62,7 @@ class Validations:
 class Circuit:
     task: str
     suite: str
-    method: str  # "<pruner>/<objective>"
+    method: str  # PruneConfig.method: "pruner", or "pruner+objective" (old files: "pruner/objective")
     kept: Any = attrs.field(eq=False, repr=False)  # bool tensor (num_nodes,)
     scores: Any = attrs.field(eq=False, repr=False)  # float tensor (num_nodes,), higher = kept longer
     # Kept node names and (source, destination) edges; read them as ``node_names``/``edge_pairs``, or as
@@ -75,6 +88,11 @@ class Circuit:
     # True for a score-only (attribution) pruner: a score's sign is the direction of the node's effect.
     # False for a trained mask, whose scores are keep-logits (faithfulness.faithfulness_curves uses this).
     effect_scores: bool = False
+
+    @property
+    def key(self) -> str:
+        """The task's identity, ``suite:task``: the key of its result in a store."""
+        return task_key(self.suite, self.task)
 
     @property
     def edge_count(self) -> int:
@@ -192,10 +210,10 @@ class Circuit:
         }
 
     def write(self, folder: str | Path) -> Path:
-        """Write ``<folder>/<task>.json`` atomically and return its path."""
+        """Write ``<folder>/<suite>.<task>.json`` atomically and return its path."""
         from ..files import write_json
 
-        path = Path(folder) / f"{self.task}.json"
+        path = Path(folder) / f"{circuit_file_stem(self.key)}.json"
         write_json(path, self.to_json())
         return path
 
@@ -360,7 +378,7 @@ def build_circuit(model, tr, te, best, attempts: list[dict], config, *, task: st
         "mask_history": [list(h) for h in best.history], **(provenance or {}),
     }
     return Circuit(
-        task=task, suite=suite, method=f"{config.pruner}/{config.objective}", kept=kept, scores=best.scores,
+        task=task, suite=suite, method=config.method, kept=kept, scores=best.scores,
         nodes=tuple(names[i] for i in kept.nonzero().flatten().tolist()), edges=edges, node_count=int(k),
         edge_counts=counts, total_nodes=N, loss=loss, accuracy=acc, train_loss=dict(best.bisection)[k],
         target_loss=config.target_loss, reached=reached, full_model_loss=full_loss, full_model_accuracy=full_acc,

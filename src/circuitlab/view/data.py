@@ -53,7 +53,8 @@ def read_circuit(path: str | Path) -> dict:
 
 
 def store_label(method: str) -> str:
-    """A circuit's ``pruner/objective`` as the store labels it (``PruneConfig.method``)."""
+    """A circuit's method as the store labels it (``PruneConfig.method``): circuits write that label;
+    older circuit files wrote ``pruner/objective``."""
     pruner, _, objective = method.partition("/")
     return pruner if objective in ("", "binary_ce") else f"{pruner}+{objective}"
 
@@ -135,15 +136,18 @@ def _circuit_method(circuit: dict, space: NodeSpace | None, model) -> dict:
                    edge_count=circuit.get("edge_count"))
 
 
-def _store_methods(store: Path, task: str, skip: str, space: NodeSpace, model) -> list[dict]:
-    """Every other method's result for ``task`` in the store."""
+def _store_methods(store: Path, circuit: dict, skip: str, space: NodeSpace, model) -> list[dict]:
+    """Every other method's result for the circuit's task (key ``suite:task``) in the store."""
     import numpy as np
 
     from ..store import list_methods, open_method, read_values
 
+    task = circuit["task"]
+    key = f"{circuit['suite']}:{task}" if circuit.get("suite") else task
     out = []
     for method, t in list_methods(store):
-        if t != task or method == skip:
+        # a bare name: a result stored before tasks were keyed suite:task, whose suite is not known
+        if t not in (key, task) or method == skip:
             continue
         ds = open_method(store, method, t)
         kept = np.flatnonzero(read_values(ds["kept"], "kept"))
@@ -218,7 +222,7 @@ def page_data(circuit_path: str | Path | dict, *, store: str | Path | None = Non
         space = _store_space(store, circuit)
     methods = [_circuit_method(circuit, space, model)]
     if store is not None:
-        methods += _store_methods(store, circuit["task"], methods[0]["label"], space, model)
+        methods += _store_methods(store, circuit, methods[0]["label"], space, model)
     names = sorted({n for m in methods for n in m["nodes"]}, key=lambda n: (space.index(n) if space else n))
     notes = {}
     if no_run:
