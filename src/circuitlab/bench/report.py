@@ -2,8 +2,8 @@
 
 Figures (matplotlib, Agg): ``pareto_PRUNER-OBJECTIVE.png`` (validation loss against geometric-mean
 circuit nodes and edges per model, coloured by schedule and density, dense sweep joined by a line: the
-paper's Figure 3) and ``faithfulness_TASK.png`` (MIB faithfulness against the fraction of nodes and of
-edges kept, signed ranking, one line per model). ``report.md`` holds the matched-loss table, the
+paper's Figure 3) and ``faithfulness_TASK.png`` (MIB faithfulness against the fraction of nodes kept,
+signed ranking, one line per model; the edge curve is the node curve re-parametrised and is not drawn). ``report.md`` holds the matched-loss table, the
 controls, seed spread, CPR/CMD per pruner and the circuits that beat their full model. Every number in
 them comes from the results table, which pandas or the csv module read without circuitlab.
 """
@@ -76,7 +76,7 @@ def faithfulness_figure(rows: list[dict], task: str, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
     chosen = [r for r in analysis.primary(rows) if r["task"] == task and r["f_nodes_signed"]]
     seen = set()
     for r in sorted(chosen, key=lambda r: (r["model_id"], r["pruner"], r["prune_seed"])):
@@ -84,17 +84,13 @@ def faithfulness_figure(rows: list[dict], task: str, path: Path) -> Path:
         if key in seen:  # first pruning seed only
             continue
         seen.add(key)
-        for ax, level in zip(axes, ("nodes", "edges"), strict=True):
-            f = r[f"f_{level}_signed"]
-            if f:
-                ax.plot(r["curve_fractions"], f, marker=".", label=f"{r['model_id']} {r['pruner']}")
-    for ax, level in zip(axes, ("nodes", "edges"), strict=True):
-        ax.set_xscale("log")
-        ax.axhline(1.0, color="grey", lw=0.8)
-        ax.set_xlabel(f"fraction of {level} kept (top by signed score)")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("faithfulness f(C) (MIB)")
-    axes[0].legend(fontsize=6)
+        ax.plot(r["curve_fractions"], r["f_nodes_signed"], marker=".", label=f"{r['model_id']} {r['pruner']}")
+    ax.set_xscale("log")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel("fraction of nodes kept (top by signed score)")
+    ax.grid(alpha=0.3)
+    ax.set_ylabel("faithfulness f(C) (MIB)")
+    ax.legend(fontsize=6)
     fig.suptitle(f"Faithfulness curves: {task}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -102,16 +98,34 @@ def faithfulness_figure(rows: list[dict], task: str, path: Path) -> Path:
     return path
 
 
+def _iv(iv) -> str:
+    return f"[{_fmt(iv[0])}, {_fmt(iv[1])}]" if iv else "n/a"
+
+
 def _matched_md(lines: list[dict]) -> str:
-    rows = []
+    if not lines:
+        return "No sparse arm has a cell that enters the comparison."
+    out = [f"Interval: {lines[0]['unit']}, {lines[0]['n_boot']} resamples.", ""]
     for x in lines:
-        ni, ei = x["node_interval"], x["edge_interval"]
-        status = "ok" if x["n_ok"] == len(x["models"]) else "; ".join(dict.fromkeys(s for s in x["status"] if s != "ok"))
-        rows.append([x["group"], x["density"], x["pruner"], ", ".join(_fmt(v) for v in x["val_loss"]),
-                     len(x["tasks"]), _fmt(x["node_ratio"]), f"[{_fmt(ni[0])}, {_fmt(ni[1])}]" if ni else "n/a",
-                     _fmt(x["edge_ratio"]), f"[{_fmt(ei[0])}, {_fmt(ei[1])}]" if ei else "n/a", status])
-    return _table(["group", "density", "pruner", "val loss", "tasks", "node ratio", "95% interval", "edge ratio",
-                   "95% interval", "status"], rows)
+        left = ", ".join(f"{n} ({why})" for why, n in sorted(x["left_out"].items())) or "none"
+        out += [f"### {x['group']} d={_fmt(x['density'])} w={x['width']}, {x['pruner']} / {x['objective']}", "",
+                f"{x['sparse_seeds']} sparse and {x['dense_seeds']} dense training seeds enter. Cells left out of "
+                f"the comparison (rule: full-model test loss <= target - {_fmt(x['margin'])}): {left}.", "",
+                f"**Pooled over {len(x['tasks'])} tasks: nodes {_fmt(x['node_ratio'])} {_iv(x['node_interval'])}, "
+                f"edges {_fmt(x['edge_ratio'])} {_iv(x['edge_interval'])}** "
+                f"(resamples without a ratio: {x['node_resamples_without_ratio']}). "
+                f"Tasks where the sparse circuits are larger: {', '.join(x['sparse_worse']) or 'none'}.", ""]
+        rows = []
+        for p in x["per_task"]:
+            n, e = x.get("node_per_task", {}).get(p["task"]), x.get("edge_per_task", {}).get(p["task"])
+            if n is None:
+                rows.append([p["task"], "n/a", "n/a", "n/a", "n/a", "n/a", p["status"]])
+                continue
+            rows.append([p["task"], f"[{_fmt(n['overlap'][0])}, {_fmt(n['overlap'][1])}]", _fmt(n["ratio"]),
+                         _iv(n["interval"]), _fmt(e["ratio"]), _iv(e["interval"]), "ok"])
+        out += [_table(["task", "loss overlap", "node ratio", "95% interval", "edge ratio", "95% interval",
+                        "status"], rows), ""]
+    return "\n".join(out)
 
 
 def build_markdown(rows: list[dict], n_boot: int) -> tuple[str, dict]:
@@ -122,28 +136,33 @@ def build_markdown(rows: list[dict], n_boot: int) -> tuple[str, dict]:
     beats = controls.beats_full_model(rows)
     md = ["# Benchmark report", "",
           f"{len(rows)} cells, {sum(r['status'] == 'done' for r in rows)} pruned. "
-          "Ratios are dense / sparse circuit size at matched validation loss (> 1: sparse circuits are smaller).",
+          "Ratios are dense / sparse circuit size at matched validation loss (> 1: sparse circuits are smaller), "
+          "at the midpoint of the overlap of the arms' loss ranges, from a fit of log size against loss per task "
+          "and arm.",
           "", "## Matched-loss comparison", "", _matched_md(matched), "", "## Controls", "",
-          "Size ratio = control circuit / real circuit on solved tasks (an unreached control counts as the whole "
-          "model).", "",
-          _table(["control", "pairs", "on solved tasks", "control reached", "node ratio", "edge ratio",
-                  "mean test-loss change"],
-                 [[c["control"], c["pairs"], c["on_solved_tasks"], c["reached"], c["node_ratio"], c["edge_ratio"],
-                   c["mean_loss_change"]] for c in ctl]), "",
+          "Size ratio = control circuit / real circuit, over the pairs where both reached the target on solved "
+          "tasks. A control that did not reach the target is not reached: it enters no ratio; its lowest train "
+          "loss (at the k the search ended at) is shown.", "",
+          _table(["control", "pairs", "on solved tasks", "control reached", "pairs in ratio", "node ratio",
+                  "edge ratio", "mean test-loss change", "not reached: lowest train loss"],
+                 [[c["control"], c["pairs"], c["on_solved_tasks"], c["reached"], c["in_ratio"], c["node_ratio"],
+                   c["edge_ratio"], c["mean_loss_change"], c["best_train_loss_not_reached"]] for c in ctl]), "",
           "## Faithfulness (MIB CPR / CMD) and validations", "",
-          _table(["pruner", "objective", "models", "cells", "CPR nodes", "CMD nodes", "CPR edges", "CMD edges",
-                  "beat full model", "necessity", "random same size", "necessity > random"],
+          "CMD under the current rule (signed ranking for a mask's keep-logits), recomputed from the stored "
+          "curves. Necessity: test loss with the circuit ablated from the full model; random ablation: the same "
+          "with as many random nodes ablated (mean of >= 3 draws; n/a where the table predates it); random kept "
+          "alone: a random same-size set kept by itself (a sufficiency baseline).", "",
+          _table(["pruner", "objective", "models", "cells", "CPR nodes", "CMD nodes", "beat full model",
+                  "necessity", "random ablation", "necessity > random ablation", "random kept alone"],
                  [[f["pruner"], f["objective"], f["models"], f["cells"], f["cpr_nodes"], f["cmd_nodes"],
-                   f["cpr_edges"], f["cmd_edges"], f["beats_full_model"], f["necessity"], f["random_loss"],
-                   f["necessity_above_random"]] for f in faith]), "",
+                   f["beats_full_model"], f["necessity"], f["necessity_random"], f["necessity_above_random"],
+                   f["random_kept_alone"]] for f in faith]), "",
           f"Circuits whose test loss is below their full model's by more than 0.05: {len(beats)}.", "",
           "## Seed spread (circuit nodes)", "",
           _table(["group", "density", "width", "steps", "task", "pruner", "train seeds", "prune seeds", "reached",
                   "min", "max", "max/min", "CV"],
                  [[s["group"], s["density"], s["width"], s["train_steps"], s["task"], s["pruner"], s["train_seeds"],
                    s["prune_seeds"], s["reached"], s["min"], s["max"], s["spread"], s["cv"]] for s in spread]), ""]
-    for x in matched:
-        x.pop("_args", None)
     return "\n".join(md), {"matched_loss": matched, "controls": ctl, "seed_spread": spread, "faithfulness": faith,
                            "beats_full_model": beats}
 
