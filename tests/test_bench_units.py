@@ -100,13 +100,16 @@ def test_mib_areas(f):
     assert area_under(x, f) + area_under(x, [1 - v for v in f]) == pytest.approx(0.999)
 
 
-def test_nonsense_pairs_keep_prompts_and_flip_answers_at_random():
-    pairs = [PromptPair(prompt_a=f"a{i}", prompt_b=f"b{i}", token_a="x", token_b="y") for i in range(400)]
+def test_nonsense_pairs_keep_prompts_and_relabel_by_one_consistent_rule():
+    pairs = [PromptPair(prompt_a=f"if name_{i % 40} == 1", prompt_b=f"b{i}", token_a="x", token_b="y") for i in range(400)]
     flipped = nonsense_pairs(pairs, seed=3)
     assert flipped == nonsense_pairs(pairs, seed=3) and flipped != nonsense_pairs(pairs, seed=4)
     assert [(p.prompt_a, p.prompt_b) for p in flipped] == [(p.prompt_a, p.prompt_b) for p in pairs]
     swapped = sum(p.token_a == "y" for p in flipped)
-    assert all({p.token_a, p.token_b} == {"x", "y"} for p in flipped) and 150 < swapped < 250
+    assert all({p.token_a, p.token_b} == {"x", "y"} for p in flipped) and 100 < swapped < 300
+    label = {}  # one label per last word, across all pairs (and so across the train and test splits)
+    for p in flipped:
+        assert label.setdefault(p.prompt_a.split()[1], p.token_a) == p.token_a
 
 
 def test_task_mean_all_edges_and_the_untrained_run(tiny_run: Path, tmp_path: Path, one_thread):

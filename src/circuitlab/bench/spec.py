@@ -70,7 +70,7 @@ class PruneGrid:
 class Controls:
     """Control cells, run with the first pruner, objective and pruning seed on the models in scope."""
 
-    nonsense: bool = True  # the same prompts, answers assigned at random per pair
+    nonsense: bool = True  # the same prompts, answers relabelled by a rule unrelated to the task
     freeze_norm: bool = True  # the final RMSNorm scale fixed to the unpruned model's
     ablations: tuple[str, ...] = ()  # further ablations besides the grid's, e.g. ("zero", "task_mean")
     random_init: bool = True  # the same architecture, untrained, pruned the same way
