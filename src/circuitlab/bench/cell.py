@@ -20,7 +20,7 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
     from .. import __version__, plugins
     from ..prune.ablation import ablation_values
     from ..prune.evaluator import Evaluator
-    from ..prune.faithfulness import faithfulness_curves
+    from ..prune.faithfulness import circuit_curve, faithfulness_curves
     from ..prune.necessity import model_faithfulness
     from ..prune.pipeline import task_pairs
     from ..prune.search import prune_task
@@ -48,6 +48,7 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
     with torch.no_grad():
         te = Evaluator(model, test, values, freeze_norm=config.freeze_norm)
         curves = faithfulness_curves(model, te, circuit.scores, effect_scores=circuit.effect_scores)
+        curves["circuit_relative"] = circuit_curve(te, circuit.scores, circuit.node_count)
         to_model = model_faithfulness(te, circuit.kept, draws=max(config.random_draws, 3), seed=config.seed + 2)
     circuit_doc = circuit.to_json()
     return {

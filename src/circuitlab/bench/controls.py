@@ -135,7 +135,14 @@ def faithfulness_summary(rows: list[dict]) -> list[dict[str, Any]]:
                     "necessity_random": mean(with_random, "necessity_random") if with_random else None,
                     "necessity_above_random": (sum(r["necessity"] > r["necessity_random"] for r in with_random)
                                                if with_random else None),
-                    "random_kept_alone": mean(rs, "random_loss")})
+                    "random_kept_alone": mean(rs, "random_loss"),
+                    # the circuit-relative curve (0.25x-4x the circuit's size); absent from older tables
+                    "max_f_circuit": mean(rs, "max_f_circuit") if rs[0].get("max_f_circuit") is not None else None,
+                    "overshoot_circuit": (mean(rs, "overshoot_circuit")
+                                          if rs[0].get("overshoot_circuit") is not None else None),
+                    "loss_gap_to_full": mean(rs, "loss_gap_to_full") if rs[0].get("loss_gap_to_full") is not None
+                    else None,
+                    "kl_to_full": mean(rs, "kl_to_full") if rs[0].get("kl_to_full") is not None else None})
     return out
 
 

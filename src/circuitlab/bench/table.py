@@ -22,7 +22,7 @@ RESULTS = "results.csv"
 VOLATILE = ("seconds", "prune_seconds", "worker", "run", "cell_file")
 JSON_COLUMNS = ("curve_fractions", "f_nodes_signed", "f_nodes_absolute", "ce_nodes_signed", "ce_nodes_absolute",
                 "f_edges_signed", "f_edges_absolute", "ce_edges_signed", "ce_edges_absolute",
-                "plugins", "prune_config")
+                "plugins", "prune_config", "circuit_factors", "f_circuit")
 _MODEL = ("model_id", "group", "kind", "preset", "sparsity", "density", "width", "train_steps", "train_seed",
           "val_loss", "config_hash", "twin")
 _RESULT = ("reached", "nodes", "edges", "weight_edges", "residual_edges", "k", "loss", "accuracy", "train_loss",
@@ -32,7 +32,8 @@ COLUMNS = (
     "cell_id", *_MODEL, "task", "pruner", "objective", "control", "prune_seed", "ablation", "freeze_norm",
     "nonsense", "status", "reason", "real_task_accuracy", *_RESULT, "all_ablated",
     "cpr_nodes", "cmd_nodes", "cpr_edges", "cmd_edges", "m_full", "m_empty", "ce_full", "ce_empty",
-    "total_nodes", "total_edges", *JSON_COLUMNS[:9], "seconds",
+    "total_nodes", "total_edges", *JSON_COLUMNS[:9], "circuit_factors", "f_circuit", "max_f_circuit",
+    "overshoot_circuit", "seconds",
     "circuitlab_version", "torch_version", "plugins", "corpus_hash", "pairs_sha256", "prune_config", "spec_hash",
     "run", "worker", "cell_file",
 )
@@ -50,6 +51,10 @@ def _curves(f: dict) -> dict[str, Any]:
         for rank in ("signed", "absolute"):
             row[f"f_{level}_{rank}"] = f[level][rank]["f"]
             row[f"ce_{level}_{rank}"] = f[level][rank]["ce"]
+    if "circuit_relative" in f:
+        c = f["circuit_relative"]
+        row.update({"circuit_factors": c["factors"], "f_circuit": c["f"], "max_f_circuit": c["max_f"],
+                    "overshoot_circuit": c["overshoot"]})
     return row
 
 
