@@ -76,6 +76,7 @@ class Controls:
     random_init: bool = True  # the same architecture, untrained, pruned the same way
     groups: tuple[str, ...] | None = None  # model groups that get the controls; None = every group
     first_seed_only: bool = True  # only the first training seed of each model gets the controls
+    seeds: int = 1  # control cells use the first `seeds` pruning seeds of the grid
 
 
 @attrs.frozen(kw_only=True)
@@ -154,6 +155,7 @@ def _controls(t: Table) -> Controls:
         random_init=t.get("random_init", bool, default=True),
         groups=t.get_list("groups", str, default=None, check=name),
         first_seed_only=t.get("first_seed_only", bool, default=True),
+        seeds=t.get("seeds", int, default=1, check=at_least(1)),
     )
     t.done()
     return controls
