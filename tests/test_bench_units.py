@@ -198,6 +198,9 @@ def test_a_cell_whose_full_model_misses_the_target_is_left_out():
     assert enters(missing[0]) is None
     assert enters(_row("m", "topk", 3.0, "a", 10, full_model_loss=0.14)) == "full model not below target - margin"
     assert matched_loss(missing, n_boot=10, margin=None)[0]["left_out"] == {}
+    every = [r | {"full_model_loss": 0.2} if r["group"] == "topk" else r for r in rows]  # the model misses it
+    (line,) = matched_loss(every, n_boot=10)
+    assert line["node_ratio"] is None and line["left_out"] == {"full model not below target - margin": 18}
 
 
 def test_an_unreached_control_never_enters_a_ratio():
@@ -279,3 +282,17 @@ def test_cmd_ranks_mask_keep_logits_like_cpr_and_attribution_scores_by_magnitude
         loss_and_accuracy(te.diffs(kept.float()))[0] - loss_and_accuracy(te.diffs(torch.ones(n_nodes)))[0])
     assert model_faithfulness(te, torch.ones(n_nodes, dtype=torch.bool))["kl_to_full"] == pytest.approx(0, abs=1e-6)
     assert full["nodes"]["cpr"] == mask["nodes"]["cpr"]
+
+    from circuitlab.prune.faithfulness import CIRCUIT_FACTORS, circuit_curve
+
+    near = circuit_curve(te, scores, half)
+    assert near["factors"] == list(CIRCUIT_FACTORS) and near["factors"][0] == 0.25 and near["factors"][-1] == 4
+    assert near["n"][4] == half and near["n"] == sorted(near["n"]) and near["n"][-1] == min(n_nodes, 4 * half)
+    top = torch.zeros(n_nodes, dtype=torch.bool)
+    top[torch.argsort(scores, descending=True, stable=True)[:half]] = True
+    with torch.no_grad():
+        m_top, _ = _measure(te, top)
+    assert near["f"][4] == pytest.approx(faithfulness(m_top, mask["m_full"], mask["m_empty"]))
+    assert near["max_f"] == pytest.approx(max(near["f"]))
+    over = [max(v - 1, 0) for v in near["f"]]
+    assert near["overshoot"] == pytest.approx(sum(0.5 * (over[i] + over[i + 1]) / 2 for i in range(8)))

@@ -191,9 +191,12 @@ def matched_loss(rows: list[dict], n_boot: int = 2000, seed: int = 0,
     cells, left = arm_cells(rows, margin)
     rng = np.random.default_rng(seed)
     out = []
-    for (arm, pruner, objective), sparse in sorted(cells.items(), key=str):
+    # every sparse arm with a primary cell, also one whose cells are all left out
+    arms = {(_arm(r), r["pruner"], r["objective"]) for r in primary(rows) if r["kind"] == "trained"}
+    for arm, pruner, objective in sorted(arms, key=str):
         if arm == ("dense",):
             continue
+        sparse = cells.get((arm, pruner, objective), {})
         dense = cells.get((("dense",), pruner, objective), {})
         tasks = sorted(set(sparse) | set(dense))
         group, density, width = arm
@@ -209,7 +212,8 @@ def matched_loss(rows: list[dict], n_boot: int = 2000, seed: int = 0,
                         for u in ("nodes", "edges")} for t in tasks}
         ok = [t for t in tasks if per_task[t]["nodes"]["status"] == "ok"]
         line["tasks"] = ok
-        line["status"] = ["ok"] if ok else sorted({c["nodes"]["status"] for c in per_task.values()}) or ["no task"]
+        line["status"] = (["ok"] if ok else sorted({c["nodes"]["status"] for c in per_task.values()})
+                          or ["no cell of this arm or the dense arm enters the comparison"])
         line["per_task"] = []
         for unit, key in (("nodes", "node"), ("edges", "edge")):
             draws, pooled, empty = hierarchical_bootstrap(sparse, dense, ok, unit, n_boot, rng) if ok else ({}, [], 0)
