@@ -89,6 +89,14 @@ def test_plan_gives_controls_to_the_first_seed_of_the_scoped_groups_only():
     assert init.twin == topk0.model_id and [c.control for c in cells_for(spec, init, [], [task])] == ["random_init"]
     ids = [c.cell_id for m in models.values() for c in cells_for(spec, m, [task], [task])]
     assert len(ids) == len(set(ids))
+    data = copy.deepcopy(quick())
+    data["prune"]["seeds"] = [0, 1, 2]
+    data["controls"]["seeds"] = 2  # control cells on the first two pruning seeds
+    two = parse_spec(data, "quick.toml")
+    seeds = [(c.control, c.seed) for c in cells_for(two, topk0, [task]) if c.control != "none"]
+    assert sorted(seeds) == sorted((ctl, s) for ctl in ("nonsense", "freeze_norm", "ablation-zero",
+                                                         "ablation-task_mean") for s in (0, 1))
+    assert [c.seed for c in cells_for(two, init, [], [task])] == [0, 1]
 
 
 @given(st.lists(st.floats(-5, 5), min_size=10, max_size=10))
