@@ -140,7 +140,7 @@ def _matched_md(lines: list[dict]) -> str:
         out += [f"### {x['group']} d={_fmt(x['density'])} w={x['width']}, {x['pruner']} / {x['objective']}", "",
                 f"{x['sparse_seeds']} sparse and {x['dense_seeds']} dense training seeds enter. Cells left out of "
                 f"the comparison (rule: full-model test loss <= target - {_fmt(x['margin'])}): {left}.", "",
-                f"**Pooled over {len(x['tasks'])} tasks: nodes {_fmt(x['node_ratio'])} {_iv(x['node_interval'])}, "
+                f"**Pooled over {len(x['tasks'])} task{'' if len(x['tasks']) == 1 else 's'}: nodes {_fmt(x['node_ratio'])} {_iv(x['node_interval'])}, "
                 f"edges {_fmt(x['edge_ratio'])} {_iv(x['edge_interval'])}** "
                 f"(resamples without a ratio: {x['node_resamples_without_ratio']}). "
                 f"Tasks where the sparse circuits are larger: {', '.join(x['sparse_worse']) or 'none'}.", ""]
@@ -200,7 +200,7 @@ def build_markdown(rows: list[dict], n_boot: int) -> tuple[str, dict]:
                   "min", "max", "max/min", "CV"],
                  [[s["group"], s["density"], s["width"], s["train_steps"], s["task"], s["pruner"], s["train_seeds"],
                    s["prune_seeds"], s["reached"], s["min"], s["max"], s["spread"], s["cv"]] for s in spread]), ""]
-    return "\n".join(md), {"matched_loss": matched, "controls": ctl, "seed_spread": spread, "faithfulness": faith,
+    return "\n".join(md), {"matched_summary": _matched_md(matched), "matched_loss": matched, "controls": ctl, "seed_spread": spread, "faithfulness": faith,
                            "beats_full_model": beats}
 
 
