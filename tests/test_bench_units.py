@@ -219,7 +219,11 @@ def test_an_unreached_control_never_enters_a_ratio():
     summary = {c["control"]: c for c in control_summary([real, *ctl])}
     assert summary["nonsense"]["node_ratio"] is None and summary["nonsense"]["in_ratio"] == 0
     assert summary["nonsense"]["not_reached"] == [{"task": "a", "model_id": "m", "k": 900, "train_loss": 0.9,
-                                                   "test_loss": 1.2}]
+                                                   "test_loss": 1.2, "best": [900, 0.9], "size_loss_curve": []}]
+    searched = [real, ctl[0] | {"bisection": [[900, 0.9], [300, 1.4], [600, 0.8]]}]
+    (nonsense,) = control_summary(searched)
+    assert nonsense["not_reached"][0]["best"] == [600, 0.8] and nonsense["best_train_loss_not_reached"] == 0.8
+    assert nonsense["not_reached"][0]["size_loss_curve"] == [[300, 1.4], [600, 0.8], [900, 0.9]]
     assert summary["freeze_norm"]["node_ratio"] == pytest.approx(60 / 40)
 
 

@@ -45,6 +45,7 @@ def control_pairs(rows: list[dict]) -> list[dict[str, Any]]:
                     "real_nodes": base["nodes"], "real_edges": base["edges"], "real_loss": base["loss"],
                     "real_reached": base["reached"], "nodes": r["nodes"], "edges": r["edges"], "loss": r["loss"],
                     "reached": r["reached"], "k": r["k"], "train_loss": r["train_loss"],
+                    "bisection": sorted(tuple(x) for x in r.get("bisection") or ()),
                     "node_ratio": ratio(r, base, "nodes"), "edge_ratio": ratio(r, base, "edges"),
                     "solved": (base["full_model_accuracy"] or 0) >= SOLVED and base["reached"]})
     return out
@@ -66,10 +67,14 @@ def control_summary(rows: list[dict]) -> list[dict[str, Any]]:
                     "edge_ratio": geo(p["edge_ratio"] for p in both) if both else None,
                     "mean_loss_change": (statistics.fmean(p["loss"] - p["real_loss"] for p in both)
                                          if both else None),
-                    # not reached: the train loss and k the search ended at (the best it recorded)
+                    # not reached: the train loss and k the search ended at, the lowest train loss over
+                    # every k it evaluated and the size-against-loss curve (empty in older tables)
                     "not_reached": [{"task": p["task"], "model_id": p["model_id"], "k": p["k"],
-                                     "train_loss": p["train_loss"], "test_loss": p["loss"]} for p in missed],
-                    "best_train_loss_not_reached": min((p["train_loss"] for p in missed), default=None)})
+                                     "train_loss": p["train_loss"], "test_loss": p["loss"],
+                                     "best": list(min(p["bisection"], key=lambda x: x[1])) if p["bisection"]
+                                     else [p["k"], p["train_loss"]],
+                                     "size_loss_curve": [list(x) for x in p["bisection"]]} for p in missed],
+                    "best_train_loss_not_reached": min((n["best"][1] for n in _best(missed)), default=None)})
     return out
 
 
@@ -111,6 +116,11 @@ def cmd(r: dict) -> float | None:
     if not curve or not r["curve_fractions"]:
         return None
     return area_from_1(r["curve_fractions"], curve)
+
+
+def _best(pairs: list[dict]) -> list[dict]:
+    return [{"best": min(p["bisection"], key=lambda x: x[1]) if p["bisection"] else (p["k"], p["train_loss"])}
+            for p in pairs]
 
 
 def faithfulness_summary(rows: list[dict]) -> list[dict[str, Any]]:
