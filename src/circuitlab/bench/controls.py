@@ -150,8 +150,9 @@ def faithfulness_summary(rows: list[dict]) -> list[dict[str, Any]]:
                     "max_f_circuit": mean(rs, "max_f_circuit") if rs[0].get("max_f_circuit") is not None else None,
                     "overshoot_circuit": (mean(rs, "overshoot_circuit")
                                           if rs[0].get("overshoot_circuit") is not None else None),
+                    # older tables: the circuit's recorded test loss minus the full model's
                     "loss_gap_to_full": mean(rs, "loss_gap_to_full") if rs[0].get("loss_gap_to_full") is not None
-                    else None,
+                    else statistics.fmean(r["loss"] - r["full_model_loss"] for r in rs),
                     "kl_to_full": mean(rs, "kl_to_full") if rs[0].get("kl_to_full") is not None else None})
     return out
 
