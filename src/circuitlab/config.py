@@ -231,7 +231,7 @@ class PruneConfig:
     target_loss: float = attrs.field(default=0.15, validator=positive)  # task loss on train pairs
     ablation: str = attrs.field(default="mean", validator=one_of(ABLATIONS))
     freeze_norm: bool = False  # fix the final RMSNorm scale to the unpruned model's (the LayerNorm-cheat control of Drori 2026)
-    nonsense: bool = False  # control: each pair's two answers assigned at random (circuitlab.tasks.nonsense_pairs)
+    nonsense: bool = False  # control: answers relabelled by a rule unrelated to the task (circuitlab.tasks.nonsense_pairs)
     calibrate: bool = False  # fit a scale and shift of the logit difference per candidate (paper A.5)
     min_accuracy: float = attrs.field(default=0.9, validator=closed_unit_interval)  # prune only solved tasks
     seed: int = attrs.field(default=0, validator=valid_seed)

@@ -46,7 +46,7 @@ def prune_options(min_accuracy: float):
                 help="Fix the final RMSNorm scale to the unpruned model's (the LayerNorm-cheat control of Drori 2026)."),
         setting(PruneConfig, "nonsense",
                 help="Control: prune the nonsense version of each task (the same prompts, the two answers "
-                     "assigned at random per pair); the accuracy gate still uses the real pairs."),
+                     "relabelled by a rule unrelated to the task); the accuracy gate still uses the real pairs."),
         setting(PruneConfig, "calibrate",
                 help="Fit a scale and shift of the logit difference per candidate circuit (paper A.5)."),
         setting(PruneConfig, "min_accuracy", default=min_accuracy,

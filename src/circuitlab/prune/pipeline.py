@@ -58,8 +58,9 @@ def task_pairs(task, tok, context, config: PruneConfig, model, dev) -> tuple[Any
     """(train pairs, test pairs, full-model test figures, skip record): the pairs to prune on, or why not.
 
     The ``min_accuracy`` gate is judged on the real test pairs. With ``config.nonsense`` the returned
-    pairs are the nonsense control (``circuitlab.tasks.nonsense_pairs``: answers flipped at random per
-    pair, seeded by task and split), and the full-model figures are those on the nonsense test pairs.
+    pairs are the nonsense control (``circuitlab.tasks.nonsense_pairs``: answers relabelled by one rule
+    unrelated to the task, seeded by task, the same on both splits), and the full-model figures are those
+    on the nonsense test pairs.
     """
     from ..tasks import UNSOLVED, check_tokens, evaluate, load_pairs, nonsense_pairs, nonsense_seed, verdict
 
@@ -87,8 +88,8 @@ def task_pairs(task, tok, context, config: PruneConfig, model, dev) -> tuple[Any
                     accuracy=full["accuracy"], accuracy_low=full["accuracy_low"],
                     accuracy_high=full["accuracy_high"], loss=full["loss"], verdict=UNSOLVED)
     if config.nonsense:
-        train_pairs = tuple(nonsense_pairs(train_pairs, nonsense_seed(task.qualname, "train")))
-        test_pairs = tuple(nonsense_pairs(test_pairs, nonsense_seed(task.qualname, "test")))
+        train_pairs = tuple(nonsense_pairs(train_pairs, nonsense_seed(task.qualname)))  # one rule for both splits
+        test_pairs = tuple(nonsense_pairs(test_pairs, nonsense_seed(task.qualname)))
         full = {**evaluate(model, tok, list(test_pairs), device=dev), "real_task": full, "verdict": full["verdict"]}
     return train_pairs, test_pairs, full, None
 
