@@ -60,9 +60,9 @@ def test_prune_is_the_circuit_of_the_command_line(model, circuit, tiny_run, tmp_
             "0", "--steps", "15", "--n-train", "24", "--n-test", "12", "--target-loss", "0.6", "--json"]
     code, _, err = run_main(args, capsys)
     assert code == 0, err
-    cli = circuitlab.Circuit.load(tmp_path / "circuits" / "if_equals.json")
+    cli = circuitlab.Circuit.load(tmp_path / "circuits" / "python.if_equals.json")
     assert cli.node_names == circuit.node_names and cli.edge_pairs == circuit.edge_pairs
-    assert cli.loss == pytest.approx(circuit.loss) and cli.method == circuit.method == "heaviside/binary_ce"
+    assert cli.loss == pytest.approx(circuit.loss) and cli.method == circuit.method == "heaviside"
     assert circuit.provenance["task"] == TASK and circuit.provenance["solved"]["threshold"] == 0
 
 
