@@ -2,8 +2,10 @@
 
 Everything here reads only the rows of ``results.csv`` (``table.read_table``). Definitions (docs/bench.md):
 
-- A (model, task) is **solved** when the full model's test accuracy is >= ``SOLVED`` and the circuit
-  reached the target loss on the train pairs. A model's size on a task set is the geometric mean over
+- A (model, task) is **solved** when the full model's verdict on the task is ``solved`` or
+  ``borderline`` (``circuitlab.tasks.verdict``: the 95% Wilson interval of its test accuracy against
+  the spec's ``prune.min_accuracy``, the rule of ``circuitlab prune``) and the circuit reached the
+  target loss on the train pairs. A model's size on a task set is the geometric mean over
   the tasks of its circuit size (itself the geometric mean over pruning seeds).
 - **Matched loss**: for a sparse model at validation loss L, take the nearest dense models with loss
   >= L and <= L (same pruner and objective), keep the tasks all three solve, and interpolate the dense
@@ -21,7 +23,16 @@ from typing import Any
 
 import numpy as np
 
-SOLVED = 0.9
+
+def full_model_solves(r: dict) -> bool:
+    """The full model solves the row's task: its verdict (the ``verdict`` column) is not ``unsolved``.
+
+    Tables written before that column judge the point accuracy against the cell's own
+    ``min_accuracy`` (its prune config)."""
+    if r.get("verdict"):
+        return r["verdict"] != "unsolved"
+    threshold = (r.get("prune_config") or {}).get("min_accuracy", 0.0)
+    return (r["full_model_accuracy"] or 0) >= threshold
 
 
 def _gm(values) -> float:
@@ -43,7 +54,7 @@ def sizes(rows: list[dict]) -> dict[tuple, dict[str, dict[str, list[int]]]]:
     """(model_id, pruner, objective) -> task -> {"nodes": [per seed], "edges": [...]}, solved tasks only."""
     out: dict[tuple, dict] = defaultdict(lambda: defaultdict(lambda: {"nodes": [], "edges": []}))
     for r in primary(rows):
-        if r["kind"] == "trained" and r["reached"] and (r["full_model_accuracy"] or 0) >= SOLVED:
+        if r["kind"] == "trained" and r["reached"] and full_model_solves(r):
             cell = out[(r["model_id"], r["pruner"], r["objective"])][r["task"]]
             cell["nodes"].append(r["nodes"])
             cell["edges"].append(r["edges"])
@@ -71,7 +82,10 @@ def _bracket(loss: float, dense: list[dict]) -> tuple[dict | None, dict | None]:
             max(below, key=lambda d: d["val_loss"]) if below else None)
 
 
-def _ratio(loss, sparse_sizes, hi_sizes, lo_sizes, hi_loss, lo_loss, tasks, unit, pick) -> float:
+def _ratio(args: tuple, unit: str, pick) -> float:
+    """Dense size over sparse size at the sparse model's loss; ``args`` is (loss, sparse sizes, upper
+    dense sizes, lower dense sizes, upper dense loss, lower dense loss, tasks)."""
+    loss, sparse_sizes, hi_sizes, lo_sizes, hi_loss, lo_loss, tasks = args
     s = _gm(pick(sparse_sizes[t][unit]) for t in tasks)
     dh = _gm(pick(hi_sizes[t][unit]) for t in tasks)
     dl = _gm(pick(lo_sizes[t][unit]) for t in tasks)
@@ -97,7 +111,7 @@ def matched_one(model: dict, dense: list[dict], by: dict, pruner: str, objective
                                   f"({lo['model_id']}, {hi['model_id']})"}
     args = (model["val_loss"], mine, hs, ls, hi["val_loss"], lo["val_loss"], tasks)
     return {**base, "status": "ok", "dense_below": lo["model_id"], "dense_above": hi["model_id"], "tasks": tasks,
-            "node_ratio": _ratio(*args, "nodes", _gm), "edge_ratio": _ratio(*args, "edges", _gm),
+            "node_ratio": _ratio(args, "nodes", _gm), "edge_ratio": _ratio(args, "edges", _gm),
             "_args": args}
 
 
@@ -108,7 +122,7 @@ def _boot_one(args, rng, unit: str) -> float:
     def pick(values):
         return _gm(values[i] for i in rng.integers(0, len(values), len(values)))
 
-    return _ratio(loss, mine, hs, ls, hl, ll, chosen, unit, pick)
+    return _ratio((loss, mine, hs, ls, hl, ll, chosen), unit, pick)
 
 
 def matched_loss(rows: list[dict], n_boot: int = 2000, seed: int = 0) -> list[dict[str, Any]]:

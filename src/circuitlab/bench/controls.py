@@ -15,7 +15,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from .analysis import SOLVED, geo, primary
+from .analysis import full_model_solves, geo, primary
 
 
 def _real_key(r: dict) -> tuple:
@@ -38,7 +38,7 @@ def control_pairs(rows: list[dict]) -> list[dict[str, Any]]:
                     "real_reached": base["reached"], "nodes": r["nodes"], "edges": r["edges"], "loss": r["loss"],
                     "reached": r["reached"], "node_ratio": max(r["nodes"], 1) / max(base["nodes"], 1),
                     "edge_ratio": max(r["edges"], 1) / max(base["edges"], 1),
-                    "solved": (base["full_model_accuracy"] or 0) >= SOLVED and base["reached"]})
+                    "solved": full_model_solves(base) and base["reached"]})
     return out
 
 

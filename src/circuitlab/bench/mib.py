@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CircuitlabError
-from ..files import read_json, write_bytes, write_json
+from ..files import write_bytes, write_json
+from .documents import CellDocument, read_document
 
 
 def _mib_name(text: str) -> str:
@@ -75,8 +76,8 @@ def export_mib(out: str | Path, target: str | Path | None = None) -> dict[str, A
     loaded: dict[str, Any] = {}
     files, board = [], defaultdict(lambda: defaultdict(dict))
     for path in cells:
-        doc = read_json(path, "bench cell")
-        if doc.get("status") != "done" or doc["cell"]["control"] != "none":
+        doc = read_document(path, CellDocument).to_json()  # a file that does not fit: one line, file and key
+        if doc["status"] != "done" or doc["cell"]["control"] != "none":
             continue
         cell, model_id = doc["cell"], doc["model"]["model_id"]
         if model_id not in loaded:

@@ -131,6 +131,31 @@ def _skip(task, reason: str, full: dict | None = None) -> Skipped:
     return Skipped(task=task.name, suite=task.suite, reason=reason, **{"verdict": None, **figures})
 
 
+@attrs.frozen(kw_only=True)
+class Judged:
+    """A task the full model solves (or nearly): its usable pairs and the full model's test figures
+    (``verdict``: ``solved`` or ``borderline``)."""
+
+    train_pairs: tuple
+    test_pairs: tuple
+    full: dict
+
+
+def judge_task(loaded: LoadedModel, task, config: PruneConfig, context) -> Judged | Skipped:
+    """The first step of ``prune_task``: the task's pairs and the verdict on its full model. The bench
+    calls it to choose a model's tasks, so ``run`` and ``bench`` prune the same ones."""
+    from ..tasks import UNSOLVED
+
+    pairs = _pairs(loaded, task, config, context)
+    if isinstance(pairs, Skipped):
+        return pairs
+    full = full_model_verdict(loaded, pairs[1], config.min_accuracy)
+    if full["verdict"] == UNSOLVED:  # borderline tasks are pruned and flagged, not dropped (docs/training.md)
+        return _skip(task, f"full-model test accuracy {full['accuracy']:.3f} (95% interval {full['accuracy_low']:.3f}-"
+                           f"{full['accuracy_high']:.3f}) is below {config.min_accuracy:g}", full)
+    return Judged(train_pairs=pairs[0], test_pairs=pairs[1], full=full)
+
+
 def prepare_task(loaded: LoadedModel, task, config: PruneConfig, *, context=None, values=None,
                  extra_provenance: dict | None = None) -> TaskData | Skipped:
     """Everything ``prune_task`` does before the mask search: the pairs, the full model's verdict,
@@ -144,7 +169,6 @@ def prepare_task(loaded: LoadedModel, task, config: PruneConfig, *, context=None
     from ..machine import machine_provenance
     from ..provenance import run_fields
     from ..tasks import (
-        UNSOLVED,
         encode_pairs,
         nonsense_pairs,
         nonsense_seed,
@@ -156,14 +180,10 @@ def prepare_task(loaded: LoadedModel, task, config: PruneConfig, *, context=None
     info = loaded.info
     if context is None:
         context = task_context_for_run(info, config.mine_from)
-    pairs = _pairs(loaded, task, config, context)
-    if isinstance(pairs, Skipped):
-        return pairs
-    train_pairs, test_pairs = pairs
-    full = full_model_verdict(loaded, test_pairs, config.min_accuracy)
-    if full["verdict"] == UNSOLVED:  # borderline tasks are pruned and flagged, not dropped (docs/training.md)
-        return _skip(task, f"full-model test accuracy {full['accuracy']:.3f} (95% interval {full['accuracy_low']:.3f}-"
-                           f"{full['accuracy_high']:.3f}) is below {config.min_accuracy:g}", full)
+    judged = judge_task(loaded, task, config, context)
+    if isinstance(judged, Skipped):
+        return judged
+    train_pairs, test_pairs, full = judged.train_pairs, judged.test_pairs, judged.full
     if config.nonsense:
         train_pairs = tuple(nonsense_pairs(train_pairs, nonsense_seed(task.qualname, "train")))
         test_pairs = tuple(nonsense_pairs(test_pairs, nonsense_seed(task.qualname, "test")))
