@@ -242,8 +242,8 @@ def test_run_and_bench_choose_the_same_tasks(tiny_run: Path, tmp_path: Path, mon
     assert {key(r) for r in summary["tasks"] if r["verdict"] == "borderline"} == set(doc["borderline"])
     assert {key(s) for s in summary["skipped"]} == set(spec.tasks) - pruned
     assert {t for t, f in doc["tasks"].items() if f["verdict"] == "unsolved"} <= set(spec.tasks) - pruned
-    if min_accuracy == 0.0:  # every task clears a threshold of 0: both pick all of them
-        assert pruned == set(spec.tasks)
+    if min_accuracy == 0.0:  # every usable task clears a threshold of 0: both pick all of them
+        assert pruned and pruned == {t for t, f in doc["tasks"].items() if f["usable"]}
 
 
 def test_a_result_file_that_does_not_fit_its_record_is_not_finished(tmp_path: Path, capsys):
