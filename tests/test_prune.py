@@ -294,3 +294,23 @@ def json_loads(s):
     import json
 
     return json.loads(s)
+
+
+def test_a_run_without_a_tokenizer_loads_for_logits_and_is_refused_for_text(tiny_run, tmp_path):
+    """An imported checkpoint may come without a tokenizer: logits from token ids need none, while a
+    caller that turns text into ids (pruning, recording) gets one line saying how to supply one."""
+    import shutil
+
+    from circuitlab.prune import LoadedModel
+    from circuitlab.train.runs import TOKENIZER, load_model
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(TOKENIZER, "node_means*"))
+    model, tok, _ = load_model(run)
+    assert tok is None
+    logits, _ = model(torch.zeros(1, 4, dtype=torch.long))
+    assert logits.shape[-1] == model.config.vocab_size
+    with pytest.raises(CircuitlabError, match="has no tokenizer.json"):
+        load_model(run, need_tokenizer=True)
+    with pytest.raises(CircuitlabError, match="has no tokenizer.json"):
+        LoadedModel.load(run)
