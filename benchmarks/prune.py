@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     import attrs
 
     from circuitlab.config import PruneConfig, TrainConfig
-    from circuitlab.jobs import ensure_model
     from circuitlab.prune.pipeline import prune_model
+    from circuitlab.train import ensure_model
 
     model = args.model
     if model is None:

@@ -83,8 +83,10 @@ def write_zarr(arr: np.ndarray, path: Path, durable: bool) -> None:
     batch = ExampleBatch(activation=arr, token_ids=np.zeros((n, t), np.int32), length=np.full(n, t), task=minus,
                          side=np.full(n, 2), split=np.zeros(n), pair=minus, target=minus, contrast=minus,
                          offset=np.arange(n))
-    write_dataset(path, [batch], num_examples=n, tokens=t, nodes=nodes, node_mean=np.zeros(m, np.float32),
-                  attributes=base_attributes(codes={"task": [], "split": ["val"]}))
+    from circuitlab.store.io import StoreLayout
+
+    write_dataset(path, [batch], StoreLayout(num_examples=n, tokens=t, nodes=nodes, node_mean=np.zeros(m, np.float32),
+                                             attributes=base_attributes(codes={"task": [], "split": ["val"]})))
     if durable:
         fsync_tree(path)
 

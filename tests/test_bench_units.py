@@ -308,3 +308,58 @@ def test_cmd_ranks_mask_keep_logits_like_cpr_and_attribution_scores_by_magnitude
     assert near["max_f"] == pytest.approx(max(near["f"]))
     over = [max(v - 1, 0) for v in near["f"]]
     assert near["overshoot"] == pytest.approx(sum(0.5 * (over[i] + over[i + 1]) / 2 for i in range(8)))
+
+
+@pytest.mark.parametrize("min_accuracy", [0.0, 0.9])
+def test_run_and_bench_choose_the_same_tasks(tiny_run: Path, tmp_path: Path, monkeypatch, one_thread,
+                                             min_accuracy: float):
+    """``circuitlab prune`` and the bench judge a model's tasks by one rule (the Wilson verdict against
+    the spec's threshold): the tasks the bench plans cells for are the tasks prune prunes, borderline
+    ones included, and the rest are the tasks prune skips."""
+    from circuitlab.bench import work
+    from circuitlab.config import PruneConfig
+    from circuitlab.prune.pipeline import prune_model
+
+    data = quick()
+    data["prune"]["min_accuracy"] = min_accuracy
+    spec = parse_spec(data, str(ROOT / "benchmarks" / "quick.toml"))
+    model = model_specs(spec)[0]
+    monkeypatch.setattr(work, "model_cache_dir", lambda m: tiny_run)  # the bench reuses this finished run
+    doc = work.prepare_model(model, spec, str(tmp_path / "bench"))
+    assert doc["reused"]
+
+    p = spec.prune
+    names = ",".join(t.partition(":")[2] for t in spec.tasks)
+    config = PruneConfig(tasks=f"python:{names}", min_accuracy=p.min_accuracy, n_train=p.n_train, n_test=p.n_test,
+                         steps=1, retries=0, random_draws=1, jobs=1)
+    summary = prune_model(tiny_run, config, tmp_path / "run")
+
+    def key(row: dict) -> str:
+        return row["task"] if ":" in row["task"] else f"{row['suite']}:{row['task']}"
+
+    pruned = {key(r) for r in summary["tasks"]}
+    assert pruned == set(doc["solved"])
+    assert {key(r) for r in summary["tasks"] if r["verdict"] == "borderline"} == set(doc["borderline"])
+    assert {key(s) for s in summary["skipped"]} == set(spec.tasks) - pruned
+    assert {t for t, f in doc["tasks"].items() if f["verdict"] == "unsolved"} <= set(spec.tasks) - pruned
+    if min_accuracy == 0.0:  # every usable task clears a threshold of 0: both pick all of them
+        assert pruned and pruned == {t for t, f in doc["tasks"].items() if f["usable"]}
+
+
+def test_a_result_file_that_does_not_fit_its_record_is_not_finished(tmp_path: Path, capsys):
+    """A cell file that is not a whole cell counts as not finished on a rerun, and the MIB export names
+    the file and the key in one line (exit 2) instead of failing inside."""
+    import json
+
+    from circuitlab.bench.documents import CellDocument, ModelDocument
+    from circuitlab.bench.work import read_done
+
+    from .conftest import assert_one_line_error, run_main
+
+    cell = tmp_path / "cells" / "x.json"
+    cell.parent.mkdir()
+    cell.write_text(json.dumps({"status": "done", "kind": "circuitlab-bench-cell"}))
+    assert read_done(cell, CellDocument) is None
+    assert read_done(cell, ModelDocument) is None
+    code, _, err = run_main(["bench", "export-mib", str(tmp_path)], capsys)
+    assert_one_line_error(code, err, str(cell), "cell_id")

@@ -234,6 +234,7 @@ def test_bench_spec_mine_from_pins_the_folder_hash(tiny_run: Path, other_code: P
     from circuitlab.bench.spec import parse_spec
     from circuitlab.bench.work import _evaluate_tasks
     from circuitlab.errors import CircuitlabError
+    from circuitlab.prune.task import LoadedModel
 
     root = Path(__file__).resolve().parents[1]
     data = tomllib.loads((root / "benchmarks" / "quick.toml").read_text())
@@ -252,9 +253,9 @@ def test_bench_spec_mine_from_pins_the_folder_hash(tiny_run: Path, other_code: P
     (cell, *_) = cells_for(spec, model, ["mined:mined_quote"])
     assert prune_config(spec, cell).mine_from == spec.prune.mine_from
     # A model's task evaluation cuts the pinned mined task from the folder (pins checked per model).
-    figures = _evaluate_tasks(tiny_run, attrs.evolve(spec, tasks={"mined:mined_quote": folder_hash}))
-    assert figures["mined:mined_quote"]["pairs"]["folder_hash"] == folder_hash
-    assert figures["mined:mined_quote"]["usable"]
+    figures = _evaluate_tasks(LoadedModel.load(tiny_run), attrs.evolve(spec, tasks={"mined:mined_quote": folder_hash}))
+    assert figures["mined:mined_quote"].pairs["folder_hash"] == folder_hash
+    assert figures["mined:mined_quote"].usable
     data["prune"]["mine_from"] = "nowhere"
     with pytest.raises(CircuitlabError, match=r"spec.toml: prune.mine_from: .*does not exist"):
         parse_spec(copy.deepcopy(data), source)

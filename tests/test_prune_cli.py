@@ -176,7 +176,7 @@ def test_min_accuracy_skips_unsolved_tasks(tiny_run, tmp_path, capsys, toy_regis
 
 def test_run_reuses_a_cached_model(tiny_run, tmp_path, capsys, toy_registry, monkeypatch):
     """``run`` trains once per config hash; a second run reuses the cached model."""
-    import circuitlab.train as train_mod
+    import circuitlab.train.loop as train_mod  # where ensure_model finds train_run
 
     calls = []
 

@@ -31,6 +31,7 @@ from . import view  # noqa: F401  (installs the page a Circuit shows in Jupyter:
 from .config import PruneConfig, RecordConfig
 from .errors import CircuitlabError, UnknownNameError
 from .prune.circuit import Circuit
+from .prune.task import LoadedModel as _PruneModel
 from .tasks.types import Task
 from .train.runs import RunInfo
 
@@ -38,13 +39,10 @@ PathLike = str | os.PathLike
 
 
 @attrs.frozen(kw_only=True, eq=False)  # one loaded model is equal only to itself
-class LoadedModel:
+class LoadedModel(_PruneModel):
     """A finished run folder in memory: the model (eval mode), its tokenizer (None for an imported
-    checkpoint without one: logits only) and the run's ``RunInfo`` (configs and provenance)."""
-
-    model: Any = attrs.field(repr=False)  # circuitlab.model.gpt.GPT
-    tokenizer: Any = attrs.field(repr=False)  # tokenizers.Tokenizer or None
-    info: RunInfo = attrs.field(repr=False)
+    checkpoint without one: logits only), the run's ``RunInfo`` (configs and provenance) and the
+    device. The record ``circuitlab.prune.prune_task`` takes, with a notebook's conveniences."""
 
     @property
     def path(self) -> Path:
@@ -54,10 +52,6 @@ class LoadedModel:
     def config(self):
         """The model's shape (``circuitlab.config.ModelConfig``)."""
         return self.info.model
-
-    @property
-    def device(self):
-        return next(self.model.parameters()).device
 
     @property
     def num_nodes(self) -> int:
@@ -171,7 +165,7 @@ def load(run: PathLike, *, device: str = "cpu") -> LoadedModel:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CircuitlabError(f"device {device!r}: CUDA is not available here; use device='cpu'")
     model, tok, info = load_model(run, dev, need_tokenizer=False)
-    return LoadedModel(model=model, tokenizer=tok, info=info)
+    return LoadedModel(model=model, tokenizer=tok, info=info, device=dev)
 
 
 def tasks(spec: str | None = None, *, model: LoadedModel | PathLike | None = None,
@@ -240,7 +234,7 @@ def compare(store: PathLike, *circuits: Circuit, overwrite: bool = False) -> Com
     an error unless ``overwrite=True``."""
     from .compare import compare_store
 
-    labels = [(_label(c), c.task) for c in circuits]
+    labels = [(_label(c), c.key) for c in circuits]
     twice = sorted({f"{m} on {t}" for m, t in labels if labels.count((m, t)) > 1})
     if twice:
         raise CircuitlabError(f"two circuits of one method and task ({', '.join(twice)}); a store holds one "
@@ -290,64 +284,41 @@ def _task(loaded: LoadedModel, task: Task | str, config: PruneConfig) -> Task:
     return found[0]
 
 
-def _prune_task(loaded: LoadedModel, task: Task, config: PruneConfig) -> Circuit | dict:
-    """One task of one model under one config: the ``Circuit``, or the skip record (a dict with
-    ``reason``) when the task is not pruned. The same steps as ``circuitlab prune`` for one task
-    (``prune.pipeline``): pairs and the solved verdict (``task_pairs``), ablation values, provenance,
-    then the mask search (``prune.search.prune_task``)."""
+def _prune_task(loaded: LoadedModel, task: Task, config: PruneConfig) -> Circuit | Any:
+    """One task of one model under one config, through ``circuitlab.prune.prune_task`` (the path of
+    ``circuitlab prune``, ``run`` and ``bench``): the ``Circuit``, or its ``Skipped`` record."""
     import torch
 
-    from . import plugins
-    from .config import config_hash
-    from .machine import machine_provenance
-    from .prune.ablation import ablation_values
-    from .prune.pipeline import solved_record, task_pairs
-    from .prune.search import prune_task
-    from .tasks import encode_pairs, pairs_source, task_context_for_run
+    from .prune.task import prune_task
+    from .tasks import task_context_for_run
 
-    model, tok, info, dev = loaded.model, loaded.tokenizer, loaded.info, loaded.device
-    context = task_context_for_run(info, config.mine_from, "mine_from")  # needs the run's tokenizer
-    tok = tok if tok is not None else context.tokenizer
+    context = task_context_for_run(loaded.info, config.mine_from, "mine_from")  # needs the run's tokenizer
+    if loaded.tokenizer is None:
+        loaded = attrs.evolve(loaded, tokenizer=context.tokenizer)
     old_threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        train_pairs, test_pairs, full, skip = task_pairs(task, tok, context, config, model, dev)
-        if skip is not None:
-            return skip
-        train = encode_pairs(list(train_pairs), tok, max_len=info.model.n_ctx)
-        test = encode_pairs(list(test_pairs), tok, max_len=info.model.n_ctx)
-        values = ablation_values(model, tok, info, config.ablation, device=dev, task_batch=train)
-        prov = {"run": str(info.path), "run_config_hash": config_hash(info.model, info.train),
-                "run_provenance": info.provenance, "task": task.qualname, "task_description": task.description,
-                "pairs": pairs_source(task, context), "n_train_pairs": len(train_pairs),
-                "n_test_pairs": len(test_pairs), "ablation": config.ablation, "nonsense": config.nonsense,
-                "solved": solved_record(full, config), "machine": machine_provenance()}
-        return prune_task(model, train, test, values, config, task=task.name, suite=task.suite, provenance=prov,
-                          mask_entry=plugins.get("pruner", config.pruner),
-                          objective_entry=plugins.get("objective", config.objective))
+        return prune_task(loaded, task, config, context=context)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _label(circuit: Circuit) -> str:
-    """The store's label of a circuit's method (``PruneConfig.method``)."""
+    """The store's label of a circuit's method (``PruneConfig.method``; older files wrote ``pruner/objective``)."""
     pruner, _, objective = circuit.method.partition("/")
     return pruner if objective in ("", "binary_ce") else f"{pruner}+{objective}"
 
 
 def _add_circuit(store: Path, circuit: Circuit, overwrite: bool) -> None:
-    """Add one circuit to the store, as ``circuitlab prune --store`` does."""
-    from .store import add_method_result
+    """Add one circuit to the store, as ``circuitlab prune --store`` does (``store.add_circuit``)."""
+    from .store import add_circuit
 
     run = circuit.provenance.get("run")
     if circuit.kept is None or not run:
-        raise CircuitlabError(f"circuit of task {circuit.task!r} has no node layout (its run is not here); "
+        raise CircuitlabError(f"circuit of task {circuit.key!r} has no node layout (its run is not here); "
                               "load it with Circuit.load(path, run=RUN)")
-    add_method_result(store, method=_label(circuit), task=circuit.task, scores=circuit.scores, kept=circuit.kept,
-                      loss=circuit.loss, edges=circuit.edge_count, nodes=circuit.node_count,
-                      provenance=circuit.provenance, edge_list=[list(e) for e in circuit.edge_pairs], run=run,
-                      overwrite=overwrite)
+    add_circuit(store, circuit, _label(circuit), run=run, overwrite=overwrite)
 
 
 __all__ = ["Circuit", "Comparison", "LoadedModel", "TaskList", "TaskSkipped", "compare", "load", "prune", "record",

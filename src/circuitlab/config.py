@@ -273,6 +273,7 @@ class RecordConfig:
     seed: int = attrs.field(default=0, validator=valid_seed)
     precision: str = _extension("float32", one_of(PRECISIONS))  # values rounded before compression; read as float32
     codec: str = _extension("auto", one_of(CODECS))  # the activation array's compression; auto: by its zeros
+    batch_size: int = _extension(32, at_least(1))  # examples per forward pass (memory only: the values are the same)
 
 
 @attrs.frozen(kw_only=True)

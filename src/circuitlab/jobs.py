@@ -1,8 +1,7 @@
 """Jobs: the main job and friends, the only place that joins training, pruning and the store.
 
-- ``ensure_model``: train the model of a config, or reuse the one cached under its config hash;
 - ``prune_job``: prune a run's tasks (``circuitlab prune``), adding each circuit to a store if asked;
-- ``run_job``: ``ensure_model`` then ``prune_job`` (``circuitlab run``, what ``make run`` runs).
+- ``run_job``: ``circuitlab.train.ensure_model`` then ``prune_job`` (``circuitlab run``, what ``make run`` runs).
 """
 
 from __future__ import annotations
@@ -11,26 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, PruneConfig, TrainConfig, config_hash, to_dict
+from .config import PruneConfig, TrainConfig, config_hash, to_dict
 from .errors import CircuitlabError
 from .files import check_writable_dir, write_json
 from .log import logger
-
-
-def ensure_model(config: TrainConfig, model_config: ModelConfig | None = None,
-                 progress: bool = True) -> tuple[Path, bool]:
-    """Train the model, or reuse the finished one cached under the same config hash. (path, reused)."""
-    from .train import cached_run_dir, train_run
-
-    model_config = model_config or config.model_config()
-    path = cached_run_dir(config, model_config)
-    if (path / "model.safetensors").exists() and (path / "config.json").exists():
-        logger.info(f"reusing cached model {path}")
-        return path, True
-    resume = (path / "checkpoint.safetensors").exists()
-    logger.info(f"{'resuming' if resume else 'training'} model into {path}")
-    train_run(config, path, model_config=model_config, resume=resume, progress=progress)
-    return path, False
 
 
 def _check_store_conflicts(store: Path, info, config: PruneConfig, out: Path) -> None:
@@ -56,11 +39,8 @@ def _check_store_conflicts(store: Path, info, config: PruneConfig, out: Path) ->
 def _store_adder(store: Path, info, config: PruneConfig, out: Path, overwrite: bool):
     """Check (or record) the store before any pruning, and return what adds one circuit to it, and what
     adds a circuit finished by an earlier run if the store lacks it."""
-    import numpy as np
-
-    from .model.nodes import NodeSpace
     from .prune.circuit import task_key
-    from .store import add_method_result, ensure_store, list_methods
+    from .store import add_circuit, ensure_store, list_methods
 
     check_writable_dir(Path(store).parent, "--store")
     ensure_store(store, info, note=logger.info)  # a store of another model fails now, not after the first task
@@ -68,21 +48,11 @@ def _store_adder(store: Path, info, config: PruneConfig, out: Path, overwrite: b
         _check_store_conflicts(Path(store), info, config, out)
 
     def add(circuit) -> None:
-        add_method_result(store, method=config.method, task=circuit.key, scores=circuit.scores, kept=circuit.kept,
-                          loss=circuit.loss, edges=circuit.edge_count, nodes=circuit.node_count,
-                          provenance=circuit.provenance, edge_list=[list(e) for e in circuit.edge_pairs],
-                          run=info.path, overwrite=overwrite)
+        add_circuit(store, circuit, config.method, run=info.path, overwrite=overwrite)
 
     def add_finished(doc: dict) -> None:
-        key = task_key(doc.get("suite") or "", doc["task"])
-        if (config.method, key) in list_methods(store):
-            return
-        space = NodeSpace.from_config(info.model)
-        kept = np.zeros(space.num_nodes, bool)
-        kept[[space.index(n) for n in doc["nodes"]]] = True
-        add_method_result(store, method=config.method, task=key, scores=np.asarray(doc["scores"], np.float32),
-                          kept=kept, loss=doc["loss"], edges=doc["edge_count"], nodes=doc["node_count"],
-                          provenance=doc["provenance"], edge_list=doc["edges"], run=info.path, overwrite=overwrite)
+        if (config.method, task_key(doc.get("suite") or "", doc["task"])) not in list_methods(store):
+            add_circuit(store, doc, config.method, run=info.path, overwrite=overwrite)
 
     return add, add_finished
 
@@ -118,6 +88,8 @@ def _check_code_folders(config: PruneConfig) -> None:
 def run_job(train_config: TrainConfig, prune_config: PruneConfig, out: str | Path, *,
             store: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
     """The main job: train (or reuse) the model, prune every task it solves, write ``out/summary.json``."""
+    from .train import ensure_model
+
     t0 = time.perf_counter()
     check_writable_dir(Path(out), "--out")  # before training, not after
     _check_code_folders(prune_config)

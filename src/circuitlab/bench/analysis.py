@@ -2,8 +2,10 @@
 
 Everything here reads only the rows of ``results.csv`` (``table.read_table``). Definitions (docs/bench.md):
 
-- A (model, task) is **solved** when the full model's test accuracy is >= ``SOLVED`` and the circuit
-  reached the target loss on the train pairs. A model's size on a task set is the geometric mean over
+- A (model, task) is **solved** when the full model's verdict on the task is ``solved`` or
+  ``borderline`` (``circuitlab.tasks.verdict``: the 95% Wilson interval of its test accuracy against
+  the spec's ``prune.min_accuracy``, the rule of ``circuitlab prune``) and the circuit reached the
+  target loss on the train pairs. A model's size on a task set is the geometric mean over
   the tasks of its circuit size (itself the geometric mean over pruning seeds).
 - A cell **enters the comparison** when its task is solved and its full model's test loss is at most
   the target loss minus ``TARGET_MARGIN``: a circuit cannot be asked to reach a loss its own model
@@ -30,7 +32,16 @@ from typing import Any
 
 import numpy as np
 
-SOLVED = 0.9
+
+def full_model_solves(r: dict) -> bool:
+    """The full model solves the row's task: its verdict (the ``verdict`` column) is not ``unsolved``.
+
+    Tables written before that column judge the point accuracy against the cell's own
+    ``min_accuracy`` (its prune config)."""
+    if r.get("verdict"):
+        return r["verdict"] != "unsolved"
+    threshold = (r.get("prune_config") or {}).get("min_accuracy", 0.0)
+    return (r["full_model_accuracy"] or 0) >= threshold
 
 
 def _gm(values) -> float:
@@ -52,7 +63,7 @@ def sizes(rows: list[dict]) -> dict[tuple, dict[str, dict[str, list[int]]]]:
     """(model_id, pruner, objective) -> task -> {"nodes": [per seed], "edges": [...]}, solved tasks only."""
     out: dict[tuple, dict] = defaultdict(lambda: defaultdict(lambda: {"nodes": [], "edges": []}))
     for r in primary(rows):
-        if r["kind"] == "trained" and r["reached"] and (r["full_model_accuracy"] or 0) >= SOLVED:
+        if r["kind"] == "trained" and r["reached"] and full_model_solves(r):
             cell = out[(r["model_id"], r["pruner"], r["objective"])][r["task"]]
             cell["nodes"].append(r["nodes"])
             cell["edges"].append(r["edges"])
@@ -72,7 +83,7 @@ TARGET_MARGIN = 0.05
 def enters(r: dict, margin: float | None = TARGET_MARGIN) -> str | None:
     """Why a primary trained cell stays out of the comparison, or None when it enters (``margin`` None:
     no target rule, as the runs before it)."""
-    if (r["full_model_accuracy"] or 0) < SOLVED:
+    if not full_model_solves(r):
         return "task not solved"
     if margin is not None and (r["full_model_loss"] is None or r["full_model_loss"] > r["target_loss"] - margin):
         return "full model not below target - margin"

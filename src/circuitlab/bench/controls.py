@@ -16,7 +16,7 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from .analysis import SOLVED, geo, primary
+from .analysis import full_model_solves, geo, primary
 
 
 def _real_key(r: dict) -> tuple:
@@ -47,7 +47,7 @@ def control_pairs(rows: list[dict]) -> list[dict[str, Any]]:
                     "reached": r["reached"], "k": r["k"], "train_loss": r["train_loss"],
                     "bisection": sorted(tuple(x) for x in r.get("bisection") or ()),
                     "node_ratio": ratio(r, base, "nodes"), "edge_ratio": ratio(r, base, "edges"),
-                    "solved": (base["full_model_accuracy"] or 0) >= SOLVED and base["reached"]})
+                    "solved": full_model_solves(base) and base["reached"]})
     return out
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CircuitlabError
-from ..files import read_json, write_bytes, write_json
+from ..files import write_bytes, write_json
+from .documents import CellDocument, read_document
 
 
 def _mib_name(text: str) -> str:
@@ -83,8 +84,9 @@ def export_mib(out: str | Path, target: str | Path | None = None) -> dict[str, A
         raise CircuitlabError(f"{str(out)!r} has no finished cells (cells/*.json); run 'circuitlab bench' first")
     loaded: dict[str, Any] = {}
     files, board = [], defaultdict(lambda: defaultdict(dict))
-    docs = [doc for doc in (read_json(path, "bench cell") for path in cells)
-            if doc.get("status") == "done" and doc["cell"]["control"] == "none"]
+    # a file that does not fit its record: one line naming the file and key
+    docs = [doc for doc in (read_document(path, CellDocument).to_json() for path in cells)
+            if doc["status"] == "done" and doc["cell"]["control"] == "none"]
     keys = {doc["cell"]["task"] for doc in docs}
     for doc in docs:
         cell, model_id = doc["cell"], doc["model"]["model_id"]

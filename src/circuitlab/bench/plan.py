@@ -3,8 +3,9 @@
 A **model** is one point of the grid (group, density, width, step budget, training seed), plus one
 untrained twin per model in the controls' scope when ``controls.random_init`` is on. A **cell** is
 (model, task, pruner, objective, control, pruning seed); a model's cells exist for the tasks it
-solves (full-model test accuracy >= ``prune.min_accuracy``), and a random-init cell for each task its
-trained twin solves. Cell and model ids are readable and stable: the same spec gives the same ids, so
+solves (the verdict of ``circuitlab prune``: the 95% Wilson interval of its full-model test accuracy
+against ``prune.min_accuracy``; borderline tasks are pruned and flagged), and a random-init cell for
+each task its trained twin solves. Cell and model ids are readable and stable: the same spec gives the same ids, so
 a rerun finds the finished cells by file name.
 """
 
@@ -146,5 +147,5 @@ def _plugin_versions(model: ModelSpec, cell: Cell) -> list[str]:
 
 
 def tasks_key(spec: BenchSpec) -> str:
-    """What a model's task evaluation depends on: a model file with another key is evaluated again."""
-    return config_hash(spec.tasks, spec.prune.n_test, spec.prune.min_accuracy)[:12]
+    """What a model's task verdicts depend on: a model file with another key is evaluated again."""
+    return config_hash(spec.tasks, spec.prune.n_train, spec.prune.n_test, spec.prune.min_accuracy, "wilson")[:12]

@@ -220,9 +220,10 @@ def _models_md(out: Path) -> str:
 
     lines = [[r["model_id"], r["kind"], float(r["val_loss"]) if r["val_loss"] else None, r["n_solved"],
               names("solved", r), names("borderline", r)] for r in rows]
-    return ("## Models\n\nSolved: full-model test accuracy >= the spec's min_accuracy (the cells' rule). Borderline: "
-            "the 95% Wilson interval of that accuracy contains the threshold, so another machine's model may "
-            "fall on the other side.\n\n"
+    return ("## Models\n\nSolved: the tasks pruned, whose full-model test accuracy has a 95% Wilson interval "
+            "not wholly below the spec's min_accuracy (the rule of circuitlab prune). Borderline: those whose "
+            "interval contains the threshold, so another machine's model may fall on the other side; they are "
+            "pruned and flagged.\n\n"
             + _table(["model", "kind", "val loss", "tasks solved", "solved", "borderline"], lines) + "\n\n")
 
 

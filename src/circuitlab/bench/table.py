@@ -30,7 +30,7 @@ _RESULT = ("reached", "nodes", "edges", "weight_edges", "residual_edges", "k", "
            "beats_full_model", "prune_seconds", "necessity_random", "loss_gap_to_full", "kl_to_full")
 COLUMNS = (
     "cell_id", *_MODEL, "task", "pruner", "objective", "control", "prune_seed", "ablation", "freeze_norm",
-    "nonsense", "status", "reason", "real_task_accuracy", *_RESULT, "all_ablated",
+    "nonsense", "status", "reason", "real_task_accuracy", "verdict", *_RESULT, "all_ablated",
     "cpr_nodes", "cmd_nodes", "cpr_edges", "cmd_edges", "m_full", "m_empty", "ce_full", "ce_empty",
     "total_nodes", "total_edges", *JSON_COLUMNS[:9], "circuit_factors", "f_circuit", "max_f_circuit",
     "overshoot_circuit", "bisection", "seconds",
@@ -74,6 +74,7 @@ def cell_row(doc: dict, cell_file: str = "") -> dict[str, Any]:
         row["all_ablated"] = result["validations"]["all_ablated"]
         row["bisection"] = (doc.get("circuit") or {}).get("bisection")  # (k, train loss) as evaluated
         row["real_task_accuracy"] = doc["full_model"]["real_task_accuracy"]
+        row["verdict"] = doc["full_model"].get("verdict")
         row.update(_curves(doc["faithfulness"]))
         row.update({"circuitlab_version": prov["circuitlab_version"], "torch_version": prov["torch_version"],
                     "plugins": prov["plugins"], "corpus_hash": prov["corpus_hash"],
@@ -105,7 +106,7 @@ _INTS = {"width", "train_steps", "train_seed", "prune_seed", "nodes", "edges", "
          "k", "total_nodes", "total_edges"}
 _BOOLS = {"freeze_norm", "nonsense", "reached", "beats_full_model"}
 _TEXT = {"cell_id", "model_id", "group", "kind", "preset", "sparsity", "config_hash", "twin", "task", "pruner",
-         "objective", "control", "ablation", "status", "reason", "circuitlab_version", "torch_version",
+         "objective", "control", "ablation", "status", "reason", "verdict", "circuitlab_version", "torch_version",
          "corpus_hash", "pairs_sha256", "spec_hash", "run", "worker", "cell_file"}
 
 
@@ -147,13 +148,13 @@ def _borderline(doc: dict, threshold: float | None) -> list[str] | None:
 
 
 def write_models(path: str | Path, docs: Iterable[dict[str, Any]], threshold: float | None = None) -> None:
-    """One row per model: validation loss, the tasks it solves (accuracy >= the threshold), those whose
+    """One row per model: validation loss, the tasks it prunes (verdict solved or borderline), those whose
     Wilson interval contains the threshold (``borderline``), every task's full-model test accuracy."""
     rows = []
     for d in sorted(docs, key=lambda d: d["model_id"]):
         rows.append({**{k: d.get(k) for k in MODEL_COLUMNS}, "n_solved": len(d["solved"]), "solved": d["solved"],
                      # tasks whose 95% interval contains the threshold: on another machine they may flip
-                     "borderline": _borderline(d, threshold),
+                     "borderline": d["borderline"] if "borderline" in d else _borderline(d, threshold),
                      "accuracies": {t: f["accuracy"] for t, f in d["tasks"].items()}})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=MODEL_COLUMNS, lineterminator="\n")

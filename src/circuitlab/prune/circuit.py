@@ -346,19 +346,21 @@ def _validations(te, kept, k: int, config, device):
                                          random_draws=tuple(draws), full_model=full_loss, all_ablated=all_abl)
 
 
-def build_circuit(model, tr, te, best, attempts: list[dict], config, *, task: str, suite: str, plugins: list,
-                  provenance: dict | None, with_edge_list: bool, t0: float) -> Circuit:
-    """The ``Circuit`` of the chosen attempt: test losses, validations, edges and provenance."""
-    import time
+def build_circuit(tr, te, best, attempts: list[dict], config, *, data, plugins: list,
+                  with_edge_list: bool) -> Circuit:
+    """The ``Circuit`` of the chosen attempt: test losses, validations, edges and provenance.
 
+    ``data`` is the task's ``search.TaskData``; ``plugins`` the registry entries (or their provenance)
+    of the pruner, the objective and the suite. ``seconds`` is left at 0 for the caller to set."""
     import torch
 
-    from .. import __version__
     from ..config import to_dict
     from ..model.nodes import NodeSpace
+    from ..provenance import build_provenance
     from ..tasks.loss import loss_and_accuracy
     from .edges import count_edges, edge_list
 
+    model = tr.model
     N, device = tr.num_nodes, tr.values.device
     reached = best.k is not None
     k = best.k if reached else N
@@ -370,19 +372,18 @@ def build_circuit(model, tr, te, best, attempts: list[dict], config, *, task: st
     names = NodeSpace.from_config(model.config).names()
     counts = count_edges(model, kept)
     edges = tuple((names[s], names[t]) for s, t in edge_list(model, kept)) if with_edge_list else ()
-    prov = {
-        "circuitlab_version": __version__, "torch_version": torch.__version__, "plugins": plugins,
-        "prune_config": to_dict(config),  # as finished_circuit compares it: new fields only when set
-        "effective": {"steps": best.steps, "lr": best.lr, "penalty_coef": best.coef},
-        "attempts": attempts, "train_prompts": len(tr.batch), "test_prompts": len(te.batch),
-        "mask_history": [list(h) for h in best.history], **(provenance or {}),
-    }
+    prov = build_provenance(
+        plugins=plugins,
+        prune_config=to_dict(config),  # as finished_circuit compares it: new fields only when set
+        effective={"steps": best.steps, "lr": best.lr, "penalty_coef": best.coef},
+        attempts=attempts, train_prompts=len(tr.batch), test_prompts=len(te.batch),
+        mask_history=[list(h) for h in best.history], **(data.provenance or {}))
     return Circuit(
-        task=task, suite=suite, method=config.method, kept=kept, scores=best.scores,
+        task=data.task, suite=data.suite, method=config.method, kept=kept, scores=best.scores,
         nodes=tuple(names[i] for i in kept.nonzero().flatten().tolist()), edges=edges, node_count=int(k),
         edge_counts=counts, total_nodes=N, loss=loss, accuracy=acc, train_loss=dict(best.bisection)[k],
         target_loss=config.target_loss, reached=reached, full_model_loss=full_loss, full_model_accuracy=full_acc,
         calibration=None if cal is None else {"scale": cal[0], "shift": cal[1]},
         bisection=tuple(best.bisection), mask_nodes=best.mask_nodes, validations=validations,
-        seconds=time.perf_counter() - t0, provenance=prov, effect_scores=best.score_only,
+        seconds=0.0, provenance=prov, effect_scores=best.score_only,
     )

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import attrs
 import numpy as np
 
 from ..errors import CircuitlabError, UnknownNameError
@@ -144,20 +145,74 @@ def _result_arrays(scores, kept, method: str, task: str) -> tuple[np.ndarray, np
     return scores, kept_arr
 
 
-def add_method_result(store_path: str | os.PathLike, *, method: str, task: str, scores, kept, loss: float,
-                      edges: int, nodes: int, provenance: dict, edge_list=None, overwrite: bool = False,
-                      run=None) -> Path:
-    """Add one method's result for one task to a store recorded by ``circuitlab record``.
+@attrs.frozen(kw_only=True)
+class MethodResult:
+    """One method's result for one task, as a store holds it (``methods/<method>/<task>``).
 
-    ``scores``: float (num_nodes,) mask scores; ``kept``: bool (num_nodes,) kept set; ``edge_list``: the
-    circuit's edges as (source, destination) flat node indices (``circuitlab.prune.edges.edge_list``) or
-    node names (``Circuit.edges``); without it, ``compare`` rebuilds the edges from the recorded run.
+    ``scores``: float (num_nodes,) mask scores; ``kept``: bool (num_nodes,) kept set (tensors or
+    arrays); ``edge_list``: the circuit's edges as (source, destination) flat node indices
+    (``circuitlab.prune.edges.edge_list``) or node names (``Circuit.edges``); without it, ``compare``
+    rebuilds the edges from the recorded run."""
+
+    method: str
+    task: str
+    scores: Any = attrs.field(eq=False)
+    kept: Any = attrs.field(eq=False)
+    loss: float
+    edges: int
+    nodes: int
+    provenance: dict = attrs.field(factory=dict)
+    edge_list: Any = None
+
+
+def add_circuit(store_path: str | os.PathLike, circuit: Any, method: str, *, run=None, overwrite: bool = False,
+                provenance: dict | None = None) -> Path:
+    """Add a circuit to a store under ``method``: a ``circuitlab.prune.Circuit``, or its JSON document
+    (``Circuit.to_json()``: a ``circuits/<suite>.<task>.json`` file, a bench cell's ``circuit``), keyed
+    by its task's ``suite:task``.
+
+    ``provenance`` is added to the circuit's own. ``run`` and ``overwrite`` as for ``add_method_result``."""
+    from ..prune.circuit import task_key
+
+    doc = circuit if isinstance(circuit, dict) else None
+    if doc is None:
+        scores, kept, edges = circuit.scores, circuit.kept, [list(e) for e in circuit.edge_pairs]
+        loss, n_edges, n_nodes, prov = circuit.loss, circuit.edge_count, circuit.node_count, circuit.provenance
+        task = circuit.key
+    else:
+        space = _space_of(Path(store_path), run)
+        kept = np.zeros(space.num_nodes, bool)
+        kept[[space.index(n) for n in doc["nodes"]]] = True
+        scores, edges = np.asarray(doc["scores"], np.float32), doc["edges"]
+        loss, n_edges, n_nodes, prov = doc["loss"], doc["edge_count"], doc["node_count"], doc["provenance"]
+        task = task_key(doc.get("suite") or "", doc["task"])
+    result = MethodResult(method=method, task=task, scores=scores, kept=kept, loss=loss, edges=n_edges,
+                          nodes=n_nodes, provenance={**prov, **(provenance or {})}, edge_list=edges)
+    return add_method_result(store_path, result, run=run, overwrite=overwrite)
+
+
+def _space_of(path: Path, run) -> NodeSpace:
+    """The node layout of the run (when given) or of the store."""
+    if run is not None:
+        from ..train.runs import RunInfo, read_run
+
+        info = run if isinstance(run, RunInfo) else read_run(run)
+        return NodeSpace.from_config(info.model)
+    return node_space(open_store(path))
+
+
+def add_method_result(store_path: str | os.PathLike, result: MethodResult, *, overwrite: bool = False,
+                      run=None) -> Path:
+    """Add one method's result for one task (a ``MethodResult``) to a store recorded by ``circuitlab record``.
+
     The node layout is checked against the store before anything is written. If ``run`` (a RunInfo or
     run folder) is given, the model identity is checked too, and a missing store is first recorded
     (``ensure_store``); without ``run`` the store must exist. The result goes into its own group
     ``methods/<method>/<task>``, written in a temporary folder and renamed into place: it never touches
     another method's data, and an existing result is an error unless ``overwrite``.
     """
+    method, task, loss, edges, nodes = result.method, result.task, result.loss, result.edges, result.nodes
+    provenance, edge_list = result.provenance, result.edge_list
     import xarray as xr
 
     path = Path(store_path)
@@ -171,7 +226,7 @@ def add_method_result(store_path: str | os.PathLike, *, method: str, task: str, 
         ensure_store(path, info)  # checks the model identity; records the store if it is missing
         space = NodeSpace.from_config(info.model)
     store_attrs = root_attrs(path)
-    scores, kept_arr = _result_arrays(scores, kept, method, task)
+    scores, kept_arr = _result_arrays(result.scores, result.kept, method, task)
     ds = open_store(path)
     stored = _check_nodes(path, ds, space, len(scores))
     if int(nodes) != int(kept_arr.sum()):
