@@ -88,7 +88,7 @@ def test_an_unsolved_task_is_skipped_with_its_reason(model):
     with pytest.raises(circuitlab.TaskSkipped) as info:
         circuitlab.prune(model, TASK, min_accuracy=1.0, n_test=12)
     assert "below 1" in info.value.reason and "min_accuracy=0" in str(info.value)
-    assert info.value.record["verdict"] == "unsolved" and info.value.task == TASK
+    assert info.value.record.verdict == "unsolved" and info.value.task == TASK
 
 
 def test_tasks_take_the_tasks_syntax(model):

@@ -175,11 +175,13 @@ def test_both_for_while_tasks_land_in_files_store_and_comparison(tiny_run, tmp_p
 
     # Replacing the old result moves it to its suite:task key.
     from circuitlab.store import add_method_result, open_method, read_values
+    from circuitlab.store.methods import MethodResult
 
     ds = open_method(store, "hardconcrete", "python:for_while")
-    add_method_result(store, method="hardconcrete", task="python:for_while", scores=read_values(ds["score"], "score"),
-                      kept=read_values(ds["kept"], "kept"), loss=ds.attrs["loss"], edges=0,
-                      nodes=ds.attrs["nodes"], provenance=ds.attrs["provenance"], overwrite=True)
+    result = MethodResult(method="hardconcrete", task="python:for_while", scores=read_values(ds["score"], "score"),
+                          kept=read_values(ds["kept"], "kept"), loss=ds.attrs["loss"], edges=0,
+                          nodes=ds.attrs["nodes"], provenance=ds.attrs["provenance"])
+    add_method_result(store, result, overwrite=True)
     assert sorted(p.name for p in group.iterdir() if not p.name.startswith(".")) == [
         "loops:for_while", "python:for_while", "zarr.json"]
     assert list_methods(store) == both

@@ -91,14 +91,13 @@ class TaskList(list):
 class TaskSkipped(CircuitlabError):
     """``prune`` was asked for a task it does not prune: the full model does not solve it (its accuracy's
     95% Wilson interval lies below ``min_accuracy``), or the tokenizer cannot express it. ``reason`` says
-    which; ``record`` holds the figures (accuracy and its interval, verdict) when there are some."""
+    which; ``record`` is the ``circuitlab.prune.Skipped`` record (the verdict, accuracy and its interval)."""
 
     def __init__(self, task: str, record: Any):
         self.task = task
         self.record = record
-        field = record.get if isinstance(record, dict) else lambda name: getattr(record, name, None)
-        self.reason = field("reason") or str(record)
-        hint = " (pass min_accuracy=0 to prune it anyway)" if field("verdict") == "unsolved" else ""
+        self.reason = record.reason
+        hint = " (pass min_accuracy=0 to prune it anyway)" if record.verdict == "unsolved" else ""
         super().__init__(f"task {task!r} is not pruned: {self.reason}{hint}")
 
 
