@@ -201,6 +201,27 @@ def test_unreachable_target_reports_the_full_model():
     assert c.loss == pytest.approx(c.full_model_loss)
     row = c.row()
     assert row["reached"] is False and row["nodes"] == c.total_nodes
+    # The unpruned model misses the target: said at once, from the reference logits, with no retries.
+    assert c.bisection == ((c.total_nodes, c.train_loss),)
+    assert len(c.provenance["attempts"]) == 1 and c.provenance["attempts"][0]["evaluations"] == 1
+
+
+@pytest.mark.parametrize("freeze_norm", [False, True])
+def test_full_diffs_are_exactly_the_all_ones_gate(freeze_norm):
+    """The bisection reads the unpruned model's loss from the reference: bit for bit the k = N pass."""
+    m, b = tiny_model(3), random_batch(seed=3)
+    means = compute_node_means(m, torch.randint(0, 23, (4, 12)))
+    ev = Evaluator(m, b, means, freeze_norm=freeze_norm, chunk=5)
+    n = NodeSpace.from_config(m.config).num_nodes
+    assert torch.equal(ev.full_diffs(), ev.diffs(torch.ones(n)))
+
+
+def test_search_k_stops_at_once_when_the_full_model_misses():
+    calls = []
+    k, history = search_k(lambda k: calls.append(k) or 0.1, 50, 3, 0.15, full=0.2)
+    assert k is None and history == [(50, 0.2)] and calls == []
+    k, history = search_k(lambda k: calls.append(k) or (0.1 if k >= 7 else 0.9), 50, 3, 0.15, full=0.1)
+    assert k == 7 and 50 not in calls  # a full model that reaches the target changes nothing
 
 
 def test_zero_ablation_and_calibration_run():

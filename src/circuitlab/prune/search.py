@@ -12,7 +12,9 @@
    train task loss is at most the target: start at the k the mask kept by itself, walk up a x1.3
    grid until the target is met (k = all nodes is the unpruned model), then bisect between the
    last miss and the first hit. Every returned k was evaluated and met the target; bisection
-   assumes monotonicity only to be fast, not to be correct.
+   assumes monotonicity only to be fast, not to be correct. The unpruned model's train loss comes
+   free with the reference logits and is checked first: when it misses the target, no circuit can
+   reach it, and the search says so at once (one bisection entry, k = all nodes) and does not retry.
 4. Report the chosen circuit's loss and accuracy on held-out test pairs, its edges, and three
    validations (sufficiency, necessity, a random circuit of the same size): ``circuit.build_circuit``.
 
@@ -67,10 +69,13 @@ def fit_calibration(diff: torch.Tensor, sign: torch.Tensor, steps: int = 16) -> 
     return a, b
 
 
-def search_k(evaluate, num_nodes: int, start: int, target: float, grid: float = 1.3):
+def search_k(evaluate, num_nodes: int, start: int, target: float, grid: float = 1.3,
+             full: float | None = None):
     """Smallest evaluated k with ``evaluate(k) <= target``, walking up from ``start`` then bisecting.
 
     Returns (k or None, history [(k, loss)...]). ``evaluate(num_nodes)`` is the unpruned model.
+    ``full``, if known, is that loss: when it misses the target no circuit can reach it, and the search
+    returns None at once (history ``[(num_nodes, full)]``) instead of walking up to the whole model.
     """
     history: list[tuple[int, float]] = []
     seen: dict[int, float] = {}
@@ -81,6 +86,9 @@ def search_k(evaluate, num_nodes: int, start: int, target: float, grid: float = 
             history.append((k, seen[k]))
         return seen[k]
 
+    if full is not None and not full <= target:  # also a NaN loss
+        history.append((num_nodes, float(full)))
+        return None, history
     if ev(0) <= target:
         return 0, history
     lo, hi = 0, None
@@ -170,6 +178,7 @@ class Attempt:
     steps: int
     lr: float | None
     score_only: bool = False  # the mask's scores are signed effects (attribution), not keep-logits
+    full_missed: bool = False  # the unpruned model itself misses the target on train
 
     def kept(self, k: int, num_nodes: int):
         import torch
@@ -217,14 +226,18 @@ def _attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objective, g
     device = tr.values.device
 
     def train_loss(k):
-        d = tr.diffs(attempt.kept(k, N).to(device).float())
+        # The unpruned model's logits are the evaluator's reference: no forward pass for k = N.
+        d = tr.full_diffs() if k == N else tr.diffs(attempt.kept(k, N).to(device).float())
         if config.calibrate:
             attempt.calibration[k] = fit_calibration(d, tr.sign)
             return loss_and_accuracy(d, tr.sign, attempt.calibration[k])[0]
         return loss_and_accuracy(d)[0]
 
     with torch.no_grad():
-        attempt.k, attempt.bisection = search_k(train_loss, N, attempt.mask_nodes, config.target_loss, config.grid)
+        full = train_loss(N)
+        attempt.k, attempt.bisection = search_k(train_loss, N, attempt.mask_nodes, config.target_loss, config.grid,
+                                                full=full)
+    attempt.full_missed = not full <= config.target_loss
     return attempt
 
 
@@ -243,6 +256,11 @@ def _best_attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objecti
         if best is None or (attempt.k is not None and (best.k is None or attempt.k < best.k)):
             best = attempt
         if attempt.lr is None or not attempt.collapsed(config):  # a score-only mask has nothing to retry
+            break
+        if attempt.full_missed:  # no retrained mask can reach a target the unpruned model misses
+            if progress:
+                logger.info(f"  {task}: the unpruned model's train loss {attempt.bisection[-1][1]:.4f} misses the "
+                            f"target {config.target_loss:g}; not retrying")
             break
         if progress and i < config.retries:
             why = "not reached" if attempt.k is None else f"needed {attempt.k} nodes against the mask's {attempt.mask_nodes}"
