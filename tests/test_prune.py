@@ -314,3 +314,40 @@ def json_loads(s):
     import json
 
     return json.loads(s)
+
+
+@pytest.mark.parametrize("pruner", ["heaviside", "hardconcrete"])
+def test_patience_stops_mask_training_once_the_kept_set_holds(pruner):
+    """Early stopping: the last recorded step is the one after which the kept set held ``patience`` steps."""
+    from circuitlab.prune.evaluator import Evaluator as Ev
+    from circuitlab.prune.search import train_mask
+
+    m = tiny_model(6)
+    means = compute_node_means(m, torch.randint(0, 23, (4, 12)))
+    for p in m.parameters():
+        p.requires_grad_(False)
+    ev = Ev(m.eval(), random_batch(8, 11), means)
+    objective = plugins.get("objective", "binary_ce").factory()
+    entry = plugins.get("pruner", pruner)
+
+    def train(patience):
+        mask = entry.factory(ev.num_nodes, generator=torch.Generator().manual_seed(0))
+        kept = []
+        after = mask.after_step
+
+        def record(progress):
+            after(progress)
+            kept.append(mask.scores() > 0)
+
+        mask.after_step = record
+        history = train_mask(m, ev, mask, objective, steps=300, lr=mask.lr, coef=mask.penalty_coef, batch_pairs=4,
+                             generator=torch.Generator().manual_seed(1), patience=patience)
+        return history, kept
+
+    full, _ = train(0)
+    assert full[-1][0] == 299
+    history, kept = train(8)
+    stop = history[-1][0]
+    assert stop < 299 and len(kept) == stop + 1
+    assert all(torch.equal(kept[stop - i], kept[stop]) for i in range(9))
+    assert not any(all(torch.equal(kept[s - i], kept[s]) for i in range(9)) for s in range(8, stop))

@@ -130,8 +130,13 @@ def length_buckets(lengths, batch_pairs: int, generator, window: int = 8) -> lis
 
 
 def train_mask(model, train_eval: Evaluator, mask, objective, *, steps: int, lr: float, coef: float,
-               batch_pairs: int, generator, progress: bool = False, label: str = ""):
-    """Optimise ``mask`` on minibatches of train pairs. Returns the per-step (objective, kept) history."""
+               batch_pairs: int, generator, progress: bool = False, label: str = "", patience: int = 0):
+    """Optimise ``mask`` on minibatches of train pairs. Returns the (step, objective, kept) history.
+
+    With ``patience`` > 0 training stops early, once the kept set (score > 0) has been the same after
+    ``patience`` consecutive steps: the bisection starts from the kept set and ranks by the scores, and
+    the remaining steps (a decaying learning rate) only polish the scores' order. The last history
+    entry is the last step run."""
     import torch
 
     b = train_eval.batch
@@ -141,6 +146,7 @@ def train_mask(model, train_eval: Evaluator, mask, objective, *, steps: int, lr:
     pair_len = torch.maximum(b.last[0::2], b.last[1::2]).cpu()
     queue: list = []
     history = []
+    kept_before, same = None, 0
     for step in range(steps):
         if not queue:
             queue = length_buckets(pair_len, batch_pairs, generator)
@@ -155,11 +161,19 @@ def train_mask(model, train_eval: Evaluator, mask, objective, *, steps: int, lr:
         opt.step()
         sched.step()
         mask.after_step((step + 1) / steps)
-        if step % 20 == 0 or step == steps - 1:
+        stop = False
+        if patience:
+            kept_now = mask.scores() > 0
+            same = same + 1 if kept_before is not None and torch.equal(kept_now, kept_before) else 0
+            kept_before, stop = kept_now, same >= patience
+        if step % 20 == 0 or step == steps - 1 or stop:
             kept = int((mask.scores() > 0).sum())
             history.append((step, float(obj.detach()), kept))
-            if progress and (step % 100 == 0 or step == steps - 1):
-                logger.info(f"  {label} step {step + 1}/{steps}: objective {float(obj.detach()):.4f}, kept {kept}")
+            if progress and (step % 100 == 0 or step == steps - 1 or stop):
+                why = f" (kept set unchanged for {patience} steps)" if stop else ""
+                logger.info(f"  {label} step {step + 1}/{steps}: objective {float(obj.detach()):.4f}, kept {kept}{why}")
+        if stop:
+            break
     return history
 
 
@@ -188,8 +202,9 @@ class Attempt:
         return kept
 
     def summary(self) -> dict:
+        ran = {"steps_run": self.history[-1][0] + 1} if self.history and self.history[-1][0] + 1 < self.steps else {}
         return {"penalty_coef": self.coef, "steps": self.steps, "lr": self.lr, "mask_nodes": self.mask_nodes,
-                "k": self.k, "evaluations": len(self.bisection)}
+                "k": self.k, "evaluations": len(self.bisection), **ran}
 
     def collapsed(self, config: PruneConfig) -> bool:
         """The mask's own ranking did the work when the target is met with at most ``retry_above`` times
@@ -215,7 +230,8 @@ def _attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objective, g
         coef = config.penalty_coef if config.penalty_coef is not None else getattr(mask, "penalty_coef", 1e-3)
         coef = coef * coef_scale
         history = train_mask(model, tr, mask, objective, steps=steps, lr=lr, coef=coef,
-                             batch_pairs=config.batch_pairs, generator=gen, progress=progress, label=task)
+                             batch_pairs=config.batch_pairs, generator=gen, progress=progress, label=task,
+                             patience=config.patience)
     scores = mask.scores().detach().float().cpu()
     # A trained mask keeps the nodes scoring > 0 by itself, and the search starts there; a score-only
     # mask keeps none by itself, so the search walks up its ranking from one node.
