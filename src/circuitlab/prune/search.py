@@ -133,10 +133,11 @@ def train_mask(model, train_eval: Evaluator, mask, objective, *, steps: int, lr:
                batch_pairs: int, generator, progress: bool = False, label: str = "", patience: int = 0):
     """Optimise ``mask`` on minibatches of train pairs. Returns the (step, objective, kept) history.
 
-    With ``patience`` > 0 training stops early, once the kept set (score > 0) has been the same after
-    ``patience`` consecutive steps: the bisection starts from the kept set and ranks by the scores, and
-    the remaining steps (a decaying learning rate) only polish the scores' order. The last history
-    entry is the last step run."""
+    With ``patience`` > 0 training stops early, once the kept set (score > 0) has changed at least once
+    (every mask starts by keeping every node, which holds for a while) and then stayed the same for
+    ``patience`` consecutive steps: the bisection starts from the kept set and ranks by the scores,
+    and the remaining steps (a decaying learning rate) only polish the scores' order. The last
+    history entry is the last step run."""
     import torch
 
     b = train_eval.batch
@@ -146,7 +147,7 @@ def train_mask(model, train_eval: Evaluator, mask, objective, *, steps: int, lr:
     pair_len = torch.maximum(b.last[0::2], b.last[1::2]).cpu()
     queue: list = []
     history = []
-    kept_before, same = None, 0
+    kept_before, same, moved = None, 0, False
     for step in range(steps):
         if not queue:
             queue = length_buckets(pair_len, batch_pairs, generator)
@@ -164,7 +165,9 @@ def train_mask(model, train_eval: Evaluator, mask, objective, *, steps: int, lr:
         stop = False
         if patience:
             kept_now = mask.scores() > 0
-            same = same + 1 if kept_before is not None and torch.equal(kept_now, kept_before) else 0
+            held = kept_before is not None and torch.equal(kept_now, kept_before)
+            moved = moved or (kept_before is not None and not held)
+            same = same + 1 if held and moved else 0
             kept_before, stop = kept_now, same >= patience
         if step % 20 == 0 or step == steps - 1 or stop:
             kept = int((mask.scores() > 0).sum())
