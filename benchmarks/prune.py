@@ -14,6 +14,7 @@ against its goal, and the peak RSS of this process (workers not included). Progr
 A/B against an earlier commit, in one run on one model:
 
     python benchmarks/prune.py --model DIR --pruner hardconcrete --against REV [--seeds 2] [--json]
+    python benchmarks/prune.py --model DIR --against REV --patience 20   # the current code with early stopping
 
 checks REV out into a temporary ``git worktree`` and prunes the same tasks with the code there and
 with the current code, each in its own process (``PYTHONPATH`` = that tree's ``src`` and plugin
@@ -57,6 +58,7 @@ def worker(args) -> int:
     from circuitlab.prune.pipeline import prune_model
 
     settings = {"steps": args.steps} if args.steps else {}
+    settings.update({"patience": args.patience} if args.patience is not None else {})
     config = PruneConfig(pruner=args.pruner, tasks=args.tasks, min_accuracy=args.min_accuracy,
                          threads=args.threads, jobs=1, seed=args.seed, **settings)
     t = time.perf_counter()
@@ -77,6 +79,7 @@ def run_side(tree: Path, args, seed: int) -> dict:
            "--seed", str(seed)]
     cmd += ["--tasks", args.tasks] if args.tasks else []
     cmd += ["--steps", str(args.steps)] if args.steps else []
+    cmd += ["--patience", str(args.patience)] if getattr(args, "patience", None) is not None and tree == ROOT else []
     env = dict(os.environ, PYTHONPATH=code_path(tree))
     t = time.perf_counter()
     proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, cwd=tree)
@@ -182,7 +185,7 @@ def against(args) -> int:
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
     doc = ab_report(args.against, runs)
-    doc.update(model=str(args.model), pruner=args.pruner, runs=runs)
+    doc.update(model=str(args.model), pruner=args.pruner, patience=args.patience, runs=runs)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -205,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--against", metavar="REV", help="A/B: also prune with the code at this git revision")
     ap.add_argument("--seeds", type=int, default=2, help="A/B: pruning seeds per side (the test-loss spread)")
     ap.add_argument("--steps", type=int, default=None, help="mask training steps (default: the pruner's)")
+    ap.add_argument("--patience", type=int, default=None,
+                    help="A/B: mask early stopping for the current code only (PruneConfig.patience)")
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -45,7 +45,7 @@ def test_ab_sides_run_in_worker_processes_on_a_tiny_model(tiny_run, capsys):
     """Both sides on this tree (no git needed): the same circuits, and a table naming every check."""
     bench = load_benchmark()
     args = argparse.Namespace(model=tiny_run, pruner="hardconcrete", tasks="python:for_while", min_accuracy=0.0,
-                              threads=1, steps=3)
+                              threads=1, steps=3, patience=None)
     runs = {"old": [bench.run_side(ROOT, args, 0)], "new": [bench.run_side(ROOT, args, 0)]}
     doc = bench.ab_report("HEAD", runs)
     assert [r["task"] for r in doc["tasks"]] == ["for_while"]
