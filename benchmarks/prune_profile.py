@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default="python:else_elif")
     ap.add_argument("--min-accuracy", type=float, default=0.0)
     ap.add_argument("--patience", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -72,14 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     in_phase(search, "search_k", "bisection")
     in_phase(circuit, "_validations", "validations")
     # --patience only when set, so that the script also profiles earlier code (PYTHONPATH=<its src>)
-    config = PruneConfig(pruner=args.pruner, tasks=args.tasks, min_accuracy=args.min_accuracy, jobs=1,
+    config = PruneConfig(pruner=args.pruner, tasks=args.tasks, min_accuracy=args.min_accuracy, jobs=1, seed=args.seed,
                          **({"patience": args.patience} if args.patience else {}))
     startup = time.perf_counter() - T_START
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         summary = prune_model(args.model, config, Path(tmp) / "out")
         circuits = [json.loads(Path(r["file"]).read_text()) for r in summary["tasks"]]
-    doc = {"model": args.model, "pruner": args.pruner, "patience": args.patience, "startup_seconds": startup,
+    doc = {"model": args.model, "pruner": args.pruner, "patience": args.patience, "seed": args.seed,
+           "startup_seconds": startup,
            "prune_seconds": time.perf_counter() - t, "phases": dict(counts),
            "circuits": [{"task": c["task"], "nodes": c["node_count"], "reached": c["reached"], "loss": c["loss"],
                          "seconds": c["seconds"], "evaluations": len(c["bisection"]),
