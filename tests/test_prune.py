@@ -201,9 +201,9 @@ def test_unreachable_target_reports_the_full_model():
     assert c.loss == pytest.approx(c.full_model_loss)
     row = c.row()
     assert row["reached"] is False and row["nodes"] == c.total_nodes
-    # The unpruned model misses the target: said at once, from the reference logits, with no retries.
-    assert c.bisection == ((c.total_nodes, c.train_loss),)
-    assert len(c.provenance["attempts"]) == 1 and c.provenance["attempts"][0]["evaluations"] == 1
+    # The unpruned model misses the target: k = 0 and the mask's own set are checked, no walk, no retries.
+    assert c.bisection[0][0] == 0 and c.bisection[-1] == (c.total_nodes, c.train_loss) and len(c.bisection) <= 3
+    assert len(c.provenance["attempts"]) == 1
 
 
 @pytest.mark.parametrize("freeze_norm", [False, True])
@@ -216,10 +216,14 @@ def test_full_diffs_are_exactly_the_all_ones_gate(freeze_norm):
     assert torch.equal(ev.full_diffs(), ev.diffs(torch.ones(n)))
 
 
-def test_search_k_stops_at_once_when_the_full_model_misses():
+def test_search_k_does_not_walk_up_when_the_full_model_misses():
     calls = []
-    k, history = search_k(lambda k: calls.append(k) or 0.1, 50, 3, 0.15, full=0.2)
-    assert k is None and history == [(50, 0.2)] and calls == []
+    k, history = search_k(lambda k: calls.append(k) or 0.9, 50, 3, 0.15, full=0.2)
+    assert k is None and history == [(0, 0.9), (3, 0.9), (50, 0.2)] and calls == [0, 3]
+    # A mask's own set can beat the unpruned model: then the bisection runs below it as usual.
+    k, history = search_k(lambda k: 0.1 if 2 <= k <= 10 else 0.9, 50, 10, 0.15, full=0.2)
+    assert k == 2 and (50, 0.2) not in history
+    calls.clear()
     k, history = search_k(lambda k: calls.append(k) or (0.1 if k >= 7 else 0.9), 50, 3, 0.15, full=0.1)
     assert k == 7 and 50 not in calls  # a full model that reaches the target changes nothing
 

@@ -13,8 +13,9 @@
    grid until the target is met (k = all nodes is the unpruned model), then bisect between the
    last miss and the first hit. Every returned k was evaluated and met the target; bisection
    assumes monotonicity only to be fast, not to be correct. The unpruned model's train loss comes
-   free with the reference logits and is checked first: when it misses the target, no circuit can
-   reach it, and the search says so at once (one bisection entry, k = all nodes) and does not retry.
+   free with the reference logits: when it misses the target, the search checks only k = 0 and the
+   mask's own set (which can beat the unpruned model) and, if both miss, says so without walking up
+   to the whole model, and the mask is not retrained.
 4. Report the chosen circuit's loss and accuracy on held-out test pairs, its edges, and three
    validations (sufficiency, necessity, a random circuit of the same size): ``circuit.build_circuit``.
 
@@ -74,8 +75,10 @@ def search_k(evaluate, num_nodes: int, start: int, target: float, grid: float = 
     """Smallest evaluated k with ``evaluate(k) <= target``, walking up from ``start`` then bisecting.
 
     Returns (k or None, history [(k, loss)...]). ``evaluate(num_nodes)`` is the unpruned model.
-    ``full``, if known, is that loss: when it misses the target no circuit can reach it, and the search
-    returns None at once (history ``[(num_nodes, full)]``) instead of walking up to the whole model.
+    ``full``, if known, is that loss. When it misses the target, only circuits that beat the unpruned
+    model can reach it: the search checks k = 0 and ``start`` (the set the mask kept by itself, which
+    the mask optimised for) and, if both miss, returns None (history ending ``(num_nodes, full)``)
+    instead of walking up the grid to the whole model.
     """
     history: list[tuple[int, float]] = []
     seen: dict[int, float] = {}
@@ -86,9 +89,6 @@ def search_k(evaluate, num_nodes: int, start: int, target: float, grid: float = 
             history.append((k, seen[k]))
         return seen[k]
 
-    if full is not None and not full <= target:  # also a NaN loss
-        history.append((num_nodes, float(full)))
-        return None, history
     if ev(0) <= target:
         return 0, history
     lo, hi = 0, None
@@ -98,6 +98,10 @@ def search_k(evaluate, num_nodes: int, start: int, target: float, grid: float = 
             hi = k
             break
         lo = k
+        if full is not None and not full <= target:  # also a NaN loss: no walk up to the whole model
+            if num_nodes not in seen:
+                history.append((num_nodes, float(full)))
+            return None, history
         if k >= num_nodes:
             return None, history
         k = min(num_nodes, max(k + 1, int(math.ceil(k * grid))))
@@ -276,7 +280,7 @@ def _best_attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objecti
             best = attempt
         if attempt.lr is None or not attempt.collapsed(config):  # a score-only mask has nothing to retry
             break
-        if attempt.full_missed:  # no retrained mask can reach a target the unpruned model misses
+        if attempt.full_missed and attempt.k is None:  # the unpruned model misses the target, and so did the mask's own set
             if progress:
                 logger.info(f"  {task}: the unpruned model's train loss {attempt.bisection[-1][1]:.4f} misses the "
                             f"target {config.target_loss:g}; not retrying")
