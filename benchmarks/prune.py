@@ -157,7 +157,10 @@ def print_ab(doc: dict) -> None:
     print(f"median seconds per circuit: {med} (goal >= {doc['speedup_goal']:g}x lower: {yes(c['median_speedup_goal'])})")
     print(f"process start-up (median): {doc['startup_seconds_old']:.1f} s old, {doc['startup_seconds_new']:.1f} s new")
     print(f"every circuit reaches the target where the old code's does: {yes(c['reached'])}")
-    print(f"node geomean {doc['geomean_nodes_old']} -> {doc['geomean_nodes_new']} "
+    def g(v):
+        return "n/a" if v is None else f"{v:.1f}"
+
+    print(f"node geomean {g(doc['geomean_nodes_old'])} -> {g(doc['geomean_nodes_new'])} "
           f"(within 10% or smaller: {yes(c['geomean_nodes_within_10pct'])})")
     spread = "n/a (one seed)" if doc["seed_spread"] is None else f"{doc['seed_spread']:.4f}"
     if doc["mean_test_loss_old"] is not None:
