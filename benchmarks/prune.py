@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--seeds must be at least 1")
         if args.model is None:
             from circuitlab.config import TrainConfig
-            from circuitlab.jobs import ensure_model
+            from circuitlab.train import ensure_model
 
             args.model, _ = ensure_model(TrainConfig.for_preset("small", sparsity="topk"))
         return against(args)
@@ -231,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     import attrs
 
     from circuitlab.config import PruneConfig, TrainConfig
-    from circuitlab.jobs import ensure_model
     from circuitlab.prune.pipeline import prune_model
+    from circuitlab.train import ensure_model
 
     model = args.model
     if model is None:

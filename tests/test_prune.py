@@ -18,7 +18,7 @@ from circuitlab.model.nodes import NodeSpace, record_activations  # noqa: E402
 from circuitlab.prune.ablation import ablation_hook, compute_node_means  # noqa: E402
 from circuitlab.prune.circuit import geomean  # noqa: E402
 from circuitlab.prune.evaluator import Evaluator  # noqa: E402
-from circuitlab.prune.search import fit_calibration, prune_task, search_k  # noqa: E402
+from circuitlab.prune.search import TaskData, fit_calibration, search_circuit, search_k  # noqa: E402
 from circuitlab.tasks import TaskBatch, last_logits, loss_and_accuracy, task_accuracy, task_loss  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -184,9 +184,9 @@ def test_prune_task_with_other_objectives_is_reproducible(objective):
     means = compute_node_means(m, torch.randint(0, 23, (4, 12)))
     tr, te = random_batch(8, 5), random_batch(4, 6)
     cfg = PruneConfig(pruner="sigmoid", objective=objective, steps=15, target_loss=10.0, seed=3)
-    a = prune_task(m, tr, te, means, cfg, task="t")
-    b = prune_task(m, tr, te, means, cfg, task="t")
-    assert a.nodes == b.nodes and a.loss == b.loss and a.reached
+    a = search_circuit(m, TaskData(train=tr, test=te, values=means, task="t"), cfg)
+    b = search_circuit(m, TaskData(train=tr, test=te, values=means, task="t"), cfg)
+    assert a.node_names == b.node_names and a.loss == b.loss and a.reached
     assert a.edge_counts["total"] == len(a.edges)
     assert a.provenance["plugins"][1]["name"] == objective
 
@@ -194,8 +194,8 @@ def test_prune_task_with_other_objectives_is_reproducible(objective):
 def test_unreachable_target_reports_the_full_model():
     m = tiny_model(5)
     means = compute_node_means(m, torch.randint(0, 23, (4, 12)))
-    c = prune_task(m, random_batch(8, 7), random_batch(4, 8), means,
-                   PruneConfig(pruner="heaviside", steps=5, target_loss=1e-9), task="t")
+    c = search_circuit(m, TaskData(train=random_batch(8, 7), test=random_batch(4, 8), values=means, task="t"),
+                       PruneConfig(pruner="heaviside", steps=5, target_loss=1e-9))
     assert not c.reached
     assert c.node_count == c.total_nodes
     assert c.loss == pytest.approx(c.full_model_loss)
@@ -231,8 +231,8 @@ def test_search_k_does_not_walk_up_when_the_full_model_misses():
 def test_zero_ablation_and_calibration_run():
     m = tiny_model(6)
     n = NodeSpace.from_config(m.config).num_nodes
-    c = prune_task(m, random_batch(8, 9), random_batch(4, 10), torch.zeros(n),
-                   PruneConfig(pruner="heaviside", steps=10, calibrate=True, target_loss=0.6), task="t")
+    c = search_circuit(m, TaskData(train=random_batch(8, 9), test=random_batch(4, 10), values=torch.zeros(n), task="t"),
+                       PruneConfig(pruner="heaviside", steps=10, calibrate=True, target_loss=0.6))
     assert c.calibration is not None and set(c.calibration) == {"scale", "shift"}
     if c.reached:
         assert c.train_loss <= 0.6
@@ -265,7 +265,7 @@ def test_plugin_doc_examples_work_end_to_end():
     from tests.test_planted import PLANTED, build_planted, corpus_windows, make_batch
 
     mods = []
-    for i, heading in enumerate(("## Mask parameterizations", "## Pruning objectives")):
+    for i, heading in enumerate(("## Pruners", "## Pruning objectives")):
         mod = types.ModuleType(f"doc_example_{i}")
         exec(compile(_doc_example(heading), f"docs/plugins.md:{heading}", "exec"), mod.__dict__)
         mods.append(mod)
@@ -274,10 +274,11 @@ def test_plugin_doc_examples_work_end_to_end():
     assert mask_entry.dist == "(in-process)"
     model = build_planted()
     means = compute_node_means(model, corpus_windows())
-    c = prune_task(model, make_batch(64, 1), make_batch(32, 2), means, PruneConfig(pruner="ste", objective="margin"),
-                   task="planted", mask_entry=mask_entry, objective_entry=objective_entry)
+    c = search_circuit(model, TaskData(train=make_batch(64, 1), test=make_batch(32, 2), values=means, task="planted"),
+                       PruneConfig(pruner="ste", objective="margin"), mask_entry=mask_entry,
+                       objective_entry=objective_entry)
     assert c.reached and c.loss <= 0.15
-    assert len(set(c.nodes) ^ PLANTED) <= 2
+    assert len(set(c.node_names) ^ PLANTED) <= 2
     assert [p["name"] for p in c.provenance["plugins"]] == ["ste", "margin"]
 
 
@@ -324,7 +325,7 @@ def json_loads(s):
 def test_patience_stops_mask_training_once_the_kept_set_holds(pruner):
     """Early stopping: the last recorded step is the one after which the kept set held ``patience`` steps."""
     from circuitlab.prune.evaluator import Evaluator as Ev
-    from circuitlab.prune.search import train_mask
+    from circuitlab.prune.search import MaskTraining, train_mask
 
     m = tiny_model(6)
     means = compute_node_means(m, torch.randint(0, 23, (4, 12)))
@@ -344,8 +345,9 @@ def test_patience_stops_mask_training_once_the_kept_set_holds(pruner):
             kept.append(mask.scores() > 0)
 
         mask.after_step = record
-        history = train_mask(m, ev, mask, objective, steps=300, lr=mask.lr, coef=mask.penalty_coef, batch_pairs=4,
-                             generator=torch.Generator().manual_seed(1), patience=patience)
+        history = train_mask(ev, mask, objective, MaskTraining(steps=300, lr=mask.lr, coef=mask.penalty_coef,
+                                                               batch_pairs=4, patience=patience),
+                             torch.Generator().manual_seed(1))
         return history, kept
 
     full, every = train(0)
@@ -359,3 +361,23 @@ def test_patience_stops_mask_training_once_the_kept_set_holds(pruner):
     history, kept = train(8)
     assert history[-1][0] == want < 299 and len(kept) == want + 1
     assert all(torch.equal(a, b) for a, b in zip(kept, every, strict=False))  # the same steps until the stop
+
+
+def test_a_run_without_a_tokenizer_loads_for_logits_and_is_refused_for_text(tiny_run, tmp_path):
+    """An imported checkpoint may come without a tokenizer: logits from token ids need none, while a
+    caller that turns text into ids (pruning, recording) gets one line saying how to supply one."""
+    import shutil
+
+    from circuitlab.prune import LoadedModel
+    from circuitlab.train.runs import TOKENIZER, load_model
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(TOKENIZER, "node_means*"))
+    model, tok, _ = load_model(run)
+    assert tok is None
+    logits, _ = model(torch.zeros(1, 4, dtype=torch.long))
+    assert logits.shape[-1] == model.config.vocab_size
+    with pytest.raises(CircuitlabError, match="has no tokenizer.json"):
+        load_model(run, need_tokenizer=True)
+    with pytest.raises(CircuitlabError, match="has no tokenizer.json"):
+        LoadedModel.load(run)

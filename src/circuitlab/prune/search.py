@@ -1,4 +1,4 @@
-"""Mask search (paper-spec §3.3–3.4): optimise node masks, rank nodes, bisect to a target loss.
+"""Mask search (Gao et al. 2025, A.5): optimise node masks, rank nodes, bisect to a target loss.
 
 1. Optimise one mask parameter per node on the task's train pairs, minimising
    ``objective + penalty_coef * mask.penalty()`` (Adam, betas 0.9/0.95, lr decayed linearly to 0,
@@ -43,9 +43,6 @@ from .gradients import GateGradients
 
 if TYPE_CHECKING:
     import torch
-
-    from ..tasks.types import TaskBatch
-
 
 def fit_calibration(diff: torch.Tensor, sign: torch.Tensor, steps: int = 16) -> tuple[float, float]:
     """Scale a and shift b minimising mean softplus(-(a * diff + b * sign)) (16 L-BFGS steps)."""
@@ -133,17 +130,30 @@ def length_buckets(lengths, batch_pairs: int, generator, window: int = 8) -> lis
     return [batches[i] for i in order]
 
 
-def train_mask(model, train_eval: Evaluator, mask, objective, *, steps: int, lr: float, coef: float,
-               batch_pairs: int, generator, progress: bool = False, label: str = "", patience: int = 0):
-    """Optimise ``mask`` on minibatches of train pairs. Returns the (step, objective, kept) history.
+@attrs.frozen(kw_only=True)
+class MaskTraining:
+    """The optimisation settings of one mask training (the mask's defaults resolved)."""
 
-    With ``patience`` > 0 training stops early, once the kept set (score > 0) has changed at least once
-    (every mask starts by keeping every node, which holds for a while) and then stayed the same for
-    ``patience`` consecutive steps: the bisection starts from the kept set and ranks by the scores,
-    and the remaining steps (a decaying learning rate) only polish the scores' order. The last
+    steps: int
+    lr: float
+    coef: float  # penalty coefficient
+    batch_pairs: int
+    patience: int = 0  # 0: every step; else stop once the kept set has held this many steps (train_mask)
+
+
+def train_mask(train_eval: Evaluator, mask, objective, settings: MaskTraining, generator, *,
+               progress: bool = False, label: str = ""):
+    """Optimise ``mask`` on minibatches of train pairs. Returns the per-step (step, objective, kept) history.
+
+    With ``settings.patience`` > 0 training stops early, once the kept set (score > 0) has changed at
+    least once (every mask starts by keeping every node, which holds for a while) and then stayed the
+    same for ``patience`` consecutive steps: the bisection starts from the kept set and ranks by the
+    scores, and the remaining steps (a decaying learning rate) only polish the scores' order. The last
     history entry is the last step run."""
     import torch
 
+    steps, lr, coef, batch_pairs = settings.steps, settings.lr, settings.coef, settings.batch_pairs
+    patience = settings.patience
     b = train_eval.batch
     params = mask.parameters()
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.95))
@@ -220,7 +230,7 @@ class Attempt:
         return self.k is None or self.k > max(self.mask_nodes * config.retry_above, self.mask_nodes + 1)
 
 
-def _attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objective, gen, coef_scale: float,
+def _attempt(tr: Evaluator, config: PruneConfig, mask_entry, objective, gen, coef_scale: float,
              progress: bool, task: str) -> Attempt:
     import torch
 
@@ -236,9 +246,10 @@ def _attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objective, g
         lr = config.lr or getattr(mask, "lr", 1e-2)
         coef = config.penalty_coef if config.penalty_coef is not None else getattr(mask, "penalty_coef", 1e-3)
         coef = coef * coef_scale
-        history = train_mask(model, tr, mask, objective, steps=steps, lr=lr, coef=coef,
-                             batch_pairs=config.batch_pairs, generator=gen, progress=progress, label=task,
-                             patience=config.patience)
+        history = train_mask(tr, mask, objective, MaskTraining(steps=steps, lr=lr, coef=coef,
+                                                               batch_pairs=config.batch_pairs,
+                                                               patience=config.patience),
+                             gen, progress=progress, label=task)
     scores = mask.scores().detach().float().cpu()
     # A trained mask keeps the nodes scoring > 0 by itself, and the search starts there; a score-only
     # mask keeps none by itself, so the search walks up its ranking from one node.
@@ -264,7 +275,7 @@ def _attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objective, g
     return attempt
 
 
-def _best_attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objective_entry, progress: bool,
+def _best_attempt(tr: Evaluator, config: PruneConfig, mask_entry, objective_entry, progress: bool,
                   task: str) -> tuple[Attempt, list[dict]]:
     """Train masks until one does not collapse (at most ``1 + retries``); the attempt with the smallest k."""
     import torch
@@ -274,7 +285,7 @@ def _best_attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objecti
     attempts: list[dict] = []
     best = None
     for i in range(config.retries + 1):
-        attempt = _attempt(model, tr, config, mask_entry, objective, gen, config.retry_factor ** i, progress, task)
+        attempt = _attempt(tr, config, mask_entry, objective, gen, config.retry_factor ** i, progress, task)
         attempts.append(attempt.summary())
         if best is None or (attempt.k is not None and (best.k is None or attempt.k < best.k)):
             best = attempt
@@ -301,24 +312,40 @@ def suite_provenance(suite: str) -> list[dict]:
         return []
 
 
-def prune_task(model, train: TaskBatch, test: TaskBatch, values: torch.Tensor, config: PruneConfig | None = None,
-               *, task: str = "task", suite: str = "", provenance: dict | None = None, progress: bool = False,
-               mask_entry=None, objective_entry=None, with_edge_list: bool = True) -> Circuit:
+@attrs.frozen(kw_only=True)
+class TaskData:
+    """One task's encoded pairs, ablation values and circuit provenance: what the mask search needs.
+
+    Picklable: ``prune.parallel`` sends it to a worker process."""
+
+    train: Any  # TaskBatch (circuitlab.tasks.encode_pairs)
+    test: Any  # TaskBatch
+    values: Any  # (num_nodes,) tensor: what an ablated node takes (circuitlab.prune.ablation.ablation_values)
+    task: str = "task"
+    suite: str = ""
+    provenance: dict | None = None
+
+
+def search_circuit(model, data: TaskData, config: PruneConfig | None = None, *, progress: bool = False,
+                   mask_entry=None, objective_entry=None, with_edge_list: bool = True) -> Circuit:
     """Prune ``model`` to the smallest node circuit whose train task loss reaches ``config.target_loss``.
 
-    ``train``/``test`` are encoded pairs (``circuitlab.tasks.encode_pairs``); ``values`` (num_nodes,) is
-    what an ablated node takes (``circuitlab.prune.ablation.ablation_values``). Returns a ``Circuit``.
+    ``data`` holds the encoded train and test pairs and the ablation values. The mask search alone:
+    ``circuitlab.prune.prune_task`` is the whole path (pairs, full-model verdict, encoding, ablation
+    values, provenance, then this). Returns a ``Circuit``.
     """
     from .. import plugins
 
     config = config or PruneConfig()
+    task, suite = data.task, data.suite
     t0 = time.perf_counter()
     mask_entry = mask_entry or plugins.get("pruner", config.pruner)
     objective_entry = objective_entry or plugins.get("objective", config.objective)
-    if len(train) < 2 or len(test) < 2:
+    if len(data.train) < 2 or len(data.test) < 2:
         raise CircuitlabError(f"task {task!r} needs at least one train and one test pair")
+    values = data.values
     device = values.device
-    train, test = train.to(device), test.to(device)
+    train, test = data.train.to(device), data.test.to(device)
     grads = [p.requires_grad for p in model.parameters()]
     was_training = model.training
     model.eval()
@@ -327,11 +354,11 @@ def prune_task(model, train: TaskBatch, test: TaskBatch, values: torch.Tensor, c
     try:
         tr = Evaluator(model, train, values, freeze_norm=config.freeze_norm)
         te = Evaluator(model, test, values, freeze_norm=config.freeze_norm)
-        best, attempts = _best_attempt(model, tr, config, mask_entry, objective_entry, progress, task)
-        circuit = build_circuit(model, tr, te, best, attempts, config, task=task, suite=suite,
-                                plugins=[mask_entry.provenance(), objective_entry.provenance(),
-                                         *suite_provenance(suite)],
-                                provenance=provenance, with_edge_list=with_edge_list, t0=t0)
+        best, attempts = _best_attempt(tr, config, mask_entry, objective_entry, progress, task)
+        circuit = build_circuit(tr, te, best, attempts, config, data=data,
+                                plugins=[mask_entry, objective_entry, *suite_provenance(suite)],
+                                with_edge_list=with_edge_list)
+        circuit = attrs.evolve(circuit, seconds=time.perf_counter() - t0)
     finally:
         for p, r in zip(model.parameters(), grads, strict=True):
             p.requires_grad_(r)
