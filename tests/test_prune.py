@@ -201,6 +201,31 @@ def test_unreachable_target_reports_the_full_model():
     assert c.loss == pytest.approx(c.full_model_loss)
     row = c.row()
     assert row["reached"] is False and row["nodes"] == c.total_nodes
+    # The unpruned model misses the target: k = 0 and the mask's own set are checked, no walk, no retries.
+    assert c.bisection[0][0] == 0 and c.bisection[-1] == (c.total_nodes, c.train_loss) and len(c.bisection) <= 3
+    assert len(c.provenance["attempts"]) == 1
+
+
+@pytest.mark.parametrize("freeze_norm", [False, True])
+def test_full_diffs_are_exactly_the_all_ones_gate(freeze_norm):
+    """The bisection reads the unpruned model's loss from the reference: bit for bit the k = N pass."""
+    m, b = tiny_model(3), random_batch(seed=3)
+    means = compute_node_means(m, torch.randint(0, 23, (4, 12)))
+    ev = Evaluator(m, b, means, freeze_norm=freeze_norm, chunk=5)
+    n = NodeSpace.from_config(m.config).num_nodes
+    assert torch.equal(ev.full_diffs(), ev.diffs(torch.ones(n)))
+
+
+def test_search_k_does_not_walk_up_when_the_full_model_misses():
+    calls = []
+    k, history = search_k(lambda k: calls.append(k) or 0.9, 50, 3, 0.15, full=0.2)
+    assert k is None and history == [(0, 0.9), (3, 0.9), (50, 0.2)] and calls == [0, 3]
+    # A mask's own set can beat the unpruned model: then the bisection runs below it as usual.
+    k, history = search_k(lambda k: 0.1 if 2 <= k <= 10 else 0.9, 50, 10, 0.15, full=0.2)
+    assert k == 2 and (50, 0.2) not in history
+    calls.clear()
+    k, history = search_k(lambda k: calls.append(k) or (0.1 if k >= 7 else 0.9), 50, 3, 0.15, full=0.1)
+    assert k == 7 and 50 not in calls  # a full model that reaches the target changes nothing
 
 
 def test_zero_ablation_and_calibration_run():
@@ -294,6 +319,48 @@ def json_loads(s):
     import json
 
     return json.loads(s)
+
+
+@pytest.mark.parametrize("pruner", ["heaviside", "hardconcrete"])
+def test_patience_stops_mask_training_once_the_kept_set_holds(pruner):
+    """Early stopping: the last recorded step is the one after which the kept set held ``patience`` steps."""
+    from circuitlab.prune.evaluator import Evaluator as Ev
+    from circuitlab.prune.search import MaskTraining, train_mask
+
+    m = tiny_model(6)
+    means = compute_node_means(m, torch.randint(0, 23, (4, 12)))
+    for p in m.parameters():
+        p.requires_grad_(False)
+    ev = Ev(m.eval(), random_batch(8, 11), means)
+    objective = plugins.get("objective", "binary_ce").factory()
+    entry = plugins.get("pruner", pruner)
+
+    def train(patience):
+        mask = entry.factory(ev.num_nodes, generator=torch.Generator().manual_seed(0))
+        kept = []
+        after = mask.after_step
+
+        def record(progress):
+            after(progress)
+            kept.append(mask.scores() > 0)
+
+        mask.after_step = record
+        history = train_mask(ev, mask, objective, MaskTraining(steps=300, lr=mask.lr, coef=mask.penalty_coef,
+                                                               batch_pairs=4, patience=patience),
+                             torch.Generator().manual_seed(1))
+        return history, kept
+
+    full, every = train(0)
+    assert full[-1][0] == 299
+
+    def settled(s, p=8):  # the set changed at some step j <= s - p, then held through steps s - p ... s
+        return (all(torch.equal(every[s - i], every[s]) for i in range(p + 1))
+                and any(not torch.equal(every[j], every[j - 1]) for j in range(1, s - p + 1)))
+
+    want = next(s for s in range(8, 300) if settled(s))
+    history, kept = train(8)
+    assert history[-1][0] == want < 299 and len(kept) == want + 1
+    assert all(torch.equal(a, b) for a, b in zip(kept, every, strict=False))  # the same steps until the stop
 
 
 def test_a_run_without_a_tokenizer_loads_for_logits_and_is_refused_for_text(tiny_run, tmp_path):

@@ -251,6 +251,9 @@ class PruneConfig:
     retries: int = 2  # when the mask collapsed (see prune.search), retrain it up to this many times ...
     retry_factor: float = 0.25  # ... with the penalty coefficient multiplied by this each time
     retry_above: float = 2.0  # collapsed: the target needed more than this many times the mask's own nodes
+    # Mask training stops once the kept set (score > 0) has been the same for this many consecutive
+    # steps (prune.search.train_mask); 0 trains every step. Left out of stored configs at its default.
+    patience: int = _extension(0, at_least(0))
     # Folders of .py files for tasks mined from code (omitted from config.json and cell keys while None):
     mine_from: str | None = _extension(None)  # cut them from this folder instead of the held-out corpus files
     eval_on: str | None = _extension(None)  # also score each circuit on its task cut from this folder

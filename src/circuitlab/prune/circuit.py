@@ -332,7 +332,7 @@ def _validations(te, kept, k: int, config, device):
 
     N = len(kept)
     d_test = te.diffs(kept.to(device).float())
-    full_loss, full_acc = loss_and_accuracy(te.diffs(torch.ones(N, device=device)))
+    full_loss, full_acc = loss_and_accuracy(te.full_diffs())  # the reference logits: no forward pass
     suff = loss_and_accuracy(d_test)[0]
     nec = loss_and_accuracy(te.diffs((~kept).to(device).float()))[0]
     all_abl = loss_and_accuracy(te.diffs(torch.zeros(N, device=device)))[0]
