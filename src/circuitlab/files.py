@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,9 +38,11 @@ def cache_dir() -> Path:
 
 
 def fault_point(name: str) -> None:
-    """Tests kill the process here (``CIRCUITLAB_FAULT=name``) to prove that no instant loses data."""
-    if os.environ.get("CIRCUITLAB_FAULT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Tests kill the process here (``CIRCUITLAB_FAULT=name``) to prove that no instant loses data;
+    ``name@TERM`` or ``name@INT`` sends that signal instead of SIGKILL."""
+    point, _, sig = os.environ.get("CIRCUITLAB_FAULT", "").partition("@")
+    if point == name:
+        os.kill(os.getpid(), getattr(signal, f"SIG{sig}") if sig else signal.SIGKILL)
 
 
 def sibling_tmp(path: str | os.PathLike, kind: str = "tmp") -> Path:
@@ -277,3 +280,181 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise CircuitlabError(f"{what} {str(path)!r} is a folder, not a file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CircuitlabError(f"{what} {str(path)!r} is not valid JSON ({exc}); it may be truncated") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bounded reads
+
+
+def read_regular(path: str | os.PathLike, cap: int) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file (or a link to one) of at most ``cap`` bytes.
+
+    ``None`` for anything else: a device, FIFO or socket (opened without blocking, so a FIFO cannot
+    hang the read), or a file longer than ``cap``, however ``st_size`` reads (a link to ``/dev/zero``
+    reports 0 bytes): at most ``cap + 1`` bytes are ever read. Raises ``OSError`` if it cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks, left = [], cap + 1
+        while left > 0:
+            block = os.read(fd, min(left, 1 << 20))
+            if not block:
+                break
+            chunks.append(block)
+            left -= len(block)
+        data = b"".join(chunks)
+        return None if len(data) > cap else data
+    finally:
+        os.close(fd)
+
+
+def is_regular(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a regular file, following links (False for devices, FIFOs, sockets, dangling links)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------
+# The output guard: the one decision of whether a path may be written or replaced
+
+#: Each kind of output circuitlab writes, as (what it is, the marker that identifies it). ``--overwrite``
+#: and resuming only ever replace or extend a path that carries its kind's marker (or an empty folder).
+OUTPUT_KINDS: dict[str, tuple[str, str]] = {
+    "run": ("a circuitlab run folder", "config.json with kind 'circuitlab-run'"),
+    "store": ("a circuitlab activation store", "zarr.json whose attributes have schema 'circuitlab-store'"),
+    "pruned": ("a circuitlab prune output folder",
+               "summary.json with kind 'circuitlab-prune-summary', or circuits/*.json circuit files"),
+    "bench": ("a circuitlab bench folder", "spec.json, the copy of the bench spec"),
+    "mib": ("a circuitlab MIB export folder", "scores.json (a list of method scores) beside circuits/"),
+    "page": ("a circuitlab HTML page", '<meta name="generator" content="circuitlab">'),
+    "plot": ("a PNG figure written by circuitlab", "the PNG's Software text chunk naming Matplotlib"),
+}
+#: Kinds that are one file rather than a folder.
+FILE_KINDS = ("page", "plot")
+#: A page written before pages carried the generator tag: circuitlab's offline Content-Security-Policy.
+_OLD_PAGE_MARK = b"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'"
+_MARKER_CAP = 64 << 20  # marker files are small JSON documents; a larger one is not circuitlab's
+
+
+def _json_doc(path: Path) -> Any:
+    try:
+        data = read_regular(path, _MARKER_CAP)
+        return None if data is None else json.loads(data)
+    except (OSError, ValueError):
+        return None
+
+
+def _kind_of(doc: Any) -> Any:
+    return doc.get("kind") if isinstance(doc, dict) else None
+
+
+def has_marker(path: str | os.PathLike, kind: str) -> bool:
+    """Whether ``path`` carries the marker of ``kind`` (``OUTPUT_KINDS``)."""
+    path = Path(path)
+    if kind == "page":
+        try:
+            head = read_regular(path, 1 << 30)
+        except OSError:
+            return False
+        return head is not None and (b'<meta name="generator" content="circuitlab">' in head[:4096]
+                                     or _OLD_PAGE_MARK in head[:4096])
+    if kind == "plot":
+        try:
+            head = read_regular(path, 1 << 30)
+        except OSError:
+            return False
+        return head is not None and head.startswith(b"\x89PNG") and b"Software\x00Matplotlib" in head[:4096]
+    if not path.is_dir():
+        return False
+    if kind == "run":
+        return _kind_of(_json_doc(path / "config.json")) == "circuitlab-run"
+    if kind == "store":
+        doc = _json_doc(path / "zarr.json")
+        return isinstance(doc, dict) and isinstance(doc.get("attributes"), dict) and \
+            doc["attributes"].get("schema") == "circuitlab-store"
+    if kind == "pruned":
+        if _kind_of(_json_doc(path / "summary.json")) == "circuitlab-prune-summary":
+            return True
+        circuits = path / "circuits"
+        return circuits.is_dir() and any(_kind_of(_json_doc(f)) == "circuitlab-circuit"
+                                         for f in sorted(circuits.glob("*.json"))[:8])
+    if kind == "bench":
+        doc = _json_doc(path / "spec.json")
+        return isinstance(doc, dict) and {"name", "models", "prune", "tasks"} <= set(doc)
+    if kind == "mib":
+        doc = _json_doc(path / "scores.json")
+        return isinstance(doc, list) and all(isinstance(d, dict) and "method_name" in d for d in doc)
+    raise ValueError(f"unknown output kind {kind!r}")
+
+
+def _is_empty_dir(path: Path) -> bool:
+    """No entries but circuitlab's own temporary names."""
+    try:
+        return all(_TMP_RE.match(p.name) for p in path.iterdir())
+    except OSError:
+        return False
+
+
+def _home() -> Path | None:
+    home = os.environ.get("HOME") or os.path.expanduser("~")
+    return Path(home).resolve() if home and home != "~" else None
+
+
+def _contains(outer: Path, inner: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def guard_output(path: str | os.PathLike, kind: str, *, flag: str = "--out",
+                 inputs: tuple[str | os.PathLike | None, ...] = (), writable: bool = True) -> Path:
+    """Decide whether ``path`` may be written or replaced as an output of ``kind`` (``OUTPUT_KINDS``);
+    raise a one-line ``CircuitlabError`` naming ``flag`` if not. Returns the path, unchanged.
+
+    Refused, whatever the flags: a path that is or contains the working folder, the home folder, a
+    filesystem root, or one of ``inputs`` (the files and folders the command reads), judged after
+    following links; a path whose name is empty, ``.`` or ``..``; and an existing path that is not
+    empty and lacks the marker of ``kind``, so ``--overwrite`` or a rerun can replace or extend only
+    circuitlab's own output of the same kind. ``writable`` also checks, without creating anything,
+    that the path can be written (``check_writable_dir``). Every check happens before any work."""
+    what, marker = OUTPUT_KINDS[kind]
+    raw = Path(path)
+    text = str(path)
+    if not text.strip():
+        raise CircuitlabError(f"{flag} is empty; pass {flag} with a new path")
+    lexical = Path(os.path.abspath(os.path.expanduser(text)))
+    resolved = lexical.resolve()
+    if raw.name in ("", ".", "..") or text.rstrip("/").endswith(("/.", "/..")):
+        raise CircuitlabError(f"{flag} {text!r} names a folder by '.' or '..': circuitlab will not write over it; "
+                              f"pass {flag} with a new folder name")
+    if resolved.parent == resolved:
+        raise CircuitlabError(f"{flag} {text!r} is a filesystem root; pass {flag} with a new folder name")
+    for label, place in (("the working folder", Path.cwd().resolve()), ("the home folder", _home())):
+        if place is not None and (_contains(resolved, place) or _contains(lexical, place)):
+            raise CircuitlabError(f"{flag} {text!r} is or contains {label} ({str(place)!r}); circuitlab will not "
+                                  f"write over it: pass {flag} with a new folder name")
+    for source in inputs:
+        if source is None or not str(source).strip():
+            continue
+        src = Path(os.path.abspath(os.path.expanduser(str(source)))).resolve()
+        if _contains(resolved, src):
+            raise CircuitlabError(f"{flag} {text!r} is or contains the input {str(source)!r}; pass {flag} with "
+                                  "another path")
+    if resolved.exists() or raw.is_symlink():
+        if kind in FILE_KINDS:
+            if resolved.is_dir():
+                raise CircuitlabError(f"{flag} {text!r} is a folder; pass {flag} with a file name")
+            if not has_marker(resolved, kind):
+                raise CircuitlabError(f"{flag} {text!r} exists and is not {what} (no {marker}); circuitlab will "
+                                      f"not replace it: pass {flag} with a new file name")
+        elif not resolved.is_dir():
+            if not resolved.exists():
+                raise CircuitlabError(f"{flag} {text!r} is a link to nothing; remove it or pass another {flag}")
+            raise CircuitlabError(f"{flag} {text!r} is a file, not a folder; choose another path")
+        elif not _is_empty_dir(resolved) and not has_marker(resolved, kind):
+            raise CircuitlabError(f"{flag} {text!r} is a folder that is not {what} (no {marker}); circuitlab "
+                                  f"will not write into or replace it: pass {flag} with a new folder name")
+    if writable:
+        check_writable_dir(resolved.parent if kind in FILE_KINDS else resolved, flag)
+    return raw

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         where = f" {exc.filename!r}" if exc.filename else ""
         click.echo(f"error: cannot write{where}: {os_error_text(exc)}; free space, raise the limit or fix "
-                   "permissions, then rerun (the previous results are intact)", err=True)
+                   "permissions, then rerun", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

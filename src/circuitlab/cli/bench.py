@@ -51,8 +51,10 @@ def run_cmd(spec, out, workers, scheduler, dry_run, assume_solved, json_):
     """
     from ..bench.runner import default_workers, run_bench
     from ..bench.spec import load_spec
+    from ..files import guard_output
 
     spec_obj = load_spec(spec)
+    guard_output(out, "bench", inputs=(spec, spec_obj.corpus, spec_obj.prune.mine_from), writable=not dry_run)
     n = workers or default_workers(spec_obj)
     if dry_run:
         from ..bench.estimate import dry_run as plan
@@ -107,8 +109,12 @@ def report_cmd(out, bootstrap, json_):
 @json_option
 def export_mib_cmd(out, target, json_):
     """Write every circuit's node and edge scores in the MIB circuit track's submission layout."""
-    from ..bench.mib import export_mib
+    from pathlib import Path
 
+    from ..bench.mib import export_mib
+    from ..files import guard_output
+
+    guard_output(target if target is not None else Path(out) / "mib", "mib", flag="--to", inputs=(out,))
     doc = export_mib(out, target)
     if json_:
         emit_json(doc)

@@ -33,9 +33,11 @@ def import_oai_cmd(src: Path, out: Path, tokenizer: str | None, corpus: str | No
     keys are listed as ignored. The run then works with tasks, prune, record, top and view; prune
     large models with --device cuda.
     """
+    from ..files import guard_output
     from ..interop import import_oai
 
     config = ImportConfig(tokenizer=tokenizer, corpus=corpus, overwrite=overwrite)
+    guard_output(out, "run", inputs=(src, tokenizer, corpus))
     summary = import_oai(src, out, config, note=lambda msg: click.echo(msg, err=True))
     if json_:
         emit_json(summary)

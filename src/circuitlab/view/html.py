@@ -25,6 +25,7 @@ def embed_json(obj) -> str:
 
 def head(title: str) -> str:
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
+            '<meta name="generator" content="circuitlab">\n'  # what lets the output guard replace it
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             f"<title>{html.escape(title)}</title>\n<style>{static('page.css')}</style></head>\n")
