@@ -326,7 +326,7 @@ OUTPUT_KINDS: dict[str, tuple[str, str]] = {
     "run": ("a circuitlab run folder", "config.json with kind 'circuitlab-run'"),
     "store": ("a circuitlab activation store", "zarr.json whose attributes have schema 'circuitlab-store'"),
     "pruned": ("a circuitlab prune output folder",
-               "summary.json with kind 'circuitlab-prune-summary', or circuits/*.json circuit files"),
+               "summary.json with kind 'circuitlab-prune-summary', or a circuits/ folder of circuit files"),
     "bench": ("a circuitlab bench folder", "spec.json, the copy of the bench spec"),
     "mib": ("a circuitlab MIB export folder", "scores.json (a list of method scores) beside circuits/"),
     "page": ("a circuitlab HTML page", '<meta name="generator" content="circuitlab">'),
@@ -378,9 +378,11 @@ def has_marker(path: str | os.PathLike, kind: str) -> bool:
     if kind == "pruned":
         if _kind_of(_json_doc(path / "summary.json")) == "circuitlab-prune-summary":
             return True
-        circuits = path / "circuits"
-        return circuits.is_dir() and any(_kind_of(_json_doc(f)) == "circuitlab-circuit"
-                                         for f in sorted(circuits.glob("*.json"))[:8])
+        circuits = path / "circuits"  # an interrupted prune: finished circuits, or none yet
+        if not circuits.is_dir() or not all(p.suffix in (".json", ".html") or _TMP_RE.match(p.name)
+                                                  for p in circuits.iterdir()):
+            return False
+        return all(_kind_of(_json_doc(f)) == "circuitlab-circuit" for f in sorted(circuits.glob("*.json"))[:8])
     if kind == "bench":
         doc = _json_doc(path / "spec.json")
         return isinstance(doc, dict) and {"name", "models", "prune", "tasks"} <= set(doc)

@@ -53,8 +53,9 @@ def run_cmd(spec, out, workers, scheduler, dry_run, assume_solved, json_):
     from ..bench.spec import load_spec
     from ..files import guard_output
 
+    guard_output(out, "bench", inputs=(spec,), writable=not dry_run)
     spec_obj = load_spec(spec)
-    guard_output(out, "bench", inputs=(spec, spec_obj.corpus, spec_obj.prune.mine_from), writable=not dry_run)
+    guard_output(out, "bench", inputs=(spec_obj.corpus, spec_obj.prune.mine_from), writable=False)
     n = workers or default_workers(spec_obj)
     if dry_run:
         from ..bench.estimate import dry_run as plan
