@@ -427,15 +427,15 @@ def guard_output(path: str | os.PathLike, kind: str, *, flag: str = "--out",
         raise CircuitlabError(f"{flag} is empty; pass {flag} with a new path")
     lexical = Path(os.path.abspath(os.path.expanduser(text)))
     resolved = lexical.resolve()
-    if raw.name in ("", ".", "..") or text.rstrip("/").endswith(("/.", "/..")):
-        raise CircuitlabError(f"{flag} {text!r} names a folder by '.' or '..': circuitlab will not write over it; "
-                              f"pass {flag} with a new folder name")
     if resolved.parent == resolved:
         raise CircuitlabError(f"{flag} {text!r} is a filesystem root; pass {flag} with a new folder name")
     for label, place in (("the working folder", Path.cwd().resolve()), ("the home folder", _home())):
         if place is not None and (_contains(resolved, place) or _contains(lexical, place)):
             raise CircuitlabError(f"{flag} {text!r} is or contains {label} ({str(place)!r}); circuitlab will not "
                                   f"write over it: pass {flag} with a new folder name")
+    if raw.name in ("", ".", "..") or text.rstrip("/").endswith(("/.", "/..")):
+        raise CircuitlabError(f"{flag} {text!r} names a folder by '.' or '..': circuitlab will not write over it; "
+                              f"pass {flag} with a new folder name")
     for source in inputs:
         if source is None or not str(source).strip():
             continue

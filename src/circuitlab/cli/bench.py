@@ -32,10 +32,19 @@ def bench_cmd() -> None:
     """
 
 
+def _workers(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    from ..checks import parallel_count_problem
+
+    problem = None if value is None else parallel_count_problem(value)
+    if problem:
+        raise click.BadParameter(f"{problem}, got {value}", ctx=ctx, param=param)
+    return value
+
+
 @bench_cmd.command("run")
 @click.argument("spec", metavar="SPEC")
 @click.option("--out", required=True, metavar="DIR", help="Bench folder: models/, cells/, stores/, results.csv.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=click.IntRange(min=1), default=None, callback=_workers,
               help="Local Dask worker processes (one thread each). [default: CPU cores / bench.threads]")
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
               help="Attach to a running Dask scheduler instead of starting a local cluster.")
