@@ -393,9 +393,9 @@ def has_marker(path: str | os.PathLike, kind: str) -> bool:
 
 
 def _is_empty_dir(path: Path) -> bool:
-    """No entries but circuitlab's own temporary names."""
+    """No entries but circuitlab's own temporary names and lock file."""
     try:
-        return all(_TMP_RE.match(p.name) for p in path.iterdir())
+        return all(_TMP_RE.match(p.name) or p.name == LOCK_NAME for p in path.iterdir())
     except OSError:
         return False
 
@@ -460,3 +460,53 @@ def guard_output(path: str | os.PathLike, kind: str, *, flag: str = "--out",
     if writable:
         check_writable_dir(resolved.parent if kind in FILE_KINDS else resolved, flag)
     return raw
+
+
+# ----------------------------------------------------------------------------------------------------
+# One writer per folder
+
+#: The lock file a long job holds in its output folder (``folder_lock``).
+LOCK_NAME = ".circuitlab.lock"
+
+
+def _lock_holder(fd: int) -> dict:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        doc = json.loads(os.read(fd, 4096) or b"{}")
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, command: str, flag: str = "--out") -> Iterator[None]:
+    """Hold ``folder``'s lock while the block runs; refuse with one line naming the holder's pid and host
+    if another process holds it.
+
+    The lock is an ``flock`` on ``folder/.circuitlab.lock``: the kernel releases it when its holder
+    exits, however it exits (kill -9 included), so the lock of a dead process is taken over without a
+    question. The file itself stays, holding the last holder's pid, host and start time (JSON)."""
+    import fcntl
+    import socket
+    import time
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666 & ~_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            h = _lock_holder(fd)
+            since = f", since {h['started']}" if h.get("started") else ""
+            raise CircuitlabError(
+                f"another '{h.get('command', command)}' is running on {flag} {str(folder)!r} (pid {h.get('pid', '?')} "
+                f"on host {h.get('host', '?')}{since}); wait for it to finish or stop it, then rerun: finished work "
+                "is kept") from None
+        doc = {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(doc).encode() + b"\n", 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
