@@ -36,7 +36,7 @@ def test_a_second_bench_on_the_same_folder_is_refused(tmp_path: Path):
     holder = _holder(out)
     try:
         t0 = time.perf_counter()
-        proc = run_cli("bench", str(QUICK), "--out", str(out))
+        proc = run_cli("bench", str(QUICK), "--out", str(out), env={"CIRCUITLAB_LOAD_PLUGINS": ""})
         assert proc.returncode == 2 and proc.stdout == "" and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1, proc.stderr

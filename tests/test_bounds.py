@@ -21,7 +21,7 @@ from circuitlab.files import read_regular
 
 from .conftest import assert_one_line_error, run_cli, run_main
 from .oai_reference import make_state, write_checkpoint
-from .test_output_guard import OAI_CONFIG
+from .test_output_guard import BUILTINS_ONLY, OAI_CONFIG, builtins_only  # noqa: F401 (an autouse fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,11 +54,11 @@ def test_code_folders_read_regular_files_only(hostile_code: Path):
 
 
 def test_tasks_mine_from_counts_what_it_skipped(hostile_code: Path):
-    proc = run_cli("tasks", "--mine-from", str(hostile_code), "--json", timeout=300)
+    proc = run_cli("tasks", "--mine-from", str(hostile_code), "--json", timeout=300, env=BUILTINS_ONLY)
     assert proc.returncode == 0, proc.stderr[-2000:]
     source = json.loads(proc.stdout)["mine_from"]
     assert source["n_files"] == 2 and source["skipped"]["not_regular"] == 5
-    text = run_cli("tasks", "--mine-from", str(hostile_code), timeout=300)
+    text = run_cli("tasks", "--mine-from", str(hostile_code), timeout=300, env=BUILTINS_ONLY)
     assert "5 not regular" in text.stdout
 
 

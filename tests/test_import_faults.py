@@ -17,7 +17,7 @@ from circuitlab.files import has_marker, tensors_sha256
 
 from .conftest import run_cli
 from .oai_reference import make_state, write_checkpoint
-from .test_output_guard import OAI_CONFIG
+from .test_output_guard import BUILTINS_ONLY, OAI_CONFIG
 from .test_reliability import _without_dac, leftovers, one_line
 
 BIGGER = {**OAI_CONFIG, "d_model": 64, "d_head": 16, "n_head": 4, "d_mlp": 256, "n_layer": 2}  # ~1 MB of weights
@@ -52,7 +52,8 @@ def test_file_size_limit_is_one_line_and_keeps_the_old_run(sources, old_run: Pat
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     proc = subprocess.run([sys.executable, "-m", "circuitlab", "import-oai", str(sources[1]), "--out", str(old_run),
-                           "--overwrite"], capture_output=True, text=True, timeout=300, preexec_fn=apply)
+                           "--overwrite"], capture_output=True, text=True, timeout=300, preexec_fn=apply,
+                          env={**os.environ, **BUILTINS_ONLY})
     one_line(proc, "File too large", "EFBIG", str(old_run / "model.safetensors"))
     _intact(old_run, before)
 
@@ -61,7 +62,7 @@ def test_file_size_limit_is_one_line_and_keeps_the_old_run(sources, old_run: Pat
 def test_signals_keep_the_old_run_and_leave_no_debris(sources, old_run: Path, sig, code):
     before = tensors_sha256(old_run / "model.safetensors")
     proc = run_cli("import-oai", str(sources[1]), "--out", str(old_run), "--overwrite",
-                   env={"CIRCUITLAB_FAULT": f"import:before-swap@{sig}"})
+                   env={"CIRCUITLAB_FAULT": f"import:before-swap@{sig}", **BUILTINS_ONLY})
     one_line(proc, f"interrupted by SIG{sig}", code=code)
     _intact(old_run, before)
 
@@ -73,7 +74,7 @@ def test_signals_keep_the_old_run_and_leave_no_debris(sources, old_run: Path, si
 def test_kill_during_the_replacement_leaves_one_complete_run(sources, old_run: Path, fault, env):
     old = tensors_sha256(old_run / "model.safetensors")
     proc = run_cli("import-oai", str(sources[1]), "--out", str(old_run), "--overwrite",
-                   env={"CIRCUITLAB_FAULT": fault, **env})
+                   env={"CIRCUITLAB_FAULT": fault, **env, **BUILTINS_ONLY})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     again = run_cli("import-oai", str(sources[1]), "--out", str(old_run), "--overwrite", env=env)  # recovers, sweeps
     assert again.returncode == 0, again.stderr[-2000:]
@@ -88,7 +89,7 @@ def test_read_only_folder_is_one_line_before_work(sources, tmp_path: Path):
     try:
         proc = subprocess.run(_without_dac([sys.executable, "-m", "circuitlab", "import-oai", str(sources[0]),
                                             "--out", str(locked / "run")]), capture_output=True, text=True,
-                              timeout=300)
+                              timeout=300, env={**os.environ, **BUILTINS_ONLY})
         one_line(proc, "not writable", "EACCES")
         assert list(locked.iterdir()) == []
     finally:

@@ -44,6 +44,7 @@ def script(tmp_path: Path) -> Path:
 
 def _run(script: Path, *args: str, verbose_env: str | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "CIRCUITLAB_VERBOSE"}
+    env["CIRCUITLAB_LOAD_PLUGINS"] = ""  # third-party plugins installed beside circuitlab may warn: load none
     env["PYTHONPATH"] = os.pathsep.join([str(script.parent), env.get("PYTHONPATH", "")])
     if verbose_env:
         env["CIRCUITLAB_VERBOSE"] = verbose_env

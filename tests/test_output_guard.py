@@ -28,6 +28,18 @@ OAI_CONFIG = {"block_size": 16, "vocab_size": 64, "n_layer": 1, "n_head": 2, "d_
               "enable_bigram_table": False, "sink": False}
 
 
+#: Third-party plugins installed beside circuitlab may print warnings of their own: these tests load none.
+BUILTINS_ONLY = {"CIRCUITLAB_LOAD_PLUGINS": ""}
+
+
+@pytest.fixture(autouse=True)
+def builtins_only(monkeypatch):
+    """The built-in plugins only, for commands run in this process (as BUILTINS_ONLY does for subprocesses)."""
+    from circuitlab import plugins
+
+    monkeypatch.setattr(plugins.manager, "_registry", plugins.make_registry(entrypoints=False))
+
+
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory) -> tuple[Path, Path]:
     """(checkpoint folder, run folder imported from it): a real run folder in a second."""
