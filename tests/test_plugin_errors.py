@@ -12,7 +12,7 @@ import pytest
 from circuitlab import plugins
 from circuitlab.cli import main
 
-from .broken_plugins import LOAD_TIME, RUN_TIME, install
+from .broken_plugins import LOAD_TIME, RUN_TIME, SLOW, install
 from .conftest import FullEnv, run_cli
 
 
@@ -209,3 +209,74 @@ def test_tasks_given_twice_is_an_error_and_run_help_lists_gmp(capsys):
     assert code == 2 and "given 2 times" in err and "Traceback" not in err
     code, out, _ = cli(capsys, "run", "--help")
     assert code == 0 and "gmp" in out
+
+
+# ---------------------------------------------------------------------------------------------------
+# sys.exit() inside a plugin's run-time code: one line naming the plugin and the call, exit 2, never the
+# plugin's own exit code.
+
+
+@pytest.mark.parametrize(("pruner", "objective", "message"), [
+    ("heaviside", "exiting", "(objective 'exiting'): objective(logits"),
+    ("exiting_gate", "binary_ce", "(pruner 'exiting_gate'): gate() called sys.exit(8)"),
+    ("exiting_lr", "binary_ce", "(pruner 'exiting_lr'): its attribute lr called sys.exit(9)"),
+    ("exiting_factory", "binary_ce", "(pruner 'exiting_factory'): factory(num_nodes=..., generator=...) called "
+                                     "sys.exit('no mask today')"),
+])
+def test_a_plugin_calling_sys_exit_while_pruning_exits_2_naming_it(broken, capsys, tiny_run, tmp_path, pruner,
+                                                                  objective, message):
+    code, _, err = cli(capsys, "prune", "--model", str(tiny_run), "--pruner", pruner, "--objective", objective,
+                       "--tasks", "python:if_equals", "--min-accuracy", "0", "--steps", "2", "--n-train", "4",
+                       "--n-test", "2", "--out", str(tmp_path / "pruned"))
+    assert code == 2
+    _one_error_line(err, message, "set CIRCUITLAB_RAISE_PLUGIN_ERRORS=1 for the traceback")
+    if objective == "exiting":
+        assert "called sys.exit(7)" in err
+
+
+def test_sys_exit_in_a_schedule_exits_2_and_in_a_task_generator_skips_the_task(broken, capsys, small_corpus, tiny_run, tmp_path):
+    code, _, err = cli(capsys, "train", "--sparsity", "exiting_density", "--preset", "tiny", "--steps", "2",
+                       "--batch-size", "2", "--corpus", str(small_corpus), "--out", str(tmp_path / "run"), "--quiet")
+    assert code == 2
+    _one_error_line(err, "(sparsity 'exiting_density'): density_at(0) called sys.exit(6)")
+    code, _, err = cli(capsys, "prune", "--model", str(tiny_run), "--pruner", "heaviside", "--tasks", "exiting",
+                       "--min-accuracy", "0", "--steps", "2", "--n-train", "4", "--n-test", "2",
+                       "--out", str(tmp_path / "pruned"))
+    # A task whose pairs cannot be made is skipped, like any other (the pipeline goes on to the next task).
+    assert code == 0 and "Traceback" not in err
+    warned = [line for line in _lines(err) if line.startswith("circuitlab: plugin 'circuitlab-dist'")]
+    assert len(warned) == 1 and "(suite 'exiting'): task 'exits': generate(" in warned[0], err
+    assert "called sys.exit(4)" in warned[0]
+
+
+def test_check_reports_sys_exit_as_a_failed_check(broken, capsys):
+    code, out, err = cli(capsys, "plugins", "--check", "objective:exiting", "--check", "pruner:exiting_gate")
+    assert code == 1 and "Traceback" not in err  # a failed check, not the plugin's exit code
+    failures = [line.strip() for line in out.splitlines() if line.strip().startswith("FAIL")]
+    assert any("called sys.exit(7)" in f for f in failures), out
+    assert any("gate() called sys.exit(8)" in f for f in failures), out
+    assert "0 of 2 plugin entries passed every check" in err
+
+
+def test_sys_exit_in_an_objective_ends_the_real_process_with_2(tmp_path: Path, tiny_run):
+    install(tmp_path / "site", "circuitlab-dist", "circuitlab_dist_exits", RUN_TIME)
+    proc = run_cli("prune", "--model", str(tiny_run), "--pruner", "heaviside", "--objective", "exiting",
+                   "--tasks", "python:if_equals", "--min-accuracy", "0", "--steps", "2", "--n-train", "4",
+                   "--n-test", "2", "--out", str(tmp_path / "pruned"), env=_env(tmp_path / "site"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert _lines(proc.stderr)[-1].startswith("error: plugin 'circuitlab-dist' (objective 'exiting'): objective(")
+    assert "called sys.exit(7)" in _lines(proc.stderr)[-1]
+
+
+def test_a_plugin_slow_to_import_is_named_while_it_loads(tmp_path: Path):
+    install(tmp_path, "circuitlab-slow", "circuitlab_slow", SLOW)
+    env = _env(tmp_path, CIRCUITLAB_PLUGIN_SLOW_SECONDS="0.3", CIRCUITLAB_TEST_IMPORT_SECONDS="1.5")
+    proc = run_cli("plugins", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    slow = [line for line in _lines(proc.stderr) if "taking long" in line]
+    assert slow == ["circuitlab: loading plugin 'circuitlab-slow' (dist circuitlab-slow 0.3) is taking long (over "
+                    "0.3 s); if it hangs, press Ctrl-C and uninstall circuitlab-slow, or leave it out of "
+                    "CIRCUITLAB_LOAD_PLUGINS"], proc.stderr
+    assert "patient" in json.loads(proc.stdout)["names"]["sparsity"]  # it loaded in the end
+    quick = run_cli("plugins", "--json", env=_env(tmp_path, CIRCUITLAB_TEST_IMPORT_SECONDS="0"))
+    assert quick.returncode == 0 and "taking long" not in quick.stderr

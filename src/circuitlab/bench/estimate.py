@@ -45,6 +45,7 @@ def measure(shape: ModelConfig, train: TrainConfig, spec: BenchSpec) -> dict[str
 
     from .. import plugins
     from ..model.gpt import GPT
+    from ..plugins import calls
     from ..prune.evaluator import Evaluator
     from ..tasks.types import TaskBatch
     from ..train.loop import make_optimizer, train_step
@@ -55,7 +56,7 @@ def measure(shape: ModelConfig, train: TrainConfig, spec: BenchSpec) -> dict[str
         gen = torch.Generator().manual_seed(0)
         model = GPT(shape)
         opt = make_optimizer(model, train)
-        schedule = plugins.get("sparsity", train.sparsity).factory(train)
+        schedule = calls.build_schedule(plugins.get("sparsity", train.sparsity), train)  # errors name the plugin
         x = torch.randint(0, shape.vocab_size, (train.batch_size, shape.n_ctx), generator=gen)
         step = _time(lambda: train_step(model, model, opt, schedule, x, x, train.steps - 1, torch.device("cpu")))
         model.eval()

@@ -32,6 +32,7 @@ from .loading import (
     PluginManager,
     describe_exception,
     raise_plugin_errors,
+    warn_if_slow,
 )
 
 #: The plugin kinds: CLI-facing kind name -> hook name.
@@ -117,7 +118,8 @@ class Registry:
                 if impl.plugin is not plugin:
                     continue
                 try:
-                    impl.function(register=self._register_into(staged, kind, plugin_name, dist, version))
+                    with warn_if_slow(plugin_name, dist, version, f"calling {hook_name}() of"):
+                        impl.function(register=self._register_into(staged, kind, plugin_name, dist, version))
                 except KeyboardInterrupt:
                     raise
                 except BaseException as exc:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,82 @@ class Circuit:
         path = Path(folder) / f"{self.task}.json"
         write_json(path, self.to_json())
         return path
+
+
+#: A node name: ``LAYER.SITE.INDEX`` (a block site of ``config.BLOCK_SITES``) or ``final.INDEX``.
+NODE_NAME = re.compile(r"(?:\d{1,4}\.(?:attn|mlp)\.[a-z]+|final)\.\d{1,9}")
+
+
+def _node_names(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    from ..config import BLOCK_SITES
+
+    names = value if attribute.name == "nodes" else [n for e in value for n in e]
+    for i, name in enumerate(names):
+        known = NODE_NAME.fullmatch(name) and (name.startswith("final.") or
+                                               name.split(".", 1)[1].rpartition(".")[0] in BLOCK_SITES)
+        if not known:
+            where = f"nodes[{i}]" if attribute.name == "nodes" else f"edges[{i // 2}][{i % 2}]"
+            raise ValueError(f"key {where!r}: {name[:60]!r} is not a node name (LAYER.SITE.INDEX such as "
+                             "0.mlp.neuron.5, or final.INDEX)")
+
+
+def _is_circuit(kind: str) -> None:
+    if kind != CIRCUIT_KIND:
+        raise ValueError(f"key 'kind' is {kind[:60]!r}; a circuit file has kind {CIRCUIT_KIND!r}")
+
+
+@attrs.frozen(kw_only=True)
+class CircuitProvenance:
+    """What a reader of a circuit file uses of its provenance (the rest is kept, unread)."""
+
+    run: str | None = None  # the run folder the circuit was pruned from
+    ablation: str | None = None
+    prune_config: PruneSettings | None = None
+
+
+@attrs.frozen(kw_only=True)
+class PruneSettings:
+    """The settings of ``provenance.prune_config`` a reader uses (the rest is kept, unread)."""
+
+    ablation: str | None = None
+    mine_from: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CircuitDocument:
+    """The schema of a circuit file (``Circuit.to_json``), as it is read back: ``from_json`` checks a
+    parsed document against it. Only ``kind``, ``task``, ``method`` and ``nodes`` are required, so
+    files of earlier versions read; keys it does not name are ignored, so files of later ones do."""
+
+    kind: str = attrs.field(validator=lambda _i, _a, kind: _is_circuit(kind))
+    task: str
+    method: str
+    nodes: list[str] = attrs.field(validator=_node_names)
+    suite: str | None = None
+    edges: list[tuple[str, str]] = attrs.field(factory=list, validator=_node_names)
+    scores: list[float] = attrs.field(factory=list)
+    node_count: int | None = None
+    edge_count: int | None = None
+    edge_counts: dict[str, int] | None = None
+    total_nodes: int | None = None
+    loss: float | None = None
+    accuracy: float | None = None
+    train_loss: float | None = None
+    target_loss: float | None = None
+    reached: bool | None = None
+    full_model_loss: float | None = None
+    full_model_accuracy: float | None = None
+    validations: Validations | None = None
+    effect_scores: bool = False
+    provenance: CircuitProvenance = attrs.field(factory=CircuitProvenance)
+
+    @classmethod
+    def from_json(cls, doc: Any, source: str = "circuit") -> CircuitDocument:
+        """``doc`` checked against the schema; one ``CircuitlabError`` naming ``source`` and the key if it does
+        not fit."""
+        from ..documents import structure
+
+        return structure(doc, cls, what="circuit", source=source)
 
 
 def circuit_row(doc: dict[str, Any]) -> dict[str, Any]:

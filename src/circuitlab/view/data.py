@@ -19,7 +19,7 @@ from ..errors import CircuitlabError
 from ..files import read_json
 from ..log import logger
 from ..model.nodes import NodeSpace
-from ..prune.circuit import CIRCUIT_KIND
+from ..prune.circuit import CIRCUIT_KIND, CircuitDocument
 
 SITES = BLOCK_SITES + ("final",)
 _WEIGHT_OF = {("attn.v", "attn.out"): "attn.c_proj", ("mlp.in", "mlp.neuron"): "mlp.c_fc",
@@ -42,6 +42,8 @@ def read_circuit_file(path: str | Path) -> tuple[dict, dict | None]:
     if not isinstance(doc, dict) or doc.get("kind") != CIRCUIT_KIND:
         raise CircuitlabError(f"{str(path)!r} is not a circuit (no kind={CIRCUIT_KIND!r}); pass a circuits/<task>.json "
                               "written by 'circuitlab prune' or 'run', or a bench's cells/<id>.json")
+    # Every key the pages read is checked here, once: a document that does not fit is one line naming the key.
+    CircuitDocument.from_json(doc, str(path) if cell is None else f"{path}: circuit")
     return doc, cell
 
 
