@@ -172,8 +172,8 @@ def test_empty_folders_and_new_paths_are_fine(place: Path, tmp_path: Path):
 
 
 def test_a_page_circuitlab_wrote_may_be_replaced(tmp_path: Path):
-    from circuitlab.view.html import head
+    from circuitlab.view.html import bench_page
 
     page = tmp_path / "index.html"
-    page.write_text(head("t") + "<body></body></html>")
+    page.write_text(bench_page("t", [], [], []))
     assert has_marker(page, "page") and guard_output(page, "page") == page
