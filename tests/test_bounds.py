@@ -134,3 +134,17 @@ def test_every_count_in_a_spec_is_bounded(section, key, value, tmp_path: Path, c
     spec.write_text("\n".join(lines) + "\n")
     code, _, err = run_main(["bench", spec, "--out", tmp_path / "out", "--dry-run"], capsys)
     assert_one_line_error(code, err, f"{section}.{key}", "must be at most")
+
+
+@pytest.mark.parametrize("special", ["fifo", "zero"])
+def test_a_document_that_is_not_a_regular_file_is_one_line(special, tmp_path: Path, capsys):
+    """A run folder whose config.json is a FIFO (reading it would block forever) or a link to /dev/zero."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_bytes(b"")
+    if special == "fifo":
+        os.mkfifo(run / "config.json")
+    else:
+        (run / "config.json").symlink_to("/dev/zero")
+    code, _, err = run_main(["tasks", "--model", run], capsys)
+    assert_one_line_error(code, err, "config.json", "not a regular file")

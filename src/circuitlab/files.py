@@ -270,14 +270,28 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+#: The largest JSON document circuitlab reads (a circuit of a large model is a few MB).
+MAX_DOCUMENT_BYTES = 1 << 30
+
+
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """A JSON document, read only if it is a regular file of at most ``MAX_DOCUMENT_BYTES`` (a FIFO or a
+    link to /dev/zero named like a document cannot hang or exhaust the reader); one-line errors."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        data = read_regular(path, MAX_DOCUMENT_BYTES)
     except FileNotFoundError:
         raise CircuitlabError(f"{what} {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise CircuitlabError(f"{what} {str(path)!r} is a folder, not a file") from None
+    except OSError as exc:
+        raise CircuitlabError(f"{what} {str(path)!r} cannot be read ({os_error_text(exc)})") from None
+    if data is None:
+        if os.path.isdir(path):
+            raise CircuitlabError(f"{what} {str(path)!r} is a folder, not a file")
+        if is_regular(path):
+            raise CircuitlabError(f"{what} {str(path)!r} is larger than {MAX_DOCUMENT_BYTES} bytes; it is not a "
+                                  "document circuitlab wrote")
+        raise CircuitlabError(f"{what} {str(path)!r} is not a regular file (a device, FIFO or socket); pass a file")
+    try:
+        return json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CircuitlabError(f"{what} {str(path)!r} is not valid JSON ({exc}); it may be truncated") from None
 
