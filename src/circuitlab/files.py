@@ -1,10 +1,14 @@
-"""Atomic file writes, atomic folder swaps, the cache folder and the one sha256 helper.
+"""Atomic file writes, atomic folder swaps, the output guard, bounded reads, folder locks, the cache folder
+and the one sha256 helper.
 
 Everything circuitlab writes goes to a temporary file in the target's folder and is renamed into
 place, so an interrupted run never leaves a half-written file behind. Temporary names carry the
 writer's pid (``.NAME.tmp-PID-RAND``), so a later run can tell the debris of a killed writer from
 the work of a live one and sweep it (``sweep_stale``). Files get the permissions the umask allows,
 like any file a program creates.
+
+``guard_output`` is the one decision of whether a command may write to, or replace, a path: every
+command that writes calls it before any work (docs/reliability.md).
 """
 
 from __future__ import annotations
