@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from circuitlab.errors import CircuitlabError
-from circuitlab.files import LOCK_NAME, folder_lock
+from circuitlab.outputs import LOCK_NAME, folder_lock
 
 from .conftest import run_cli
 
@@ -24,7 +24,7 @@ QUICK = Path(__file__).resolve().parents[1] / "benchmarks" / "quick.toml"
 
 def _holder(folder: Path) -> subprocess.Popen:
     """Another process that holds ``folder``'s lock until it is killed."""
-    code = ("import sys, time\nfrom circuitlab.files import folder_lock\n"
+    code = ("import sys, time\nfrom circuitlab.outputs import folder_lock\n"
             "with folder_lock(sys.argv[1], 'circuitlab bench'):\n    print('held', flush=True)\n    time.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from circuitlab.files import has_marker, tensors_sha256
+from circuitlab.files import tensors_sha256
+from circuitlab.outputs import has_marker
 
 from .conftest import run_cli
 from .oai_reference import make_state, write_checkpoint

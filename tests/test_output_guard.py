@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from circuitlab.errors import CircuitlabError
-from circuitlab.files import guard_output, has_marker
+from circuitlab.outputs import guard_output, has_marker
 
 from .conftest import assert_one_line_error, run_main
 from .oai_reference import make_state, write_checkpoint

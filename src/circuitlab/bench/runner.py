@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CircuitlabError
-from ..files import folder_lock, write_json
+from ..files import write_json
 from ..log import logger
+from ..outputs import folder_lock
 from .plan import Cell, ModelSpec, cells_for, model_specs
 from .spec import BenchSpec
 from .storing import StoreWriter
@@ -161,7 +162,7 @@ def run_bench(spec: BenchSpec, out: str | Path, *, workers: int | None = None,
     """Run every model and cell of ``spec`` into ``out`` (resumable); returns the summary document.
 
     One client per folder: while this runs, another ``run_bench`` on ``out`` is refused with one line naming
-    this process (``circuitlab.files.folder_lock``); the lock of a client that died is taken over."""
+    this process (``circuitlab.outputs.folder_lock``); the lock of a client that died is taken over."""
     out = Path(out)
     with folder_lock(out, "circuitlab bench"):  # one client per folder: a second one is refused
         return _run_bench(spec, out, workers, scheduler)

@@ -60,7 +60,7 @@ def run_cmd(spec, out, workers, scheduler, dry_run, assume_solved, json_):
     """
     from ..bench.runner import default_workers, run_bench
     from ..bench.spec import load_spec
-    from ..files import guard_output
+    from ..outputs import guard_output
 
     guard_output(out, "bench", inputs=(spec,), writable=not dry_run)
     spec_obj = load_spec(spec)
@@ -122,7 +122,7 @@ def export_mib_cmd(out, target, json_):
     from pathlib import Path
 
     from ..bench.mib import export_mib
-    from ..files import guard_output
+    from ..outputs import guard_output
 
     guard_output(target if target is not None else Path(out) / "mib", "mib", flag="--to", inputs=(out,))
     doc = export_mib(out, target)

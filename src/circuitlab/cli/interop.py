@@ -33,8 +33,8 @@ def import_oai_cmd(src: Path, out: Path, tokenizer: str | None, corpus: str | No
     keys are listed as ignored. The run then works with tasks, prune, record, top and view; prune
     large models with --device cuda.
     """
-    from ..files import guard_output
     from ..interop import import_oai
+    from ..outputs import guard_output
 
     config = ImportConfig(tokenizer=tokenizer, corpus=corpus, overwrite=overwrite)
     guard_output(out, "run", inputs=(src, tokenizer, corpus))

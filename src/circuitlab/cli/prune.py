@@ -79,7 +79,7 @@ def prune_options(min_accuracy: float):
 
 def guard_outputs(out, store, config: PruneConfig, *inputs) -> None:
     """``--out`` and ``--store`` through the one output guard, before any work."""
-    from ..files import guard_output
+    from ..outputs import guard_output
 
     inputs = (*inputs, config.mine_from, config.eval_on)
     guard_output(out, "pruned", inputs=inputs)

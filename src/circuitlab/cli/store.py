@@ -54,7 +54,7 @@ def record_cmd(model_dir: Path, tasks: str, pairs: int, splits: str, corpus_wind
     ablation, and integer-coded coordinates with their lookup tables in the root attrs. Reopen it
     with plain xarray:  xarray.open_zarr(STORE)
     """
-    from ..files import guard_output
+    from ..outputs import guard_output
     from ..store import open_store, record_run
     from ..train.runs import read_run
 
@@ -101,7 +101,7 @@ def compare_cmd(store: Path, plot: Path | None, json_: bool) -> None:
     mean |activation| and activation frequency of the nodes it kept.
     """
     from ..compare import compare_store, format_table, plot_edges
-    from ..files import guard_output
+    from ..outputs import guard_output
 
     if plot is not None:
         if plot.suffix.lower() != ".png":

@@ -35,7 +35,7 @@ def train_cmd(sparsity, density, preset, corpus, steps, batch_size, lr, out, res
     checkpoint into --out. Progress (loss, density) goes to stderr.
     """
     from ..data.corpus import default_corpus_dir
-    from ..files import guard_output
+    from ..outputs import guard_output
     from ..train import run_summary, train_run
 
     cfg = TrainConfig.for_preset(preset, sparsity=sparsity, density=density, corpus=corpus, steps=steps,

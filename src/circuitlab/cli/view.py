@@ -39,7 +39,7 @@ def view_cmd(circuit: Path | None, bench: Path | None, store: Path | None, model
     task-loss change when it alone is ablated (needs the run). With a store holding several methods
     for the task, a selector shows each and a diff colours nodes in both, only A or only B.
     """
-    from ..files import guard_output
+    from ..outputs import guard_output
     from ..view import write_bench, write_circuit_page
 
     if (circuit is None) == (bench is None):

@@ -24,7 +24,6 @@ from ..config import ImportConfig, ModelConfig, to_dict
 from ..errors import CircuitlabError
 from ..files import (
     fault_point,
-    guard_output,
     read_json,
     recover_dir,
     remove_tree,
@@ -34,6 +33,7 @@ from ..files import (
     write_bytes,
     write_json,
 )
+from ..outputs import guard_output
 from ..train.runs import RUN_KIND, TOKENIZER
 from .oai_config import model_config_from_oai, with_final_logits_bias
 
