@@ -5,7 +5,7 @@
     python benchmarks/prune.py --all-pruners --min-accuracy 0
     python benchmarks/prune.py --model DIR --pruner hardconcrete --compare-jobs 1   # also one process
 
-Goals (issue 13): every task the model solves pruned in <= 60 s in total on 2 cores, no single
+Goals: every task the model solves pruned in <= 60 s in total on 2 cores, no single
 circuit over 30 s, circuits no larger than one process's (the geomean within 10%). Tasks are pruned
 side by side in ``--jobs`` worker processes (default: one per core). Output: one line per circuit
 (stdout), then per pruner the total wall seconds, the seconds per circuit and their maximum, each

@@ -1,6 +1,6 @@
 """Benchmark: does the activation store keep up with the model, and how small can it be?
 
-Figures (issue 13), each printed with its goal and whether it is met:
+Figures, each printed with its goal and whether it is met:
 
 1. **record overhead**: wall time of recording ``--windows`` corpus windows with
    ``circuitlab.store.record_store`` (forward passes in this thread; rounding, compression and

@@ -12,7 +12,7 @@ median of --repeats is reported.
   ``--codec auto``: Blosc lz4 + bit shuffle for the dense array, zstd level 1 for the 75%-zero one).
 - zarr read: ``xarray.open_zarr(STORE, chunks=None)["activation"].values``.
 - .npy write: ``np.save``; read: ``np.load``.
-- "cached" timings stop when the data is in the page cache (as feasibility.md §6 measured);
+- "cached" timings stop when the data is in the page cache (what a reader of the page cache sees);
   "durable" timings include fsync of every file written, for both formats.
 Reads come from a warm page cache. Numbers on a shared 2-core machine are noisy: run it alone.
 

@@ -5,7 +5,7 @@ topk steps (at the target density, i.e. after the anneal) in the same process, a
 - sparse/dense step-time ratio (goal: at most 1.05),
 - tokens per second of each,
 - peak resident memory of the process.
-Run it alone: other load on the 2 cores distorts the timings (feasibility.md §3).
+Run it alone: other load on the 2 cores distorts the timings.
 
     python benchmarks/train_step.py [--presets small,ref] [--steps 12] [--json]
 """

@@ -157,7 +157,7 @@ def test_prune_mine_from_records_the_folder_and_its_hash(tiny_run: Path, other_c
     assert summary["provenance"]["mine_from"]["folder"] == str(other_code.resolve())
     assert summary["provenance"]["mine_from"]["folder_hash"] == folder.hash
     assert summary["provenance"]["prune_config"]["mine_from"] == str(other_code)
-    circuit = json.loads((out / "circuits" / "mined_quote.json").read_text())
+    circuit = json.loads((out / "circuits" / "mined.mined_quote.json").read_text())
     pairs = circuit["provenance"]["pairs"]
     assert pairs["source"] == "mined" and pairs["folder_hash"] == folder.hash and pairs["n_files"] == 7
     assert circuit["provenance"]["prune_config"]["mine_from"] == str(other_code)
@@ -181,7 +181,7 @@ def test_prune_eval_on_records_whether_the_circuit_transfers(tiny_run: Path, oth
             "--eval-on", other_code, "--out", out, *FAST]
     code, stdout, err = run_main(args, capsys)
     assert code == 0, err
-    circuit = json.loads((out / "circuits" / "mined_quote.json").read_text())
+    circuit = json.loads((out / "circuits" / "mined.mined_quote.json").read_text())
     t = circuit["transfer"]
     assert t["folder"] == str(other_code.resolve()) and t["folder_hash"] == load_code_folder(other_code).hash
     assert t["pairs"]["source"] == "mined" and 0 < t["n_pairs"] <= 12
@@ -202,7 +202,7 @@ def test_prune_eval_on_records_whether_the_circuit_transfers(tiny_run: Path, oth
     code, _, err = run_main(["prune", "--model", tiny_run, "--pruner", "heaviside", "--tasks", "python:for_while",
                              "--eval-on", other_code, "--out", tmp_path / "o2", *FAST], capsys)
     assert code == 0 and "python:for_while: not mined from code" in err, err
-    assert "transfer" not in json.loads((tmp_path / "o2" / "circuits" / "for_while.json").read_text())
+    assert "transfer" not in json.loads((tmp_path / "o2" / "circuits" / "python.for_while.json").read_text())
 
 
 @settings(max_examples=10)

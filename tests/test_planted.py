@@ -134,7 +134,7 @@ def test_builtin_pruner_recovers_the_planted_circuit(planted, pruner):
     circuit = prune_task(model, train, test, means, PruneConfig(pruner=pruner, seed=0), task="planted")
     assert circuit.reached
     assert circuit.loss <= 0.15
-    extra, missing = set(circuit.nodes) - PLANTED, PLANTED - set(circuit.nodes)
+    extra, missing = set(circuit.node_names) - PLANTED, PLANTED - set(circuit.node_names)
     assert len(extra) + len(missing) <= TOLERANCE, (sorted(extra), sorted(missing))
     # The validations tell the circuit apart from the rest of the model and from chance.
     assert circuit.validations.necessity > 0.5

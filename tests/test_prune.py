@@ -186,7 +186,7 @@ def test_prune_task_with_other_objectives_is_reproducible(objective):
     cfg = PruneConfig(pruner="sigmoid", objective=objective, steps=15, target_loss=10.0, seed=3)
     a = prune_task(m, tr, te, means, cfg, task="t")
     b = prune_task(m, tr, te, means, cfg, task="t")
-    assert a.nodes == b.nodes and a.loss == b.loss and a.reached
+    assert a.node_names == b.node_names and a.loss == b.loss and a.reached
     assert a.edge_counts["total"] == len(a.edges)
     assert a.provenance["plugins"][1]["name"] == objective
 
@@ -240,7 +240,7 @@ def test_plugin_doc_examples_work_end_to_end():
     from tests.test_planted import PLANTED, build_planted, corpus_windows, make_batch
 
     mods = []
-    for i, heading in enumerate(("## Mask parameterizations", "## Pruning objectives")):
+    for i, heading in enumerate(("## Pruners", "## Pruning objectives")):
         mod = types.ModuleType(f"doc_example_{i}")
         exec(compile(_doc_example(heading), f"docs/plugins.md:{heading}", "exec"), mod.__dict__)
         mods.append(mod)
@@ -252,7 +252,7 @@ def test_plugin_doc_examples_work_end_to_end():
     c = prune_task(model, make_batch(64, 1), make_batch(32, 2), means, PruneConfig(pruner="ste", objective="margin"),
                    task="planted", mask_entry=mask_entry, objective_entry=objective_entry)
     assert c.reached and c.loss <= 0.15
-    assert len(set(c.nodes) ^ PLANTED) <= 2
+    assert len(set(c.node_names) ^ PLANTED) <= 2
     assert [p["name"] for p in c.provenance["plugins"]] == ["ste", "margin"]
 
 

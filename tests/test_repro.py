@@ -1,4 +1,4 @@
-"""Reproducibility (issue 13): the same-machine guarantee, machine provenance, accuracy intervals and the
+"""Reproducibility: the same-machine guarantee, machine provenance, accuracy intervals and the
 solved / borderline verdict, and parallel pruning giving the same circuits as one process."""
 
 from __future__ import annotations

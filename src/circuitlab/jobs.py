@@ -37,7 +37,7 @@ def _check_store_conflicts(store: Path, info, config: PruneConfig, out: Path) ->
     """Refuse, before any pruning, to replace results this method already has in the store for the
     selected tasks (unless --overwrite) -- except the tasks this same prune already finished into
     ``out``, which a rerun continues."""
-    from .prune.pipeline import finished_circuit
+    from .prune.pipeline import circuit_path, finished_circuit
     from .store import list_methods
     from .tasks import pairs_source, resolve_tasks, task_context_for_run
 
@@ -46,9 +46,8 @@ def _check_store_conflicts(store: Path, info, config: PruneConfig, out: Path) ->
         return
     context = task_context_for_run(info, config.mine_from)
     run_prov = {"run_config_hash": config_hash(info.model, info.train)}
-    clashes = [t.name for t in resolve_tasks(config.tasks, context) if t.name in stored
-               and finished_circuit(out / "circuits" / f"{t.name}.json", config, run_prov,
-                                    pairs_source(t, context)) is None]
+    clashes = [t.qualname for t in resolve_tasks(config.tasks, context) if t.qualname in stored
+               and finished_circuit(circuit_path(out, t), config, run_prov, pairs_source(t, context)) is None]
     if clashes:
         raise CircuitlabError(f"store {str(store)!r} already has {config.method!r} results for task(s) "
                               f"{', '.join(clashes)}; pass --overwrite to replace them, or use another --store")
@@ -60,6 +59,7 @@ def _store_adder(store: Path, info, config: PruneConfig, out: Path, overwrite: b
     import numpy as np
 
     from .model.nodes import NodeSpace
+    from .prune.circuit import task_key
     from .store import add_method_result, ensure_store, list_methods
 
     check_writable_dir(Path(store).parent, "--store")
@@ -68,18 +68,19 @@ def _store_adder(store: Path, info, config: PruneConfig, out: Path, overwrite: b
         _check_store_conflicts(Path(store), info, config, out)
 
     def add(circuit) -> None:
-        add_method_result(store, method=config.method, task=circuit.task, scores=circuit.scores, kept=circuit.kept,
+        add_method_result(store, method=config.method, task=circuit.key, scores=circuit.scores, kept=circuit.kept,
                           loss=circuit.loss, edges=circuit.edge_count, nodes=circuit.node_count,
-                          provenance=circuit.provenance, edge_list=[list(e) for e in circuit.edges],
+                          provenance=circuit.provenance, edge_list=[list(e) for e in circuit.edge_pairs],
                           run=info.path, overwrite=overwrite)
 
     def add_finished(doc: dict) -> None:
-        if (config.method, doc["task"]) in list_methods(store):
+        key = task_key(doc.get("suite") or "", doc["task"])
+        if (config.method, key) in list_methods(store):
             return
         space = NodeSpace.from_config(info.model)
         kept = np.zeros(space.num_nodes, bool)
         kept[[space.index(n) for n in doc["nodes"]]] = True
-        add_method_result(store, method=config.method, task=doc["task"], scores=np.asarray(doc["scores"], np.float32),
+        add_method_result(store, method=config.method, task=key, scores=np.asarray(doc["scores"], np.float32),
                           kept=kept, loss=doc["loss"], edges=doc["edge_count"], nodes=doc["node_count"],
                           provenance=doc["provenance"], edge_list=doc["edges"], run=info.path, overwrite=overwrite)
 

@@ -28,9 +28,11 @@ OUTPUT_KINDS: dict[str, tuple[str, str]] = {
     "mib": ("a circuitlab MIB export folder", "scores.json (a list of method scores) beside circuits/"),
     "page": ("a circuitlab HTML page", '<meta name="generator" content="circuitlab">'),
     "plot": ("a PNG figure written by circuitlab", "the PNG's Software text chunk naming Matplotlib"),
+    "circuits": ("a folder of circuitlab circuit files", "*.json circuit files with kind 'circuitlab-circuit'"),
+    "graph": ("a circuit-tracer graph file written by circuitlab", "a JSON graph with metadata, nodes and links"),
 }
 #: Kinds that are one file rather than a folder.
-FILE_KINDS = ("page", "plot")
+FILE_KINDS = ("page", "plot", "graph")
 #: A page written before pages carried the generator tag: circuitlab's offline Content-Security-Policy.
 _OLD_PAGE_MARK = b"<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'"
 _MARKER_CAP = 64 << 20  # marker files are small JSON documents; a larger one is not circuitlab's
@@ -64,8 +66,15 @@ def has_marker(path: str | os.PathLike, kind: str) -> bool:
         except OSError:
             return False
         return head is not None and head.startswith(b"\x89PNG") and b"Software\x00Matplotlib" in head[:4096]
+    if kind == "graph":
+        doc = _json_doc(path)
+        return isinstance(doc, dict) and {"metadata", "nodes", "links"} <= set(doc)
     if not path.is_dir():
         return False
+    if kind == "circuits":
+        files = sorted(p for p in path.iterdir() if not _TMP_RE.match(p.name))
+        return bool(files) and all(f.suffix == ".json" and _kind_of(_json_doc(f)) == "circuitlab-circuit"
+                                   for f in files[:64])
     if kind == "run":
         return _kind_of(_json_doc(path / "config.json")) == "circuitlab-run"
     if kind == "store":

@@ -20,7 +20,8 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
     from .. import __version__, plugins
     from ..prune.ablation import ablation_values
     from ..prune.evaluator import Evaluator
-    from ..prune.faithfulness import faithfulness_curves
+    from ..prune.faithfulness import circuit_curve, faithfulness_curves
+    from ..prune.necessity import model_faithfulness
     from ..prune.pipeline import task_pairs
     from ..prune.search import prune_task
     from ..tasks import encode_pairs, pairs_source, resolve_tasks, task_context_for_run
@@ -47,6 +48,8 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
     with torch.no_grad():
         te = Evaluator(model, test, values, freeze_norm=config.freeze_norm)
         curves = faithfulness_curves(model, te, circuit.scores, effect_scores=circuit.effect_scores)
+        curves["circuit_relative"] = circuit_curve(te, circuit.scores, circuit.node_count)
+        to_model = model_faithfulness(te, circuit.kept, draws=max(config.random_draws, 3), seed=config.seed + 2)
     circuit_doc = circuit.to_json()
     return {
         **base, "status": "done",
@@ -54,7 +57,7 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
                        "real_task_accuracy": (full.get("real_task") or full)["accuracy"]},
         "result": {**circuit.row(), "k": circuit.node_count, "edge_counts": circuit_doc["edge_counts"],
                    "validations": circuit_doc["validations"], "prune_seconds": circuit.seconds,
-                   "beats_full_model": bool(circuit.loss < circuit.full_model_loss - BEATS_MARGIN)},
+                   "beats_full_model": bool(circuit.loss < circuit.full_model_loss - BEATS_MARGIN), **to_model},
         "faithfulness": curves,
         "circuit": circuit_doc,
         "provenance": {"circuitlab_version": __version__, "torch_version": torch.__version__,

@@ -25,7 +25,7 @@ from ..interrupts import Interrupted, raising_signals
 from ..log import logger, show_on_stderr
 from . import options
 from .bench import bench_cmd
-from .interop import import_oai_cmd
+from .interop import export_graph_cmd, import_oai_circuit_cmd, import_oai_cmd, import_replication_cmd
 from .plugins import plugins_cmd
 from .prune import prune_cmd, run_cmd
 from .store import compare_cmd, record_cmd, top_cmd
@@ -75,7 +75,8 @@ def cli() -> None:
 
 # Each command module imports torch only inside its command body.
 for _command in (plugins_cmd, train_cmd, tasks_cmd, prune_cmd, run_cmd, record_cmd, compare_cmd, top_cmd,
-                 bench_cmd, import_oai_cmd, view_cmd):
+                 bench_cmd, import_oai_cmd, import_oai_circuit_cmd, export_graph_cmd,
+                 import_replication_cmd, view_cmd):
     cli.add_command(_command)
 
 

@@ -175,7 +175,8 @@ def _print_comparison(doc: dict) -> None:
 
 @click.command("tasks")
 @click.option("--suite", "spec", default=None, metavar="NAME",
-              help="A task suite (python, mined, or a plugin's), or SUITE:task,task. [default: all suites]")
+              help="A task suite (python, mined, or a plugin's), or a list like prune's --tasks "
+                   "(mined:mined_quote,python:else_elif). [default: all suites]")
 @click.option("--model", "model_dir", default=None, metavar="DIR",
               help="A run folder written by 'circuitlab train': evaluate the full model on every task.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None,

@@ -101,7 +101,8 @@ def load_weights(path: Path) -> dict[str, Any]:
         raise CircuitlabError(f"{str(path)!r} holds more than tensors, and weights-only loading refused it "
                               f"({_refusal(exc)}); circuitlab never unpickles arbitrary objects: re-save the "
                               "weights as a plain state dict of tensors") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, IndexError, KeyError, TypeError,
+            AttributeError) as exc:  # a foreign file trips the unpickler in many ways
         raise CircuitlabError(f"{str(path)!r} is not a readable torch checkpoint ({_refusal(exc)}); "
                               "download it again") from None
     if isinstance(state, dict) and set(state) == {"model"} and isinstance(state["model"], dict):
@@ -269,7 +270,15 @@ def import_oai(src: str | Path, out: str | Path, config: ImportConfig | None = N
         "corpus": {"hash": None, "note": "trained on OpenAI's corpus; ablation means and mined tasks use "
                                          "train.corpus (default: this interpreter's stdlib)"},
     }
-    meta = {"kind": RUN_KIND, "status": "complete", "model": to_dict(model), "train": {"corpus": config.corpus},
+    write_run(out, tensors, model, provenance, tok, config.corpus, SOURCE_FORMAT)
+    return {"run": str(out), "source": str(src), "model": to_dict(model), "ignored_keys": notes["ignored"],
+            "tokenizer": provenance["tokenizer"], "stored_values": int(sum(t.numel() for t in tensors.values()))}
+
+
+def write_run(out: Path, tensors: dict, model: ModelConfig, provenance: dict, tok, corpus: str | None,
+              source: str) -> None:
+    """Write an imported run folder next to ``out`` and swap it into place (replacing ``out``)."""
+    meta = {"kind": RUN_KIND, "status": "complete", "model": to_dict(model), "train": {"corpus": corpus},
             "provenance": provenance}
     # Built beside --out, then swapped in (replace_dir): a kill or a full disk at any instant leaves the
     # old run folder or the new one at --out, never neither, and no temporary folder once swept.
@@ -277,7 +286,7 @@ def import_oai(src: str | Path, out: str | Path, config: ImportConfig | None = N
     tmp = sibling_tmp(out)
     tmp.mkdir()
     try:
-        _save_weights(tensors, tmp / "model.safetensors", out / "model.safetensors")
+        _save_weights(tensors, tmp / "model.safetensors", out / "model.safetensors", source)
         if tok is not None:
             write_bytes(tmp / TOKENIZER, tok.to_str().encode())
         write_json(tmp / "config.json", meta)
@@ -285,17 +294,15 @@ def import_oai(src: str | Path, out: str | Path, config: ImportConfig | None = N
         replace_dir(tmp, out)
     finally:
         remove_tree(tmp, settle=0.0)
-    return {"run": str(out), "source": str(src), "model": to_dict(model), "ignored_keys": notes["ignored"],
-            "tokenizer": provenance["tokenizer"], "stored_values": int(sum(t.numel() for t in tensors.values()))}
 
 
-def _save_weights(tensors: dict[str, Any], path: Path, shown: Path) -> None:
+def _save_weights(tensors: dict[str, Any], path: Path, shown: Path, source: str) -> None:
     """``save_file``, with its write errors (file-size limit, full disk) as the ``OSError`` they are."""
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     try:
-        save_file(tensors, str(path), metadata={"circuitlab_version": __version__, "source": SOURCE_FORMAT})
+        save_file(tensors, str(path), metadata={"circuitlab_version": __version__, "source": source})
     except SafetensorError as exc:
         m = re.search(r"(?:code: |os error )(\d+)", str(exc))
         code = int(m.group(1)) if m else errno.EIO

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import PluginError
 from .loading import RAISE_ENV, one_line, raise_plugin_errors
-from .manager import Entry
+from .registry import Entry
 
 #: dtypes a schedule's state may hold: what safetensors stores (no object arrays, no complex numbers).
 STATE_DTYPES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32", "float64")
@@ -224,7 +224,7 @@ MASK_DEFAULTS = {"lr": "a positive number", "steps": "a positive integer", "pena
 
 
 class CheckedMask:
-    """A node mask (or score-only scorer) whose results are checked against ``protocols.NodeMask``/``NodeScorer``."""
+    """A node mask (or score-only scorer) whose results are checked against ``protocols.PrunerMask``/``PrunerScorer``."""
 
     def __init__(self, entry: Entry, inner: Any, num_nodes: int):
         self.entry, self.inner, self.num_nodes = entry, inner, num_nodes
@@ -316,5 +316,5 @@ def build_mask(entry: Entry, *, num_nodes: int, generator: Any, device: Any = No
     if missing:
         kind = "a score-only mask (score_only = True)" if score_only else "a mask"
         raise violation(entry, f"factory returned {kind} without {', '.join(missing)}(); see "
-                               f"protocols.{'NodeScorer' if score_only else 'NodeMask'}")
+                               f"protocols.{'PrunerScorer' if score_only else 'PrunerMask'}")
     return CheckedMask(entry, mask, num_nodes)

@@ -36,7 +36,7 @@ from . import hookspecs
 #: Built-in plugin modules, registered after entry points, exactly like third-party plugins.
 BUILTIN_PLUGINS = (
     "circuitlab.builtins.sparsity",
-    "circuitlab.builtins.masks",
+    "circuitlab.builtins.pruners",
     "circuitlab.builtins.objectives",
     "circuitlab.builtins.tasks",
 )

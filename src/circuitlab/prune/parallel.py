@@ -1,6 +1,6 @@
 """Pruning several tasks at once: one worker process per core, one task per worker at a time.
 
-Why processes, and not one batched forward with per-task gates (issue 13 asked which is faster): a
+Why processes, and not one batched forward with per-task gates (a natural question: which is faster?): a
 task's circuit search is a long chain of small, dependent steps (200 mask updates on 64-prompt
 minibatches, then a bisection whose next k depends on the last loss), and on the ``small`` model
 each step's matrices are small enough that one core is about as fast as two (``PruneConfig.threads``

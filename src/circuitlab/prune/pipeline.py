@@ -1,14 +1,13 @@
 """The prune pipeline behind ``circuitlab prune`` and ``circuitlab run`` (no click, no store here).
 
 ``prune_model(run, config, out)`` prunes the tasks ``config.tasks`` selects of one run folder and
-writes ``circuits/<task>.json`` and ``summary.json`` under ``out``. ``on_circuit`` is called with each
+writes ``circuits/<suite>.<task>.json`` and ``summary.json`` under ``out``. ``on_circuit`` is called with each
 circuit as soon as it is written (``circuitlab.jobs`` uses it to add circuits to a store). Progress
 goes to the ``circuitlab`` logger.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import time
@@ -21,12 +20,26 @@ from ..errors import CircuitlabError, PluginError
 from ..files import write_json
 from ..log import logger
 from ..machine import machine_provenance
-from .circuit import Circuit, circuit_row, geomean
+from .circuit import Circuit, circuit_file_stem, circuit_row, geomean, task_key
 
 
-def _file_stem(task, names_seen: dict[str, int]) -> str:
-    stem = task.name if names_seen[task.name] == 1 else f"{task.suite}-{task.name}"
-    return stem.replace("/", "_").replace(":", "-")
+def _file_stem(task) -> str:
+    return circuit_file_stem(task.qualname)
+
+
+def circuit_path(out: Path, task) -> Path:
+    """``out/circuits/<suite>.<task>.json``; a folder written before circuits were keyed by suite holds
+    ``<task>.json``, which is read where it is when it is this task's."""
+    path = out / "circuits" / f"{_file_stem(task)}.json"
+    old = out / "circuits" / f"{task.name}.json"
+    if not path.exists() and old.exists():
+        try:
+            doc = json.loads(old.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return path
+        if isinstance(doc, dict) and task_key(doc.get("suite") or "", doc.get("task") or "") == task.qualname:
+            return old
+    return path
 
 
 def _device(name: str):
@@ -45,8 +58,9 @@ def task_pairs(task, tok, context, config: PruneConfig, model, dev) -> tuple[Any
     """(train pairs, test pairs, full-model test figures, skip record): the pairs to prune on, or why not.
 
     The ``min_accuracy`` gate is judged on the real test pairs. With ``config.nonsense`` the returned
-    pairs are the nonsense control (``circuitlab.tasks.nonsense_pairs``: answers flipped at random per
-    pair, seeded by task and split), and the full-model figures are those on the nonsense test pairs.
+    pairs are the nonsense control (``circuitlab.tasks.nonsense_pairs``: answers relabelled by one rule
+    unrelated to the task, seeded by task, the same on both splits), and the full-model figures are those
+    on the nonsense test pairs.
     """
     from ..tasks import UNSOLVED, check_tokens, evaluate, load_pairs, nonsense_pairs, nonsense_seed, verdict
 
@@ -74,8 +88,8 @@ def task_pairs(task, tok, context, config: PruneConfig, model, dev) -> tuple[Any
                     accuracy=full["accuracy"], accuracy_low=full["accuracy_low"],
                     accuracy_high=full["accuracy_high"], loss=full["loss"], verdict=UNSOLVED)
     if config.nonsense:
-        train_pairs = tuple(nonsense_pairs(train_pairs, nonsense_seed(task.qualname, "train")))
-        test_pairs = tuple(nonsense_pairs(test_pairs, nonsense_seed(task.qualname, "test")))
+        train_pairs = tuple(nonsense_pairs(train_pairs, nonsense_seed(task.qualname)))  # one rule for both splits
+        test_pairs = tuple(nonsense_pairs(test_pairs, nonsense_seed(task.qualname)))
         full = {**evaluate(model, tok, list(test_pairs), device=dev), "real_task": full, "verdict": full["verdict"]}
     return train_pairs, test_pairs, full, None
 
@@ -189,14 +203,13 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
     context, tasks, transfer = _tasks(info, config)
     per_task_values = config.ablation == "task_mean"
     values = None if per_task_values else ablation_values(model, tok, info, config.ablation, device=dev, progress=True)
-    names_seen = collections.Counter(t.name for t in tasks)
     run_prov = {"run": str(info.path), "run_config_hash": config_hash(info.model, info.train),
                 "run_provenance": info.provenance}
     machine = machine_provenance()
     by_index: dict[int, dict] = {}
     skipped, jobs, paths = [], [], {}
     for i, task in enumerate(tasks):
-        path = paths[i] = out / "circuits" / f"{_file_stem(task, names_seen)}.json"
+        path = paths[i] = circuit_path(out, task)
         done = finished_circuit(path, config, run_prov, pairs_source(task, context),
                                 transfer.source(task) if transfer else None)
         if done is not None:

@@ -1,4 +1,4 @@
-"""Mask search (paper-spec §3.3–3.4): optimise node masks, rank nodes, bisect to a target loss.
+"""Mask search (Gao et al. 2025, A.5): optimise node masks, rank nodes, bisect to a target loss.
 
 1. Optimise one mask parameter per node on the task's train pairs, minimising
    ``objective + penalty_coef * mask.penalty()`` (Adam, betas 0.9/0.95, lr decayed linearly to 0,

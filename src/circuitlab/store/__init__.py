@@ -11,7 +11,7 @@ Layout of a store folder (a zarr v3 hierarchy; ``xarray.open_zarr(STORE)`` opens
       offset                    (example,) int64: a corpus window's first token in the val split (-1: task)
       node_mean                 (node,) float32: the mean activation per node used for mean ablation
       coordinates               example, task, side, split, pair (on example); node, layer, site, index (on node)
-      methods/<method>/<task>/  one group per method and task (written by ``add_method_result``)
+      methods/<method>/<suite:task>/  one group per method and task (written by ``add_method_result``)
         score, kept             (node,) float32 and bool
         edge_src, edge_dst      (edge,) int32: the circuit's edges as flat node indices
         attrs                   loss, edges, nodes, provenance
@@ -22,7 +22,7 @@ corpus window.
 
 Writes are atomic: ``record`` builds the whole store in a sibling temporary folder and renames it into
 place; each method result is written as its own group in a temporary folder and renamed into
-``methods/<method>/<task>``. So a reader never sees half a store or half a method, a method never
+``methods/<method>/<suite:task>``. So a reader never sees half a store or half a method, a method never
 rewrites another's data, and concurrent writers of different methods never touch the same file.
 """
 

@@ -1,4 +1,10 @@
-"""Method results: one group per (method, task) under ``methods/``, written atomically."""
+"""Method results: one group per (method, task) under ``methods/``, written atomically.
+
+A task is keyed ``suite:task`` (``methods/hardconcrete/python:for_while``). Stores written before
+keyed it by its bare name (``methods/hardconcrete/for_while``); such a group reads under the key its
+provenance names (``list_methods``, ``open_method``), and replacing it (``--overwrite``) moves it to
+the new key.
+"""
 
 from __future__ import annotations
 
@@ -28,16 +34,39 @@ def method_group(method: str, task: str) -> str:
 
 
 def list_methods(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """(method, task) of every method result in the store, sorted."""
-    root = Path(path) / METHODS
-    found = []
+    """(method, task key) of every method result in the store, sorted."""
+    return sorted(_groups(Path(path)))
+
+
+def _groups(path: Path) -> dict[tuple[str, str], str]:
+    """(method, task key) -> the group's folder name under ``methods/<method>/``."""
+    root = path / METHODS
+    found: dict[tuple[str, str], str] = {}
     if root.is_dir():
         for m in sorted(os.listdir(root)):
             if (root / m).is_dir() and not m.startswith("."):
                 for t in sorted(os.listdir(root / m)):
                     if not t.startswith(".") and (root / m / t / "zarr.json").exists():
-                        found.append((m, t))
+                        found.setdefault((m, _group_key(root / m / t, t)), t)
     return found
+
+
+def _group_key(group: Path, name: str) -> str:
+    """The task key of a group: its folder name, or for a group keyed by a bare task name (stores
+    written before tasks were keyed ``suite:task``) the ``suite:task`` its provenance names."""
+    if ":" in name:
+        return name
+    try:
+        task = json.loads((group / "zarr.json").read_text(encoding="utf-8"))["attributes"]["provenance"]["task"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return name
+    return task if isinstance(task, str) and task.rpartition(":")[2] == name else name
+
+
+def _old_group(path: Path, method: str, task: str) -> Path | None:
+    """The group a store written before ``suite:task`` keys holds for (method, task), if any."""
+    name = _groups(path).get((method, task)) if ":" in task else None
+    return None if name is None or name == task else path / METHODS / method / name
 
 
 def open_method(path: str | os.PathLike, method: str, task: str) -> xr.Dataset:
@@ -46,6 +75,8 @@ def open_method(path: str | os.PathLike, method: str, task: str) -> xr.Dataset:
     path = Path(path)
     root_attrs(path)
     group = method_group(method, task)
+    if not (path / group / "zarr.json").exists() and (old := _old_group(path, method, task)) is not None:
+        group = old.relative_to(path).as_posix()
     if not (path / group / "zarr.json").exists():
         raise UnknownNameError("method result", f"{method}/{task}", [f"{m}/{t}" for m, t in list_methods(path)])
     fix = rewrite_method(method, task)
@@ -164,10 +195,13 @@ def add_method_result(store_path: str | os.PathLike, *, method: str, task: str, 
                "has_edge_list": edge_list is not None,
                "provenance": json.loads(json.dumps(provenance, default=str)), "created": now()})
     target = path / group
-    if target.exists() and not overwrite:
+    old = _old_group(path, method, task)
+    if (target.exists() or old is not None) and not overwrite:
         raise CircuitlabError(f"store {str(path)!r} already has a result for method {method!r} on task {task!r}; "
                               "pass --overwrite to replace it, or use another method label")
     _write_result(result, path, target, overwrite)
+    if old is not None:  # replaced: the result now lives under its suite:task key
+        remove_tree(old)
     return target
 
 

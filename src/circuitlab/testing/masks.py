@@ -1,4 +1,4 @@
-"""``check_mask``: a mask parameterization against ``protocols.NodeMask`` (or ``NodeScorer``), on a tiny model.
+"""``check_pruner`` (also ``check_mask``): a pruner against ``protocols.PrunerMask`` (or ``PrunerScorer``), on a tiny model.
 
 A tiny GPT, a tiny task cut from real code (each prompt's right token is the token that really comes
 next; the contrast is the other prompt's), and the real pruning code: ``train_mask`` for optimised
@@ -99,7 +99,7 @@ def _check_members(entry: Entry, bench: MaskBench) -> str:
     for name in ("lr", "steps", "penalty_coef"):
         getattr(mask, name, None)  # the wrapper checks the optional defaults
     if mask.score_only:
-        return "score-only (NodeScorer): no parameters, gate or penalty to check"
+        return "score-only (PrunerScorer): no parameters, gate or penalty to check"
     params = mask.parameters()
     mask.gate()
     penalty = mask.penalty()
@@ -161,9 +161,9 @@ def _check_prune(entry: Entry, bench: MaskBench) -> str:
     return f"{circuit.node_count} of {circuit.total_nodes} nodes, {circuit.edge_count} edges"
 
 
-def check_mask(factory: Any, *, tiny: Tiny | None = None, name: str | None = None, entry: Entry | None = None,
-               raise_on_failure: bool = True) -> CheckReport:
-    """Check a mask-parameterization factory (optimised or score-only) against its contract.
+def check_pruner(factory: Any, *, tiny: Tiny | None = None, name: str | None = None, entry: Entry | None = None,
+                 raise_on_failure: bool = True) -> CheckReport:
+    """Check a pruner's factory (a trained mask or score-only) against its contract.
 
     Returns the report; raises ``PluginCheckError`` listing the failures unless ``raise_on_failure=False``.
     Takes a few seconds.
@@ -182,3 +182,6 @@ def check_mask(factory: Any, *, tiny: Tiny | None = None, name: str | None = Non
                needs=("optimises (10 steps) or fits, scores finite",))
     checks.run("prunes a tiny model end to end", lambda: _check_prune(entry, bench), needs=built)
     return checks.finish(raise_on_failure)
+
+
+check_mask = check_pruner  # the name before pruners had one noun

@@ -1,4 +1,4 @@
-"""Weight-sparse training (paper-spec §2) with pluggable sparsity schedules.
+"""Weight-sparse training (Gao et al. 2025, §2.2, A.2) with pluggable sparsity schedules.
 
 One step: forward and cross-entropy; backward; gradients scaled to RMS 1; AdamW (betas 0.9/0.95,
 eps 0.1, weight decay 0.1); then the schedule's ``apply`` enforces its masks. The learning rate is

@@ -19,7 +19,7 @@ from ..documents import DocumentError, structure
 from ..errors import CircuitlabError
 from ..files import read_json, write_bytes
 from ..log import logger
-from .data import page_data, read_circuit_file, store_mismatch
+from .data import page_data, read_circuit_file, store_label, store_mismatch
 from .html import bench_page, circuit_page
 
 #: Figures of a circuit file shown in its row, in order.
@@ -29,7 +29,9 @@ COLUMNS = ("task", "method", "nodes", "edges", "loss", "accuracy", "target_loss"
 
 def _figures(circuit: dict, summary_row: dict | None) -> dict:
     v = circuit.get("validations") or {}
-    figures = {"task": circuit.get("task"), "method": circuit.get("method"), "nodes": circuit.get("node_count"),
+    task = f"{circuit['suite']}:{circuit.get('task')}" if circuit.get("suite") else circuit.get("task")
+    method = store_label(circuit["method"]) if isinstance(circuit.get("method"), str) else circuit.get("method")
+    figures = {"task": task, "method": method, "nodes": circuit.get("node_count"),
                "edges": circuit.get("edge_count"), "loss": circuit.get("loss"), "accuracy": circuit.get("accuracy"),
                "target_loss": circuit.get("target_loss"), "reached": circuit.get("reached"),
                "full_model_loss": circuit.get("full_model_loss"), "sufficiency": v.get("sufficiency"),
