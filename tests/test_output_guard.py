@@ -37,7 +37,7 @@ def builtins_only(monkeypatch):
     """The built-in plugins only, for commands run in this process (as BUILTINS_ONLY does for subprocesses)."""
     from circuitlab import plugins
 
-    monkeypatch.setattr(plugins.manager, "_registry", plugins.make_registry(entrypoints=False))
+    monkeypatch.setattr(plugins.registry, "_registry", plugins.make_registry(entrypoints=False))
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,7 @@ def place(tmp_path: Path, monkeypatch) -> Path:
         (folder / "mine" / "data.csv").write_text("1,2,3\n")
     (work / "notes.html").write_text("<html>the user's page</html>\n")
     (work / "notes.png").write_bytes(b"\x89PNG\r\n\x1a\n the user's figure")
+    (work / "notes.json").write_text('{"the user\'s": "data"}\n')
     (work / "mine.html").mkdir()
     (work / "link-to-work").symlink_to(work, target_is_directory=True)
     (work / "link-to-mine").symlink_to(work / "mine", target_is_directory=True)
@@ -102,6 +103,9 @@ def command(name: str, out: str, src: Path, run: Path, root: Path) -> list[str]:
         "bench": ["bench", REPO / "benchmarks" / "quick.toml", "--out", out],
         "export-mib": ["bench", "export-mib", root / "bench", "--to", out],
         "import-oai": ["import-oai", src, "--out", out, "--overwrite"],
+        "import-replication": ["import-replication", src, "--out", out, "--overwrite"],
+        "import-oai-circuit": ["import-oai-circuit", root / "viz_data.pt", "--model", run, "--out", out, "--overwrite"],
+        "export-graph": ["export-graph", root / "c.json", "--out", out],
         "view": ["view", root / "c.json", "--out", out],
         "view-bench": ["view", "--bench", root / "bench", "--out", out],
         "plot": ["compare", root / "store.zarr", "--plot", out],
@@ -109,8 +113,8 @@ def command(name: str, out: str, src: Path, run: Path, root: Path) -> list[str]:
 
 
 FOLDER_COMMANDS = ["train", "train-resume", "prune", "prune-store", "run", "record", "bench", "export-mib",
-                   "import-oai"]
-FILE_COMMANDS = ["view", "view-bench", "plot"]
+                   "import-oai", "import-replication", "import-oai-circuit"]
+FILE_COMMANDS = ["view", "view-bench", "plot", "export-graph"]
 
 
 def _refused(place: Path, cmd: list, capsys) -> None:
@@ -133,7 +137,7 @@ def test_folder_outputs_refuse_hostile_paths(name, path, place: Path, imported, 
 @pytest.mark.parametrize("name", FILE_COMMANDS)
 def test_file_outputs_refuse_hostile_paths(name, path, place: Path, imported, capsys):
     src, run = imported
-    out = FILES[path].format(work=place / "work", ext="png" if name == "plot" else "html")
+    out = FILES[path].format(work=place / "work", ext={"plot": "png", "export-graph": "json"}.get(name, "html"))
     _refused(place, command(name, out, src, run, place), capsys)
 
 
