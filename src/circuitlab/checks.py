@@ -4,6 +4,7 @@ so one message serves the command line and the library. No torch here."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import attrs
@@ -11,6 +12,23 @@ import attrs
 from .errors import CircuitlabError, UnknownNameError
 
 MAX_SEED = 2**63 - 1
+#: Threads or worker processes a setting may ask for, per CPU core: more only adds contention, and a
+#: huge count makes OpenMP abort while allocating thread stacks (``--threads 1000000000`` asked for 216 GB).
+PARALLEL_PER_CORE = 4
+
+
+def max_parallel() -> int:
+    """The most threads or workers one setting may ask for on this machine: ``PARALLEL_PER_CORE`` x cores."""
+    return PARALLEL_PER_CORE * (os.cpu_count() or 1)
+
+
+def parallel_count_problem(value: int) -> str | None:
+    """Why ``value`` threads or workers are too many on this machine (None: fine)."""
+    limit = max_parallel()
+    if value > limit:
+        return (f"must be at most {limit} ({PARALLEL_PER_CORE} per CPU core on this machine, "
+                f"{os.cpu_count() or 1} cores)")
+    return None
 
 
 
@@ -55,6 +73,14 @@ def at_least(minimum: int):
             raise CircuitlabError(f"{flag(attribute)} must be at least {minimum}, got {value}")
 
     return check
+
+
+def at_most_parallel(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    """A thread or worker count: an integer >= 1 and at most ``max_parallel()`` (``None`` passes)."""
+    at_least(1)(instance, attribute, value)
+    problem = None if value is None else parallel_count_problem(value)
+    if problem:
+        raise CircuitlabError(f"{flag(attribute)} {problem}, got {value}")
 
 
 def non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:

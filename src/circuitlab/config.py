@@ -20,6 +20,7 @@ import attrs
 from .checks import (  # validators: defined in checks.py, imported from here by the rest of the package
     _key,
     at_least,
+    at_most_parallel,
     closed_unit_interval,
     flag,
     is_bool,
@@ -241,10 +242,10 @@ class PruneConfig:
     n_train: int = attrs.field(default=256, validator=at_least(1))  # the standard train set's size
     n_test: int = attrs.field(default=128, validator=at_least(1))  # the standard test set's size
     device: str = "cpu"
-    threads: int | None = attrs.field(default=1, validator=at_least(1))  # small passes: one thread is fastest
+    threads: int | None = attrs.field(default=1, validator=at_most_parallel)  # small passes: one thread is fastest
     # Worker processes pruning tasks side by side (prune.parallel); None = one per core. Circuits are
     # the same for any value; left out of stored configs at its default.
-    jobs: int | None = attrs.field(default=None, validator=at_least(1), metadata=_OMIT_AT_DEFAULT)
+    jobs: int | None = attrs.field(default=None, validator=at_most_parallel, metadata=_OMIT_AT_DEFAULT)
     batch_pairs: int = attrs.field(default=32, validator=at_least(1))
     grid: float = 1.3  # the bisection's upward walk multiplies k by this
     random_draws: int = 3  # random circuits of the same size, for the validation

@@ -1,10 +1,12 @@
-"""Atomic file writes, atomic folder swaps, the cache folder and the one sha256 helper.
+"""Atomic file writes, atomic folder swaps, bounded reads, the cache folder and the one sha256 helper.
 
 Everything circuitlab writes goes to a temporary file in the target's folder and is renamed into
 place, so an interrupted run never leaves a half-written file behind. Temporary names carry the
 writer's pid (``.NAME.tmp-PID-RAND``), so a later run can tell the debris of a killed writer from
 the work of a live one and sweep it (``sweep_stale``). Files get the permissions the umask allows,
 like any file a program creates.
+
+Where a command may write at all is decided by ``circuitlab.outputs.guard_output``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,9 +40,11 @@ def cache_dir() -> Path:
 
 
 def fault_point(name: str) -> None:
-    """Tests kill the process here (``CIRCUITLAB_FAULT=name``) to prove that no instant loses data."""
-    if os.environ.get("CIRCUITLAB_FAULT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Tests kill the process here (``CIRCUITLAB_FAULT=name``) to prove that no instant loses data;
+    ``name@TERM`` or ``name@INT`` sends that signal instead of SIGKILL."""
+    point, _, sig = os.environ.get("CIRCUITLAB_FAULT", "").partition("@")
+    if point == name:
+        os.kill(os.getpid(), getattr(signal, f"SIG{sig}") if sig else signal.SIGKILL)
 
 
 def sibling_tmp(path: str | os.PathLike, kind: str = "tmp") -> Path:
@@ -267,13 +272,62 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+#: The largest JSON document circuitlab reads (a circuit of a large model is a few MB).
+MAX_DOCUMENT_BYTES = 1 << 30
+
+
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """A JSON document, read only if it is a regular file of at most ``MAX_DOCUMENT_BYTES`` (a FIFO or a
+    link to /dev/zero named like a document cannot hang or exhaust the reader); one-line errors."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        data = read_regular(path, MAX_DOCUMENT_BYTES)
     except FileNotFoundError:
         raise CircuitlabError(f"{what} {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise CircuitlabError(f"{what} {str(path)!r} is a folder, not a file") from None
+    except OSError as exc:
+        raise CircuitlabError(f"{what} {str(path)!r} cannot be read ({os_error_text(exc)})") from None
+    if data is None:
+        if os.path.isdir(path):
+            raise CircuitlabError(f"{what} {str(path)!r} is a folder, not a file")
+        if is_regular(path):
+            raise CircuitlabError(f"{what} {str(path)!r} is larger than {MAX_DOCUMENT_BYTES} bytes; it is not a "
+                                  "document circuitlab wrote")
+        raise CircuitlabError(f"{what} {str(path)!r} is not a regular file (a device, FIFO or socket); pass a file")
+    try:
+        return json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CircuitlabError(f"{what} {str(path)!r} is not valid JSON ({exc}); it may be truncated") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Bounded reads
+
+
+def read_regular(path: str | os.PathLike, cap: int) -> bytes | None:
+    """The bytes of ``path`` if it is a regular file (or a link to one) of at most ``cap`` bytes.
+
+    ``None`` for anything else: a device, FIFO or socket (opened without blocking, so a FIFO cannot
+    hang the read), or a file longer than ``cap``, however ``st_size`` reads (a link to ``/dev/zero``
+    reports 0 bytes): at most ``cap + 1`` bytes are ever read. Raises ``OSError`` if it cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks, left = [], cap + 1
+        while left > 0:
+            block = os.read(fd, min(left, 1 << 20))
+            if not block:
+                break
+            chunks.append(block)
+            left -= len(block)
+        data = b"".join(chunks)
+        return None if len(data) > cap else data
+    finally:
+        os.close(fd)
+
+
+def is_regular(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a regular file, following links (False for devices, FIFOs, sockets, dangling links)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False

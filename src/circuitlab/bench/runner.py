@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import CircuitlabError
 from ..files import write_json
 from ..log import logger
+from ..outputs import folder_lock
 from .documents import CellDocument
 from .plan import Cell, ModelSpec, cells_for, model_specs
 from .spec import BenchSpec
@@ -159,11 +160,18 @@ def _submit_cells(client, bench: Bench, ac, kinds: dict, model_id: str) -> None:
 
 def run_bench(spec: BenchSpec, out: str | Path, *, workers: int | None = None,
               scheduler: str | None = None) -> dict[str, Any]:
-    """Run every model and cell of ``spec`` into ``out`` (resumable); returns the summary document."""
+    """Run every model and cell of ``spec`` into ``out`` (resumable); returns the summary document.
+
+    One client per folder: while this runs, another ``run_bench`` on ``out`` is refused with one line naming
+    this process (``circuitlab.outputs.folder_lock``); the lock of a client that died is taken over."""
+    out = Path(out)
+    with folder_lock(out, "circuitlab bench"):  # one client per folder: a second one is refused
+        return _run_bench(spec, out, workers, scheduler)
+
+
+def _run_bench(spec: BenchSpec, out: Path, workers: int | None, scheduler: str | None) -> dict[str, Any]:
     from distributed import as_completed
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "spec.json", spec.to_dict())
     bench = Bench(spec, out)
     n = workers or default_workers(spec)

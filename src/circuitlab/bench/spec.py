@@ -25,7 +25,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from .spec_checks import Table, at_least, closed_fraction, fraction, name, one_of_names, positive
+from .spec_checks import Table, closed_fraction, count, fraction, name, one_of_names, parallel, positive
+
+#: The largest value each count of a spec may take (docs/bench.md); threads are bounded by the machine's cores.
+MAX_COUNTS = {"steps": 10**7, "width": 1 << 16, "seed": 2**63 - 1, "n_pairs": 1 << 16, "mask_steps": 10**6,
+              "batch_pairs": 1 << 12, "random_draws": 100, "retries": 10, "control_seeds": 100}
 
 
 @attrs.frozen(kw_only=True)
@@ -115,11 +119,13 @@ def _model_group(t: Table) -> ModelGroup:
     d_head = get_preset(preset).model.d_head
 
     def width_ok(value: int) -> str | None:
+        if value > MAX_COUNTS["width"]:
+            return f"must be at most {MAX_COUNTS['width']}"
         return None if value >= d_head and value % d_head == 0 else f"must be a multiple of {d_head} (the head size)"
 
     widths = t.get_list("widths", int, default=(None,), check=width_ok)
-    steps = t.get_list("steps", int, default=(None,), check=at_least(1))
-    seeds = t.get_list("seeds", int, default=(0,), check=at_least(0))
+    steps = t.get_list("steps", int, default=(None,), check=count(1, MAX_COUNTS["steps"]))
+    seeds = t.get_list("seeds", int, default=(0,), check=count(0, MAX_COUNTS["seed"]))
     lr = t.get("lr", float, default=None, check=positive)
     t.done()
     return ModelGroup(group=group, preset=preset, sparsity=sparsity, densities=densities, widths=widths,
@@ -130,17 +136,17 @@ def _prune_grid(t: Table) -> PruneGrid:
     grid = PruneGrid(
         pruners=t.get_list("pruners", str, required=True, check=name),
         objectives=t.get_list("objectives", str, default=("binary_ce",), check=name),
-        seeds=t.get_list("seeds", int, default=(0,), check=at_least(0)),
+        seeds=t.get_list("seeds", int, default=(0,), check=count(0, MAX_COUNTS["seed"])),
         target_loss=t.get("target_loss", float, default=0.15, check=positive),
         ablation=t.get("ablation", str, default="mean", check=one_of_names("ablation", ABLATIONS)),
         min_accuracy=t.get("min_accuracy", float, default=0.9, check=closed_fraction),
-        n_train=t.get("n_train", int, default=256, check=at_least(2)),
-        n_test=t.get("n_test", int, default=128, check=at_least(2)),
-        steps=t.get("steps", int, default=None, check=at_least(1)),
+        n_train=t.get("n_train", int, default=256, check=count(2, MAX_COUNTS["n_pairs"])),
+        n_test=t.get("n_test", int, default=128, check=count(2, MAX_COUNTS["n_pairs"])),
+        steps=t.get("steps", int, default=None, check=count(1, MAX_COUNTS["mask_steps"])),
         lr=t.get("lr", float, default=None, check=positive),
         penalty_coef=t.get("penalty_coef", float, default=None, check=positive),
-        batch_pairs=t.get("batch_pairs", int, default=32, check=at_least(1)),
-        random_draws=t.get("random_draws", int, default=3, check=at_least(1)),
+        batch_pairs=t.get("batch_pairs", int, default=32, check=count(1, MAX_COUNTS["batch_pairs"])),
+        random_draws=t.get("random_draws", int, default=3, check=count(1, MAX_COUNTS["random_draws"])),
         mine_from=t.get("mine_from", str, default=None),
     )
     t.done()
@@ -155,7 +161,7 @@ def _controls(t: Table) -> Controls:
         random_init=t.get("random_init", bool, default=True),
         groups=t.get_list("groups", str, default=None, check=name),
         first_seed_only=t.get("first_seed_only", bool, default=True),
-        seeds=t.get("seeds", int, default=1, check=at_least(1)),
+        seeds=t.get("seeds", int, default=1, check=count(1, MAX_COUNTS["control_seeds"])),
     )
     t.done()
     return controls
@@ -199,8 +205,8 @@ def parse_spec(data: dict[str, Any], source: str = "<spec>") -> BenchSpec:
     spec = BenchSpec(
         name=bench.get("name", str, required=True, check=name),
         description=bench.get("description", str, default=""),
-        threads=bench.get("threads", int, default=1, check=at_least(1)),
-        retries=bench.get("retries", int, default=2, check=at_least(0)),
+        threads=bench.get("threads", int, default=1, check=parallel),
+        retries=bench.get("retries", int, default=2, check=count(0, MAX_COUNTS["retries"])),
         corpus=bench.get("corpus", str, default=None),
         tasks=_tasks(root.table("tasks", required=True), mined_hash),
         models=models,

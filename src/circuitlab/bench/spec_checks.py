@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..checks import parallel_count_problem
 from ..errors import CircuitlabError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]{0,63}$")
@@ -109,6 +110,23 @@ def at_least(minimum: int) -> Check:
         return None if value >= minimum else f"must be at least {minimum}"
 
     return check
+
+
+def count(minimum: int, maximum: int) -> Check:
+    """An integer count in [minimum, maximum]: the bound keeps a typo from asking for days of work or
+    memory the machine lacks (the maxima are listed in docs/bench.md)."""
+
+    def check(value: int) -> str | None:
+        if value < minimum:
+            return f"must be at least {minimum}"
+        return None if value <= maximum else f"must be at most {maximum}"
+
+    return check
+
+
+def parallel(value: int) -> str | None:
+    """A thread count: at least 1, at most ``circuitlab.checks.max_parallel()``."""
+    return "must be at least 1" if value < 1 else parallel_count_problem(value)
 
 
 def one_of_names(what: str, choices: Iterable[str]) -> Check:

@@ -14,6 +14,7 @@ import logging
 import os
 import shlex
 import sys
+import warnings
 
 import click
 
@@ -21,7 +22,7 @@ from .. import __version__
 from ..errors import CircuitlabError
 from ..files import os_error_text
 from ..interrupts import Interrupted, raising_signals
-from ..log import show_on_stderr
+from ..log import logger, show_on_stderr
 from . import options
 from .bench import bench_cmd
 from .interop import export_graph_cmd, import_oai_circuit_cmd, import_oai_cmd, import_replication_cmd
@@ -32,9 +33,35 @@ from .tasks import tasks_cmd
 from .train import train_cmd
 from .view import view_cmd
 
+#: Show warnings raised inside other packages (``--verbose`` or ``CIRCUITLAB_VERBOSE=1``).
+show_library_warnings = False
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _verbose(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    global show_library_warnings
+    show_library_warnings = show_library_warnings or value
+    return value
+
+
+def _warnings_of_circuitlab(show):
+    """stderr belongs to circuitlab: a warning raised inside another package (a library's
+    DeprecationWarning at import, say) goes to the debug log, unless --verbose asks to see it; ``show``
+    prints the others."""
+
+    def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        if show_library_warnings or str(filename).startswith(_PACKAGE):
+            show(message, category, filename, lineno, file, line)
+        else:
+            logger.debug(f"{filename}:{lineno}: {category.__name__}: {message}")
+
+    return show_warning
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="circuitlab")
+@click.option("-v", "--verbose", is_flag=True, expose_value=False, is_eager=True, callback=_verbose,
+              help="Also show the warnings of the libraries circuitlab uses (hidden by default).")
 def cli() -> None:
     """Train weight-sparse GPT-2 models, prune them to task circuits, and compare methods.
 
@@ -65,13 +92,16 @@ def main(argv: list[str] | None = None) -> None:
 
     With --json, anything else printed to stdout while the command runs (a plugin's print, say) goes to
     stderr, so stdout holds exactly the one JSON document."""
+    global show_library_warnings
     args = list(sys.argv[1:] if argv is None else argv)
+    show_library_warnings = os.environ.get("CIRCUITLAB_VERBOSE", "") not in ("", "0")
     show_on_stderr()
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # zarr's pending reads after an error
     options.json_stream = sys.stdout
     redirect = contextlib.redirect_stdout(sys.stderr) if "--json" in args else contextlib.nullcontext()
     try:
-        with raising_signals(), redirect:
+        with raising_signals(), redirect, warnings.catch_warnings():
+            warnings.showwarning = _warnings_of_circuitlab(warnings.showwarning)
             cli.main(args=args, prog_name="circuitlab", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
@@ -93,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         where = f" {exc.filename!r}" if exc.filename else ""
         click.echo(f"error: cannot write{where}: {os_error_text(exc)}; free space, raise the limit or fix "
-                   "permissions, then rerun (the previous results are intact)", err=True)
+                   "permissions, then rerun", err=True)
         sys.exit(2)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

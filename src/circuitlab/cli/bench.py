@@ -32,10 +32,19 @@ def bench_cmd() -> None:
     """
 
 
+def _workers(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    from ..checks import parallel_count_problem
+
+    problem = None if value is None else parallel_count_problem(value)
+    if problem:
+        raise click.BadParameter(f"{problem}, got {value}", ctx=ctx, param=param)
+    return value
+
+
 @bench_cmd.command("run")
 @click.argument("spec", metavar="SPEC")
 @click.option("--out", required=True, metavar="DIR", help="Bench folder: models/, cells/, stores/, results.csv.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=click.IntRange(min=1), default=None, callback=_workers,
               help="Local Dask worker processes (one thread each). [default: CPU cores / bench.threads]")
 @click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
               help="Attach to a running Dask scheduler instead of starting a local cluster.")
@@ -51,8 +60,11 @@ def run_cmd(spec, out, workers, scheduler, dry_run, assume_solved, json_):
     """
     from ..bench.runner import default_workers, run_bench
     from ..bench.spec import load_spec
+    from ..outputs import guard_output
 
+    guard_output(out, "bench", inputs=(spec,), writable=not dry_run)
     spec_obj = load_spec(spec)
+    guard_output(out, "bench", inputs=(spec_obj.corpus, spec_obj.prune.mine_from), writable=False)
     n = workers or default_workers(spec_obj)
     if dry_run:
         from ..bench.estimate import dry_run as plan
@@ -108,8 +120,12 @@ def report_cmd(out, bootstrap, json_):
 @json_option
 def export_mib_cmd(out, target, json_):
     """Write every circuit's node and edge scores in the MIB circuit track's submission layout."""
-    from ..bench.mib import export_mib
+    from pathlib import Path
 
+    from ..bench.mib import export_mib
+    from ..outputs import guard_output
+
+    guard_output(target if target is not None else Path(out) / "mib", "mib", flag="--to", inputs=(out,))
     doc = export_mib(out, target)
     if json_:
         emit_json(doc)

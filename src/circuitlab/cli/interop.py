@@ -34,8 +34,10 @@ def import_oai_cmd(src: Path, out: Path, tokenizer: str | None, corpus: str | No
     large models with --device cuda.
     """
     from ..interop import import_oai
+    from ..outputs import guard_output
 
     config = ImportConfig(tokenizer=tokenizer, corpus=corpus, overwrite=overwrite)
+    guard_output(out, "run", inputs=(src, tokenizer, corpus))
     summary = import_oai(src, out, config, note=lambda msg: click.echo(msg, err=True))
     if json_:
         emit_json(summary)
@@ -76,7 +78,11 @@ def import_oai_circuit_cmd(viz_data: tuple[Path, ...], model_dir: Path, out: Pat
     Open a result with 'circuitlab view', or compare it with circuitlab's circuits via --store.
     """
     from ..exchange import import_oai_circuits
+    from ..outputs import guard_output
 
+    guard_output(out, "circuits", inputs=(*viz_data, model_dir))
+    if store is not None:
+        guard_output(store, "store", flag="--store", inputs=(*viz_data, model_dir))
     config = CircuitImportConfig(task=task, suite=suite, store=store, skip_unmapped=skip_unmapped,
                                  overwrite=overwrite)
     summaries = import_oai_circuits(list(viz_data), model_dir, out, config,
@@ -117,7 +123,9 @@ def export_graph_cmd(circuit: Path, fmt: str, out: Path, model_dir: Path | None,
       python -c "from circuit_tracer.frontend import serve; serve('OUT_FOLDER', port=8032)"
     """
     from ..exchange import export_graph
+    from ..outputs import guard_output
 
+    guard_output(out, "graph", inputs=(circuit, model_dir, store))
     config = GraphExportConfig(pair=pair, prompt=prompt, split=split, top=top)
     result = export_graph(circuit, out, model_dir=model_dir, store=store, config=config)
     if json_:
@@ -149,6 +157,9 @@ def import_replication_cmd(src: Path, out: Path, tokenizer: str | None, corpus: 
     circuitlab cannot honour (resid_pre activation sparsity) is an error naming it.
     """
     from ..interop import import_replication
+    from ..outputs import guard_output
+
+    guard_output(out, "run", inputs=(src, tokenizer, corpus))
 
     config = ImportConfig(tokenizer=tokenizer, corpus=corpus, overwrite=overwrite)
     summary = import_replication(src, out, config, note=lambda msg: click.echo(msg, err=True))

@@ -79,6 +79,16 @@ def prune_options(min_accuracy: float):
     )
 
 
+def guard_outputs(out, store, config: PruneConfig, *inputs) -> None:
+    """``--out`` and ``--store`` through the one output guard, before any work."""
+    from ..outputs import guard_output
+
+    inputs = (*inputs, config.mine_from, config.eval_on)
+    guard_output(out, "pruned", inputs=inputs)
+    if store is not None:
+        guard_output(store, "store", flag="--store", inputs=inputs)
+
+
 def prune_config(settings: dict) -> PruneConfig:
     """The PruneConfig of a command's parameters (every parameter named like a PruneConfig field)."""
     return PruneConfig(**{f.name: settings[f.name] for f in attrs.fields(PruneConfig) if f.name in settings})
@@ -171,6 +181,7 @@ def prune_cmd(model_dir, store, overwrite, json_, out, **settings):
     info = read_run(model_dir)
     if out is None:
         out = info.path / "pruned" / f"{config.pruner}-{config.objective}".replace(":", ".")  # DIST:NAME names
+    guard_outputs(out, store, config, model_dir)
     summary = prune_job(info.path, config, out, store=store, overwrite=overwrite)
     if json_:
         emit_json(summary)
@@ -203,6 +214,7 @@ def run_cmd(sparsity, preset, density, train_seed, store, overwrite, json_, out,
     train_config = TrainConfig.for_preset(preset, sparsity=sparsity, density=density, seed=train_seed)
     if out is None:
         out = Path("runs") / f"run-{preset}-{sparsity}-{config.pruner}"
+    guard_outputs(out, store, config)
     summary = run_job(train_config, config, out, store=store, overwrite=overwrite)
     if json_:
         emit_json(summary)

@@ -54,6 +54,7 @@ def record_cmd(model_dir: Path, tasks: str, pairs: int, splits: str, corpus_wind
     ablation, and integer-coded coordinates with their lookup tables in the root attrs. Reopen it
     with plain xarray:  xarray.open_zarr(STORE)
     """
+    from ..outputs import guard_output
     from ..store import open_store, record_run
     from ..train.runs import read_run
 
@@ -61,6 +62,7 @@ def record_cmd(model_dir: Path, tasks: str, pairs: int, splits: str, corpus_wind
                           corpus_windows=corpus_windows, window=window, seed=seed, precision=precision, codec=codec)
     out = out or (Path(model_dir) / "activations.zarr")
     read_run(model_dir)
+    guard_output(out, "store", inputs=(model_dir,))
 
     def progress(done: int, total: int) -> None:
         if not quiet:
@@ -99,12 +101,12 @@ def compare_cmd(store: Path, plot: Path | None, json_: bool) -> None:
     mean |activation| and activation frequency of the nodes it kept.
     """
     from ..compare import compare_store, format_table, plot_edges
-    from ..files import check_writable_dir
+    from ..outputs import guard_output
 
     if plot is not None:
         if plot.suffix.lower() != ".png":
             raise CircuitlabError(f"--plot {str(plot)!r} must end in .png")
-        check_writable_dir(plot.parent, "--plot")
+        guard_output(plot, "plot", flag="--plot", inputs=(store,))
     result = compare_store(store)
     if plot is not None:
         result["plot"] = str(plot_edges(result, plot))

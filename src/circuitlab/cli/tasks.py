@@ -208,7 +208,9 @@ def tasks_cmd(spec: str | None, model_dir: str | None, n: int | None, mine_from:
             _print_listing(rows)
             if source:
                 m = source["mine_from"]
-                click.echo(f"mined from {m['folder']} ({m['n_files']} files, content hash {m['folder_hash'][:12]})")
+                skipped = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in m.get("skipped", {}).items() if n)
+                click.echo(f"mined from {m['folder']} ({m['n_files']} files, content hash {m['folder_hash'][:12]}"
+                           f"{'; skipped: ' + skipped if skipped else ''})")
         return
 
     from ..train.runs import load_model, read_run

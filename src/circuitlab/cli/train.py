@@ -34,6 +34,8 @@ def train_cmd(sparsity, density, preset, corpus, steps, batch_size, lr, out, res
     Writes model.safetensors, config.json (with provenance), tokenizer.json and a resumable
     checkpoint into --out. Progress (loss, density) goes to stderr.
     """
+    from ..data.corpus import default_corpus_dir
+    from ..outputs import guard_output
     from ..train import run_summary, train_run
 
     cfg = TrainConfig.for_preset(preset, sparsity=sparsity, density=density, corpus=corpus, steps=steps,
@@ -41,6 +43,7 @@ def train_cmd(sparsity, density, preset, corpus, steps, batch_size, lr, out, res
                                  max_file_bytes=max_file_bytes)
     if out is None:
         out = f"runs/{preset}-{sparsity}-d{cfg.density:g}-s{seed}"
+    guard_output(out, "run", inputs=(corpus if corpus is not None else default_corpus_dir(),))
     path = train_run(cfg, out, resume=resume, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:
         return

@@ -39,12 +39,14 @@ def view_cmd(circuit: Path | None, bench: Path | None, store: Path | None, model
     task-loss change when it alone is ablated (needs the run). With a store holding several methods
     for the task, a selector shows each and a diff colours nodes in both, only A or only B.
     """
+    from ..outputs import guard_output
     from ..view import write_bench, write_circuit_page
 
     if (circuit is None) == (bench is None):
         raise CircuitlabError("pass either CIRCUIT.json or --bench DIR (see 'circuitlab view --help')")
     if out.suffix.lower() not in (".html", ".htm"):
         raise CircuitlabError(f"--out {str(out)!r} must end in .html")
+    guard_output(out, "page", inputs=(circuit, bench, store, model_dir))
     config = ViewConfig(examples=examples, context=context, ablation_pairs=ablation_pairs, device=device)
     if bench is not None:
         if model_dir is not None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import sysconfig
 from pathlib import Path
 
 import attrs
 
 from ..errors import CircuitlabError
+from ..files import read_regular
 
 # Excluded from the default stdlib corpus: the test suites are half the bytes and include files
 # that are deliberately not valid UTF-8.
@@ -44,10 +46,14 @@ class Corpus:
     skipped: tuple[str, ...] = ()  # files that were not valid UTF-8
     skipped_large: tuple[str, ...] = ()  # files over the size cap
     skipped_binary: tuple[str, ...] = ()  # files with NUL bytes or very long lines
+    skipped_special: tuple[str, ...] = ()  # not regular files: devices, FIFOs, sockets (or links to them)
 
     def skipped_counts(self) -> dict[str, int]:
-        return {"not_utf8": len(self.skipped), "too_large": len(self.skipped_large),
-                "binary": len(self.skipped_binary)}
+        counts = {"not_utf8": len(self.skipped), "too_large": len(self.skipped_large),
+                  "binary": len(self.skipped_binary)}
+        if self.skipped_special:  # absent otherwise, so earlier provenance reads the same
+            counts["not_regular"] = len(self.skipped_special)
+        return counts
 
     def split(self, name: str) -> list[SourceFile]:
         return [f for f in self.files if f.split == name]
@@ -60,6 +66,7 @@ class Corpus:
             "skipped_not_utf8": list(self.skipped),
             "skipped_too_large": list(self.skipped_large),
             "skipped_binary": list(self.skipped_binary),
+            **({"skipped_not_regular": list(self.skipped_special)} if self.skipped_special else {}),
         }
 
 
@@ -89,6 +96,8 @@ def load_corpus(directory: str | os.PathLike | None = None, max_file_bytes: int 
 
     Files over ``max_file_bytes``, with NUL bytes or with lines over ``MAX_LINE_CHARS`` are skipped and
     counted, which keeps tokenizer training bounded (a 2 MB file of NUL bytes once stalled it for minutes).
+    Only regular files are read, and never past the cap (``circuitlab.files.read_regular``): a device,
+    FIFO or socket named ``*.py``, or a link to one, is skipped and counted as not regular.
     ``flag`` is the option that named the folder, for the error messages (``--mine-from`` reads a
     folder of code to cut tasks from with the same rules: ``load_code_folder``).
     """
@@ -99,16 +108,22 @@ def load_corpus(directory: str | os.PathLike | None = None, max_file_bytes: int 
         raise CircuitlabError(f"{what} {str(root)!r} does not exist; pass {flag} DIR with a folder of .py files")
     if not root.is_dir():
         raise CircuitlabError(f"{what} {str(root)!r} is not a folder; pass {flag} DIR with a folder of .py files")
-    files, skipped = [], {"utf8": [], "large": [], "binary": []}
+    files, skipped = [], {"utf8": [], "large": [], "binary": [], "special": []}
     for path in _python_files(root, _STDLIB_SKIP_DIRS if default else _ALWAYS_SKIP_DIRS):
         rel = path.relative_to(root).as_posix()
         try:
+            if not stat.S_ISREG(path.stat().st_mode):  # follows links; read_regular checks the open file again
+                skipped["special"].append(rel)
+                continue
             if path.stat().st_size > max_file_bytes:
                 skipped["large"].append(rel)
                 continue
-            data = path.read_bytes()
+            data = read_regular(path, max_file_bytes)
         except OSError:  # unreadable (permissions, a dangling link): not part of the corpus
             skipped["binary"].append(rel)
+            continue
+        if data is None:  # grew past the cap while read, or replaced by a special file
+            skipped["large"].append(rel)
             continue
         if _looks_binary(data):
             skipped["binary"].append(rel)
@@ -124,7 +139,8 @@ def load_corpus(directory: str | os.PathLike | None = None, max_file_bytes: int 
     if not files:
         raise CircuitlabError(f"{what} {str(root)!r} has no usable .py files (skipped: {len(skipped['large'])} "
                               f"over {max_file_bytes} bytes, {len(skipped['binary'])} binary, {len(skipped['utf8'])} "
-                              f"not UTF-8); pass {flag} DIR with a folder of Python source")
+                              f"not UTF-8, {len(skipped['special'])} not regular files); pass {flag} DIR with a "
+                              "folder of Python source")
     if len(files) >= 2:
         # Tiny corpora may hash every file into one split; keep both splits non-empty.
         if not any(f.split == "val" for f in files):
@@ -135,7 +151,8 @@ def load_corpus(directory: str | os.PathLike | None = None, max_file_bytes: int 
     for f in files:
         h.update(f"{f.relpath}\0{f.sha256}\n".encode())
     return Corpus(root=str(root), files=tuple(files), hash=h.hexdigest(), skipped=tuple(skipped["utf8"]),
-                  skipped_large=tuple(skipped["large"]), skipped_binary=tuple(skipped["binary"]))
+                  skipped_large=tuple(skipped["large"]), skipped_binary=tuple(skipped["binary"]),
+                  skipped_special=tuple(skipped["special"]))
 
 
 def load_code_folder(directory: str | os.PathLike, flag: str = "--mine-from",

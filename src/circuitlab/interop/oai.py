@@ -13,16 +13,27 @@ naming the source files and their sha256), and ``tokenizer.json`` when ``--token
 
 from __future__ import annotations
 
+import errno
+import os
 import re
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..config import ImportConfig, ModelConfig, to_dict
 from ..errors import CircuitlabError
-from ..files import read_json, sha256_file, write_bytes, write_json
+from ..files import (
+    fault_point,
+    read_json,
+    recover_dir,
+    remove_tree,
+    replace_dir,
+    sha256_file,
+    sibling_tmp,
+    write_bytes,
+    write_json,
+)
+from ..outputs import guard_output
 from ..train.runs import RUN_KIND, TOKENIZER
 from .oai_config import model_config_from_oai, with_final_logits_bias
 
@@ -105,12 +116,45 @@ def load_weights(path: Path) -> dict[str, Any]:
     return state
 
 
+def _shape(state: dict[str, Any], name: str) -> tuple[int, ...] | None:
+    t = state.get(name)
+    return None if t is None else tuple(t.shape)
+
+
+def check_fits(state: dict[str, Any], model: ModelConfig) -> None:
+    """The config's dimensions against the weights' names and shapes, from the tensors' metadata alone,
+    before any model is built from the config (a config claiming 10^8 layers must not build them)."""
+    layers = sorted({int(m.group(1)) for k in state if (m := _BLOCK_RE.fullmatch(k))})
+    if layers != list(range(model.n_layer)):
+        held = f"layers 0..{layers[-1]}" if layers == list(range(len(layers))) and layers else f"{len(layers)} layers"
+        raise CircuitlabError(f"{CONFIG_FILE} says n_layer={model.n_layer}, but {WEIGHTS_FILE} holds {held}; "
+                              "the two files do not belong together")
+    d_in = model.d_in
+    expected = {
+        "transformer.wte.weight": ((model.vocab_size, model.d_model), "vocab_size, d_model"),
+        "transformer.wpe.weight": ((model.n_ctx, model.d_pos_emb or model.d_model), "block_size, d_pos_emb or d_model"),
+        "transformer.h.0.attn.c_attn.weight": ((3 * model.n_head * model.d_head, d_in), "3 n_head d_head, d_model"),
+        "transformer.h.0.mlp.c_fc.weight": ((model.d_mlp, d_in), "d_mlp, d_model"),
+    }
+    for name, (shape, keys) in expected.items():
+        got = _shape(state, name)
+        if name == "transformer.wpe.weight" and got is None and not model.pos_emb and not model.d_pos_emb:
+            continue
+        if got is None:
+            raise CircuitlabError(f"{WEIGHTS_FILE} lacks {name}, which {CONFIG_FILE} calls for; pass the "
+                                  "final_model.pt of a released model")
+        if got != shape:
+            raise CircuitlabError(f"{WEIGHTS_FILE}: {name} has shape {got}, but {CONFIG_FILE} ({keys}) implies "
+                                  f"{shape}; the two files do not belong together")
+
+
 def convert_state(state: dict[str, Any], model: ModelConfig) -> tuple[dict[str, Any], dict[str, str]]:
     """Reference tensors -> circuitlab float32 tensors, checked name by name and shape by shape."""
     import torch
 
     from ..model.gpt import GPT
 
+    check_fits(state, model)
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         expected = {k: tuple(v.shape) for k, v in GPT(model).state_dict().items()}
     out, dtypes, unexpected = {}, {}, []
@@ -204,7 +248,9 @@ def import_oai(src: str | Path, out: str | Path, config: ImportConfig | None = N
     """Convert the checkpoint folder ``src`` into the run folder ``out``; returns a summary."""
     config = config or ImportConfig()
     src, out = Path(src), Path(out)
+    guard_output(out, "run", inputs=(src, config.tokenizer, config.corpus))  # never over anything but a run
     model, notes, raw = _read_config(src)  # a bad config fails before the weights are touched
+    recover_dir(out)  # a kill during an earlier replacement: the complete run back in place
     if out.exists() and not config.overwrite:
         raise CircuitlabError(f"{str(out)!r} already exists; pass --overwrite to replace it, or another --out")
     tok = read_tokenizer(config.tokenizer, model.vocab_size) if config.tokenizer else None
@@ -231,24 +277,36 @@ def import_oai(src: str | Path, out: str | Path, config: ImportConfig | None = N
 
 def write_run(out: Path, tensors: dict, model: ModelConfig, provenance: dict, tok, corpus: str | None,
               source: str) -> None:
-    """Write an imported run folder next to ``out`` and rename it into place (replacing ``out``)."""
-    from safetensors.torch import save_file
-
+    """Write an imported run folder next to ``out`` and swap it into place (replacing ``out``)."""
     meta = {"kind": RUN_KIND, "status": "complete", "model": to_dict(model), "train": {"corpus": corpus},
             "provenance": provenance}
-    tmp = out.parent / f".{out.name}.import-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    # Built beside --out, then swapped in (replace_dir): a kill or a full disk at any instant leaves the
+    # old run folder or the new one at --out, never neither, and no temporary folder once swept.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = sibling_tmp(out)
+    tmp.mkdir()
     try:
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"circuitlab_version": __version__,
-                                                                      "source": source})
+        _save_weights(tensors, tmp / "model.safetensors", out / "model.safetensors", source)
         if tok is not None:
             write_bytes(tmp / TOKENIZER, tok.to_str().encode())
         write_json(tmp / "config.json", meta)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        fault_point("import:before-swap")
+        replace_dir(tmp, out)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp, settle=0.0)
+
+
+def _save_weights(tensors: dict[str, Any], path: Path, shown: Path, source: str) -> None:
+    """``save_file``, with its write errors (file-size limit, full disk) as the ``OSError`` they are."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path), metadata={"circuitlab_version": __version__, "source": source})
+    except SafetensorError as exc:
+        m = re.search(r"(?:code: |os error )(\d+)", str(exc))
+        code = int(m.group(1)) if m else errno.EIO
+        raise OSError(code, os.strerror(code), str(shown)) from None
 
 
 def _tokenizer_hash(tok) -> str:

@@ -63,6 +63,12 @@ MAPPED = ("block_size", "vocab_size", "n_layer", "n_head", "d_head", "d_model", 
 
 LOCATIONS = AFRAC_LOCATIONS + RESIDUAL_AFRAC_LOCATIONS
 
+#: The largest value of each dimension an import accepts (docs/interop.md). Released models are far below
+#: (csp_yolo2: 8 layers, d_model 2048); the bound refuses a damaged or hostile config before anything is
+#: built from it, and the weights must then match it tensor by tensor.
+MAX_DIMS = {"n_layer": 1024, "n_head": 4096, "d_model": 1 << 16, "d_head": 1 << 16, "d_mlp": 1 << 18,
+            "d_pos_emb": 1 << 16, "vocab_size": 1 << 21, "block_size": 1 << 20}
+
 
 def unsupported(key: str, value: Any, why: str) -> CircuitlabError:
     return CircuitlabError(f"beeg_config.json: unsupported {key}={value!r} ({why}); circuitlab cannot import "
@@ -73,6 +79,8 @@ def _int(cfg: dict, key: str, minimum: int = 1) -> int:
     value = cfg[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise unsupported(key, value, f"expected an integer >= {minimum}")
+    if key in MAX_DIMS and value > MAX_DIMS[key]:
+        raise unsupported(key, value, f"larger than the {MAX_DIMS[key]} circuitlab imports")
     return value
 
 
@@ -168,6 +176,8 @@ def model_config_from_oai(raw: Any) -> tuple[ModelConfig, dict]:
             tied_unembed=_bool(cfg, "tied_unembed"),
         )
     except CircuitlabError as exc:
+        if str(exc).startswith("beeg_config.json"):
+            raise
         raise CircuitlabError(f"beeg_config.json: {exc}") from None
     _check_topk_widths(model)
     notes = {"ignored": {k: IGNORED.get(k, "unknown key, assumed training-only") for k in ignored},

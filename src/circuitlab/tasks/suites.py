@@ -77,7 +77,8 @@ def mined_context(context: TaskContext, folder: str, flag: str = "--mine-from", 
     if seen:
         note_once(f"circuitlab: {seen} of the {len(code.files)} files in {flag} {code.root!r} are files the model "
                   "trained on; tasks cut from them are not out of distribution")
-    source = MineSource(folder=code.root, hash=code.hash, n_files=len(code.files), n_trained_on=seen)
+    source = MineSource(folder=code.root, hash=code.hash, n_files=len(code.files), n_trained_on=seen,
+                        skipped=code.skipped_counts())
     return attrs.evolve(context, heldout_files=tuple((f.relpath, f.text) for f in code.files),
                         corpus_hash=code.hash, mine_from=source)
 

@@ -40,10 +40,11 @@ class MineSource:
     hash: str  # content hash, computed as the corpus hash is (``circuitlab.data.corpus.Corpus.hash``)
     n_files: int
     n_trained_on: int | None = None  # its files whose exact content the model trained on (None: unknown)
+    skipped: dict[str, int] = attrs.field(factory=dict)  # .py names not read, by reason (too_large, not_regular...)
 
     def provenance(self) -> dict[str, Any]:
         return {"folder": self.folder, "folder_hash": self.hash, "n_files": self.n_files,
-                "n_files_trained_on": self.n_trained_on}
+                "n_files_trained_on": self.n_trained_on, "skipped": dict(self.skipped)}
 
 
 @attrs.frozen(kw_only=True)
