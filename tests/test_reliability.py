@@ -71,14 +71,14 @@ def methods_of(store: Path) -> list[tuple[str, str]]:
 def test_kill_during_record_overwrite_loses_nothing(store_with_method: Path, run_copy: Path, fault, env):
     store = store_with_method
     before = methods_of(store)
-    assert before == [("heaviside", "if_equals")]
+    assert before == [("heaviside", "python:if_equals")]
     proc = run_cli("record", "--model", str(run_copy), "--tasks", TASK, "--pairs", "2", "--corpus-windows", "6",
                    "--window", "16", "--out", str(store), "--overwrite", "--quiet",
                    env={"CIRCUITLAB_FAULT": fault, **env})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     compared = run_cli("compare", str(store), "--json")  # recovers an interrupted swap, sweeps debris
     assert compared.returncode == 0, compared.stderr
-    assert "heaviside" in json.loads(compared.stdout)["tasks"]["if_equals"]["methods"]
+    assert "heaviside" in json.loads(compared.stdout)["tasks"]["python:if_equals"]["methods"]
     assert methods_of(store) == before
     assert leftovers(store.parent) == []
     again = run_cli("record", "--model", str(run_copy), "--tasks", TASK, "--pairs", "2", "--corpus-windows", "6",
@@ -95,7 +95,7 @@ def test_prune_store_refuses_to_replace_without_overwrite(store_with_method: Pat
     assert run_cli(*args, "--overwrite").returncode == 0
 
 
-@pytest.mark.parametrize("damage", ["methods/heaviside/if_equals/kept/c/0", "site/c/0", "node_mean/c/0"])
+@pytest.mark.parametrize("damage", ["methods/heaviside/python:if_equals/kept/c/0", "site/c/0", "node_mean/c/0"])
 def test_deleted_chunks_are_named_not_read_as_zeros(store_with_method: Path, damage):
     (store_with_method / damage).unlink()
     one_line(run_cli("compare", str(store_with_method)), damage.rsplit("/c/", 1)[0].rsplit("/", 1)[-1],
@@ -103,7 +103,7 @@ def test_deleted_chunks_are_named_not_read_as_zeros(store_with_method: Path, dam
 
 
 def test_deleted_method_array_is_one_line(store_with_method: Path):
-    shutil.rmtree(store_with_method / "methods/heaviside/if_equals/kept")
+    shutil.rmtree(store_with_method / "methods/heaviside/python:if_equals/kept")
     one_line(run_cli("compare", str(store_with_method)), "heaviside")
 
 
