@@ -52,6 +52,11 @@ def prune_options(min_accuracy: float):
                      "lies above it, borderline when the interval contains it (pruned and flagged), and "
                      "skipped when the interval lies below it."),
         setting(PruneConfig, "seed", help="Seed of the mask search."),
+        setting(PruneConfig, "seeds", help="Prune each task with this many seeds (--seed, --seed + 1, ...): the "
+                                           "circuit JSON gains 'seeds' (per-node keep frequency, core, union, "
+                                           "sizes, pairwise Jaccard); the circuit is --seed's."),
+        setting(PruneConfig, "core_share", help="With --seeds: the core is the nodes kept by at least this share "
+                                                "of the seeds."),
         setting(PruneConfig, "steps", help="Mask optimisation steps. [default: the pruner's]"),
         setting(PruneConfig, "lr", help="Mask learning rate. [default: the pruner's]"),
         setting(PruneConfig, "penalty_coef", help="Coefficient of the mask penalty (kept-node count). "
@@ -97,6 +102,7 @@ def print_table(summary: dict) -> None:
             click.echo(f"not reached: {r['task']}: even the full model's loss is {r['full_model_loss']:.4f} "
                        f"(target {r['target_loss']:g}); its row is the full model")
     print_transfer(rows)
+    print_trust(rows)
     for s in summary["skipped"]:
         acc = "n/a" if s.get("accuracy") is None else f"{s['accuracy']:.3f}"
         click.echo(f"skipped: {s['task']} (accuracy {acc}): {s['reason']}")
@@ -126,6 +132,28 @@ def _accuracy_cell(row: dict, threshold: float) -> str:
 
 def _loss_acc(loss: float | None, accuracy: float | None) -> str:
     return "n/a" if loss is None else f"{loss:.3f} / {accuracy:.2f}"
+
+
+def _fig(x: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def print_trust(rows: list[dict]) -> None:
+    """Interchange figures (circuit against random node sets of its size) and, with --seeds, the seed
+    distribution of each circuit."""
+    rows = [r for r in rows if r.get("interchange_accuracy") is not None or r.get("seeds")]
+    if not rows:
+        return
+    w = max(len(r["task"]) for r in rows + [{"task": "interchange"}])
+    click.echo(f"{'interchange':<{w}}  {'accuracy':>8}  {'shift':>7}  {'random acc.':>11}  {'random shift':>12}"
+               f"  {'seeds':>5}  {'core':>5}  {'union':>5}  {'sizes':>11}  {'jaccard':>7}")
+    for r in rows:
+        s = r.get("seeds") or {}
+        sizes = f"{s['size_min']}-{s['size_max']}" if s else ""
+        click.echo(f"{r['task']:<{w}}  {_fig(r.get('interchange_accuracy')):>8}  "
+                   f"{_fig(r.get('interchange_shift')):>7}  {_fig(r.get('random_interchange_accuracy')):>11}  "
+                   f"{_fig(r.get('random_interchange_shift')):>12}  {s.get('n', 1):>5}  {s.get('core', ''):>5}  "
+                   f"{s.get('union', ''):>5}  {sizes:>11}  {_fig(s.get('jaccard_mean')) if s else '':>7}")
 
 
 def print_transfer(rows: list[dict]) -> None:

@@ -27,7 +27,9 @@ class Evaluator:
     """Masked forward passes over one TaskBatch that return the last-position logits only."""
 
     def __init__(self, model, batch: TaskBatch, values: torch.Tensor, *, freeze_norm: bool = False,
-                 chunk: int = 128):
+                 chunk: int = 128, ablated: torch.Tensor | None = None):
+        """``ablated`` (num_nodes,) bool: nodes ablated whatever the gate says (``PruneConfig.exclude``);
+        the reference logits stay the unpruned model's."""
         import torch
 
         self.model, self.batch, self.values, self.chunk = model, batch, values, chunk
@@ -49,6 +51,7 @@ class Evaluator:
                     self.norm_scale[rows, : s.shape[1]] = s
             else:
                 self.reference = self._run(ones, None)  # (N, vocab)
+        self.allowed = None if ablated is None or not bool(ablated.any()) else (~ablated.bool()).to(values.device)
 
     def _chunk(self, gate, r, record_scale):
         """Last-position logits (len(r), vocab) of the rows ``r``, padded to their own longest prompt."""
@@ -58,6 +61,8 @@ class Evaluator:
         last = b.last[r]
         ids = b.ids[r, : int(last.max()) + 1]
         scale = None if self.norm_scale is None else self.norm_scale[r]
+        if getattr(self, "allowed", None) is not None:
+            gate = gate * self.allowed
         inner = ablation_hook(self.space, gate, self.values, scale)
         box: dict[str, Any] = {}
 

@@ -43,6 +43,7 @@ class TaskJob:
     test: Any  # TaskBatch
     values: Any  # (num_nodes,) tensor
     provenance: dict
+    config: PruneConfig | None = None  # this job's settings when they differ from the pool's (another seed)
 
 
 def available_cores() -> int:
@@ -99,7 +100,7 @@ def _prune_in_worker(job: TaskJob) -> tuple[int, Any]:
     if "error" in w:
         raise CircuitlabError(f"a pruning worker could not start: {w['error']}")
     try:
-        circuit = prune_task(w["model"], job.train, job.test, job.values, w["config"], task=job.task,
+        circuit = prune_task(w["model"], job.train, job.test, job.values, job.config or w["config"], task=job.task,
                              suite=job.suite, provenance=job.provenance, progress=True,
                              mask_entry=w["mask_entry"], objective_entry=w["objective_entry"])
     except CircuitlabError as exc:  # re-raised as its plain message: every error class unpickles from that
@@ -135,7 +136,7 @@ def prune_tasks(model, run: str, jobs: list[TaskJob], config: PruneConfig, mask_
         n = 1
     if n <= 1:
         for job in jobs:
-            yield job.index, prune_task(model, job.train, job.test, job.values, config, task=job.task,
+            yield job.index, prune_task(model, job.train, job.test, job.values, job.config or config, task=job.task,
                                         suite=job.suite, provenance=job.provenance, progress=True,
                                         mask_entry=mask_entry, objective_entry=objective_entry)
         return

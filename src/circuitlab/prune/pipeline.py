@@ -22,6 +22,8 @@ from ..files import write_json
 from ..log import logger
 from ..machine import machine_provenance
 from .circuit import Circuit, circuit_row, geomean
+from .interchange import interchange_row
+from .seeds import seeds_row
 
 
 def _file_stem(task, names_seen: dict[str, int]) -> str:
@@ -179,7 +181,9 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
     from ..tasks import check_suite, encode_pairs, pairs_source
     from ..train.runs import load_model
     from .ablation import ablation_values
+    from .interchange import interchange
     from .parallel import TaskJob, prune_tasks
+    from .seeds import collect_seeds, seed_jobs
 
     t_start = time.perf_counter()
     check_suite(config.tasks)  # did-you-mean before loading anything
@@ -203,7 +207,7 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
             logger.info(f"done {task.qualname}: kept from an earlier run ({path})")
             if on_finished is not None:
                 on_finished(done)
-            by_index[i] = {**circuit_row(done), **verdict_fields(done["provenance"].get("solved")), "suite": task.suite,
+            by_index[i] = {**circuit_row(done), **interchange_row(done), **seeds_row(done), **verdict_fields(done["provenance"].get("solved")), "suite": task.suite,
                        "file": str(path)}
             continue
         train_pairs, test_pairs, full, skip = task_pairs(task, tok, context, config, model, dev)
@@ -220,19 +224,24 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
                 "pairs": pairs_source(task, context), "n_train_pairs": len(train_pairs),
                 "n_test_pairs": len(test_pairs), "ablation": config.ablation, "nonsense": config.nonsense,
                 "solved": solved_record(full, config), "machine": machine, **extra_provenance}
-        jobs.append(TaskJob(index=i, task=task.name, suite=task.suite, train=train, test=test, values=values,
-                            provenance=prov))
+        jobs += seed_jobs(TaskJob(index=i, task=task.name, suite=task.suite, train=train, test=test, values=values,
+                                  provenance=prov), config)  # one job per pruning seed (prune.seeds)
     # Each circuit is written (and handed to the store) as soon as it finishes, so an interrupt keeps it.
-    values_of = {job.index: job.values for job in jobs}
+    values_of, test_of = {job.index: job.values for job in jobs}, {job.index: job.test for job in jobs}
     with contextlib.closing(prune_tasks(model, info.path, jobs, config, mask_entry, objective_entry)) as finished:
-        for i, circuit in finished:
+        for i, circuit, seeds in collect_seeds(finished, config):
             doc = circuit.to_json()
+            doc["interchange"] = interchange(model, test_of[i].to(dev), circuit.kept, draws=config.random_draws,
+                                             seed=config.seed + 2)
+            if seeds is not None:
+                doc["seeds"] = seeds
             if transfer is not None and (figures := transfer.figures(model, tok, circuit, values_of[i], dev)) is not None:
                 doc["transfer"] = figures
             write_json(paths[i], doc)
             if on_circuit is not None:
                 on_circuit(circuit)
-            by_index[i] = {**circuit_row(doc), **verdict_fields(circuit.provenance["solved"]),
+            by_index[i] = {**circuit_row(doc), **interchange_row(doc), **seeds_row(doc),
+                           **verdict_fields(circuit.provenance["solved"]),
                            "suite": tasks[i].suite, "file": str(paths[i])}
     rows = [by_index[i] for i in sorted(by_index)]  # task order, whatever order the workers finished in
     suites = [plugins.get("suite", s).provenance() for s in dict.fromkeys(t.suite for t in tasks)

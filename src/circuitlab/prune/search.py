@@ -208,6 +208,8 @@ def _attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objective, g
         history = train_mask(model, tr, mask, objective, steps=steps, lr=lr, coef=coef,
                              batch_pairs=config.batch_pairs, generator=gen, progress=progress, label=task)
     scores = mask.scores().detach().float().cpu()
+    if tr.allowed is not None:  # excluded nodes rank last: a circuit never counts them
+        scores = scores.masked_fill(~tr.allowed.cpu(), float("-inf"))
     # A trained mask keeps the nodes scoring > 0 by itself, and the search starts there; a score-only
     # mask keeps none by itself, so the search walks up its ranking from one node.
     kept_by_itself = 0 if mask.score_only else int((scores > 0).sum())
@@ -260,6 +262,21 @@ def suite_provenance(suite: str) -> list[dict]:
         return []
 
 
+def excluded_nodes(model, config: PruneConfig):
+    """``config.exclude`` as a (num_nodes,) bool tensor, or None; an unknown node name is one line."""
+    import torch
+
+    from ..model.nodes import NodeSpace
+
+    if not config.exclude:
+        return None
+    space = NodeSpace.from_config(model.config)
+    out = torch.zeros(space.num_nodes, dtype=torch.bool)
+    for name in config.exclude:
+        out[space.index(name)] = True
+    return out
+
+
 def prune_task(model, train: TaskBatch, test: TaskBatch, values: torch.Tensor, config: PruneConfig | None = None,
                *, task: str = "task", suite: str = "", provenance: dict | None = None, progress: bool = False,
                mask_entry=None, objective_entry=None, with_edge_list: bool = True) -> Circuit:
@@ -284,8 +301,9 @@ def prune_task(model, train: TaskBatch, test: TaskBatch, values: torch.Tensor, c
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        tr = Evaluator(model, train, values, freeze_norm=config.freeze_norm)
-        te = Evaluator(model, test, values, freeze_norm=config.freeze_norm)
+        ablated = excluded_nodes(model, config)
+        tr = Evaluator(model, train, values, freeze_norm=config.freeze_norm, ablated=ablated)
+        te = Evaluator(model, test, values, freeze_norm=config.freeze_norm, ablated=ablated)
         best, attempts = _best_attempt(model, tr, config, mask_entry, objective_entry, progress, task)
         circuit = build_circuit(model, tr, te, best, attempts, config, task=task, suite=suite,
                                 plugins=[mask_entry.provenance(), objective_entry.provenance(),

@@ -1,0 +1,103 @@
+"""Circuits checked beyond their loss: seed distributions, interchange, backup circuits, circuits over training.
+
+The planted model of ``test_planted`` has a known 7-node circuit; the tiny trained run checks the
+commands end to end (no model quality assumed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from circuitlab.config import PruneConfig  # noqa: E402
+from circuitlab.model.nodes import NodeSpace  # noqa: E402
+from circuitlab.prune.interchange import interchange  # noqa: E402
+from circuitlab.prune.seeds import jaccard, prune_seeds  # noqa: E402
+
+from .conftest import assert_one_line_error, run_main  # noqa: E402
+from .test_planted import PLANTED, build_planted, corpus_windows, make_batch  # noqa: E402
+from .test_prune_cli import FAST, toy_registry  # noqa: E402, F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PLANTED_FAST = PruneConfig(steps=120, retries=0)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    from circuitlab.prune.ablation import compute_node_means
+
+    model = build_planted()
+    return model, make_batch(64, 1), make_batch(32, 2), compute_node_means(model, corpus_windows())
+
+
+def _kept(model, names) -> torch.Tensor:
+    space = NodeSpace.from_config(model.config)
+    kept = torch.zeros(space.num_nodes, dtype=torch.bool)
+    kept[[space.index(n) for n in names]] = True
+    return kept
+
+
+def test_planted_nodes_are_kept_by_every_seed(planted):
+    model, train, test, means = planted
+    result = prune_seeds(model, train, test, means, PruneConfig(seeds=3, seed=5, steps=120, retries=0))
+    dist = result.distribution
+    assert dist["n"] == 3 and dist["seeds"] == [5, 6, 7] and result.circuit.provenance["prune_config"]["seed"] == 5
+    assert all(dist["frequency"][name] == 1.0 for name in PLANTED), dist["frequency"]
+    assert set(PLANTED) <= set(dist["core"]) <= set(dist["union"])
+    assert dist["sizes"] == [c.node_count for c in result.circuits]
+    assert all(dist["jaccard"][i][i] == 1.0 for i in range(3)) and dist["jaccard_min"] >= 7 / 9
+    assert jaccard([], []) == 1.0 and jaccard(["a"], ["b"]) == 0.0
+
+
+def test_interchange_flips_with_the_planted_circuit_and_not_with_random_nodes(planted):
+    model, _, test, _ = planted
+    figures = interchange(model, test, _kept(model, PLANTED), draws=5)
+    assert figures["clean_accuracy"] == 1.0 and figures["n_pairs"] == 32
+    assert figures["circuit"]["accuracy"] == 1.0 and figures["circuit"]["shift_fraction"] == pytest.approx(1.0)
+    assert figures["random_pool"] == "outside the circuit" and len(figures["random"]["draws"]) == 5
+    assert figures["random"]["accuracy"] == 0.0 and abs(figures["random"]["shift_fraction"]) < 0.05
+    # Half the circuit on a serial path still flips; no nodes flips nothing.
+    none = interchange(model, test, _kept(model, []))
+    assert none["circuit"]["accuracy"] == 0.0 and none["circuit"]["logit_diff_shift"] == 0.0
+
+
+def test_interchange_aligns_prompts_of_different_lengths_from_the_end(planted):
+    """Prompt b gets a filler token in front: patching every node still hands over b's answer."""
+    model, _, test, _ = planted
+    b = make_batch(4, 3)
+    ids = torch.zeros(8, 4, dtype=torch.long)
+    ids[0::2, :3] = b.ids[0::2]
+    ids[1::2] = torch.cat([torch.full((4, 1), 5), b.ids[1::2]], dim=1)
+    last = torch.tensor([2, 3] * 4)
+    from circuitlab.tasks import TaskBatch
+
+    batch = TaskBatch(ids=ids, last=last, target=b.target, contrast=b.contrast)
+    figures = interchange(model, batch, _kept(model, PLANTED))
+    assert figures["circuit"]["accuracy"] == 1.0
+
+
+def test_prune_seeds_on_the_tiny_run_writes_the_distribution_and_interchange(tiny_run, tmp_path, capsys,
+                                                                           toy_registry):
+    out = tmp_path / "out"
+    code, stdout, err = run_main(["prune", "--model", tiny_run, "--pruner", "heaviside", "--tasks", "toy",
+                                  "--target-loss", "0.6", "--seeds", "2", "--out", out, *FAST], capsys)
+    assert code == 0, err
+    assert "interchange" in stdout and "jaccard" in stdout
+    doc = json.loads((out / "circuits" / "copy_digit.json").read_text())
+    seeds, ic = doc["seeds"], doc["interchange"]
+    assert seeds["n"] == 2 and seeds["seeds"] == [0, 1] and seeds["sizes"][0] == doc["node_count"]
+    assert set(seeds["core"]) <= set(seeds["union"]) and set(doc["nodes"]) <= set(seeds["union"])
+    assert all(0 < f <= 1 for f in seeds["frequency"].values())
+    assert {"accuracy", "logit_diff_shift", "shift_fraction"} <= set(ic["circuit"])
+    assert len(ic["random"]["draws"]) >= 3 and ic["nodes"] == doc["node_count"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tasks"][0]["seeds"]["n"] == 2
+
+
+@pytest.mark.parametrize("flag, value", [("--seeds", "0"), ("--seeds", "-2"), ("--core-share", "0")])
+def test_bad_seed_counts_are_one_line_errors(tmp_path, capsys, flag, value):
+    code, out, err = run_main(["prune", "--model", tmp_path, "--pruner", "heaviside", flag, value], capsys)
+    assert_one_line_error(code, err, flag)
