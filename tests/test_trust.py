@@ -18,7 +18,7 @@ from circuitlab.prune.seeds import jaccard, prune_seeds  # noqa: E402
 
 from .conftest import assert_one_line_error, run_main  # noqa: E402
 from .test_planted import PLANTED, build_planted, corpus_windows, make_batch  # noqa: E402
-from .test_prune_cli import FAST, toy_registry  # noqa: E402, F401
+from .test_prune_cli import FAST, toy_registry  # noqa: E402, F401 (a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,8 +79,8 @@ def test_interchange_aligns_prompts_of_different_lengths_from_the_end(planted):
     assert figures["circuit"]["accuracy"] == 1.0
 
 
-def test_prune_seeds_on_the_tiny_run_writes_the_distribution_and_interchange(tiny_run, tmp_path, capsys,
-                                                                           toy_registry):
+@pytest.mark.usefixtures("toy_registry")
+def test_prune_seeds_on_the_tiny_run_writes_the_distribution_and_interchange(tiny_run, tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, err = run_main(["prune", "--model", tiny_run, "--pruner", "heaviside", "--tasks", "toy",
                                   "--target-loss", "0.6", "--seeds", "2", "--out", out, *FAST], capsys)
@@ -101,3 +101,63 @@ def test_prune_seeds_on_the_tiny_run_writes_the_distribution_and_interchange(tin
 def test_bad_seed_counts_are_one_line_errors(tmp_path, capsys, flag, value):
     code, out, err = run_main(["prune", "--model", tmp_path, "--pruner", "heaviside", flag, value], capsys)
     assert_one_line_error(code, err, flag)
+
+
+def _planted_task(planted):
+    from circuitlab.prune.backups import PreparedTask
+    from circuitlab.tasks import Task
+
+    model, train, test, means = planted
+    task = Task(name="planted", description="the planted cue", generate=lambda n, seed: [], suite="test")
+    return PreparedTask(run=None, model=model, task=task, train=train, test=test, values=means,
+                        provenance={"task": "test:planted"})
+
+
+def test_backups_stop_when_the_target_is_unreachable(planted, tmp_path):
+    """Every planted node is necessary: excluding the first one the seeds agree on leaves no backup."""
+    from circuitlab.prune.backups import backup_rounds
+
+    config = PruneConfig(seeds=2, steps=120, retries=0)
+    summary = backup_rounds(_planted_task(planted), config, 5, tmp_path)
+    first, second = summary["rounds"]
+    assert first["reached"] and first["excluded"] in PLANTED and first["excluded_frequency"] == 1.0
+    assert not second["reached"] and second["excluded"] is None
+    assert summary["depth"] == summary["failed_round"] == 1 and summary["stop"] == "target not reached"
+    assert summary["excluded"] == [first["excluded"]]
+    assert (tmp_path / "backups.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "round-001.json").read_text())["excluded_before"] == [first["excluded"]]
+
+
+@pytest.mark.usefixtures("toy_registry")
+def test_backups_command_resumes_after_its_last_finished_round(tiny_run, tmp_path, capsys):
+    out = tmp_path / "b"
+    args = ["backups", "--model", tiny_run, "--task", "toy:copy_digit", "--seeds", "2", "--target-loss", "0.6",
+            "--out", out, *FAST]
+    code, stdout, err = run_main([*args, "--rounds", "1", "--json"], capsys)
+    assert code == 0, err
+    one = json.loads(stdout)
+    assert len(one["rounds"]) == 1 and (out / "round-000.json").exists()
+    first = (out / "round-000.json").read_bytes()
+    code, stdout, err = run_main([*args, "--rounds", "2"], capsys)
+    assert code == 0, err
+    assert "continuing after 1 finished round" in err and "backup depth" in stdout
+    assert (out / "round-000.json").read_bytes() == first  # kept, not pruned again
+    two = json.loads((out / "backups.json").read_text())
+    assert [r["round"] for r in two["rounds"]][:2] == [0, 1] or two["failed_round"] == 0
+    if two["rounds"][0]["reached"]:
+        assert json.loads((out / "round-001.json").read_text())["excluded_before"] == [two["rounds"][0]["excluded"]]
+    # Other flags on the same folder: refused, the rounds kept.
+    code, _, err = run_main([*args[:-len(FAST)], "--steps", "16", "--n-train", "24", "--n-test", "12",
+                             "--rounds", "3"], capsys)
+    assert_one_line_error(code, err, "other settings")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--task", "toy:nope"], "nope"),
+    (["--task", "toy:copy_digit", "--seeds", "0"], "--seeds"),
+    (["--task", "toy:copy_digit", "--rounds", "0"], "--rounds"),
+])
+@pytest.mark.usefixtures("toy_registry")
+def test_backups_bad_input_is_one_line(tiny_run, tmp_path, capsys, args, needle):
+    code, _, err = run_main(["backups", "--model", tiny_run, "--out", tmp_path, *args], capsys)
+    assert_one_line_error(code, err, needle)

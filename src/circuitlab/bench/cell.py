@@ -21,6 +21,7 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
     from ..prune.ablation import ablation_values
     from ..prune.evaluator import Evaluator
     from ..prune.faithfulness import faithfulness_curves
+    from ..prune.interchange import interchange, interchange_row
     from ..prune.pipeline import task_pairs
     from ..prune.search import prune_task
     from ..tasks import encode_pairs, pairs_source, resolve_tasks, task_context_for_run
@@ -48,13 +49,15 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
         te = Evaluator(model, test, values, freeze_norm=config.freeze_norm)
         curves = faithfulness_curves(model, te, circuit.scores, effect_scores=circuit.effect_scores)
     circuit_doc = circuit.to_json()
+    circuit_doc["interchange"] = interchange(model, test, circuit.kept, draws=config.random_draws, seed=config.seed + 2)
     return {
         **base, "status": "done",
         "full_model": {"loss": circuit.full_model_loss, "accuracy": circuit.full_model_accuracy,
                        "real_task_accuracy": (full.get("real_task") or full)["accuracy"]},
         "result": {**circuit.row(), "k": circuit.node_count, "edge_counts": circuit_doc["edge_counts"],
                    "validations": circuit_doc["validations"], "prune_seconds": circuit.seconds,
-                   "beats_full_model": bool(circuit.loss < circuit.full_model_loss - BEATS_MARGIN)},
+                   "beats_full_model": bool(circuit.loss < circuit.full_model_loss - BEATS_MARGIN),
+                   **interchange_row(circuit_doc)},
         "faithfulness": curves,
         "circuit": circuit_doc,
         "provenance": {"circuitlab_version": __version__, "torch_version": torch.__version__,

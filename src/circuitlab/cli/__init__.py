@@ -23,6 +23,7 @@ from ..files import os_error_text
 from ..interrupts import Interrupted, raising_signals
 from ..log import show_on_stderr
 from . import options
+from .backups import backups_cmd
 from .bench import bench_cmd
 from .interop import import_oai_cmd
 from .plugins import plugins_cmd
@@ -48,7 +49,7 @@ def cli() -> None:
 
 # Each command module imports torch only inside its command body.
 for _command in (plugins_cmd, train_cmd, tasks_cmd, prune_cmd, run_cmd, record_cmd, compare_cmd, top_cmd,
-                 bench_cmd, import_oai_cmd, view_cmd):
+                 bench_cmd, import_oai_cmd, view_cmd, backups_cmd):
     cli.add_command(_command)
 
 
