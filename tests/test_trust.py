@@ -161,3 +161,36 @@ def test_backups_command_resumes_after_its_last_finished_round(tiny_run, tmp_pat
 def test_backups_bad_input_is_one_line(tiny_run, tmp_path, capsys, args, needle):
     code, _, err = run_main(["backups", "--model", tiny_run, "--out", tmp_path, *args], capsys)
     assert_one_line_error(code, err, needle)
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory, small_corpus):
+    from .conftest import run_cli
+
+    out = tmp_path_factory.mktemp("tracked") / "run"
+    run_cli("train", "--preset", "tiny", "--sparsity", "topk", "--density", "0.0625", "--steps", "30",
+            "--keep-checkpoints", "10", "--corpus", str(small_corpus), "--out", str(out), "--quiet", check=True)
+    return out
+
+
+@pytest.mark.usefixtures("toy_registry")
+def test_prune_checkpoints_gives_one_row_per_kept_checkpoint(tracked_run, tmp_path, capsys):
+    from circuitlab.train.runs import read_run
+
+    kept = sorted(p.name for p in (tracked_run / "checkpoints").iterdir())
+    assert kept == ["step-000010", "step-000020"]  # the final step is the run itself
+    assert read_run(tracked_run / "checkpoints" / "step-000010").meta["final"]["val_loss"] > 0
+    code, stdout, err = run_main(["prune", "--model", tracked_run, "--checkpoints", "--pruner", "heaviside",
+                                  "--tasks", "toy", "--target-loss", "0.6", "--out", tmp_path, "--json", *FAST], capsys)
+    assert code == 0, err
+    doc = json.loads(stdout)
+    assert doc["steps"] == [10, 20, 30] and [r["step"] for r in doc["rows"]] == [10, 20, 30]
+    assert all(r["task"] == "copy_digit" and r["val_loss"] > 0 for r in doc["rows"])
+    assert doc["rows"][-1]["jaccard_final"] == 1.0
+    assert (tmp_path / "track.png").exists() and (tmp_path / "step-000010" / "circuits" / "copy_digit.json").exists()
+
+
+@pytest.mark.usefixtures("toy_registry")
+def test_prune_checkpoints_of_a_run_without_them_is_one_line(tiny_run, capsys):
+    code, _, err = run_main(["prune", "--model", tiny_run, "--checkpoints", "--pruner", "heaviside"], capsys)
+    assert_one_line_error(code, err, "no kept checkpoints", "--keep-checkpoints")

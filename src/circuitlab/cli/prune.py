@@ -178,18 +178,24 @@ def print_transfer(rows: list[dict]) -> None:
 @prune_options(min_accuracy=0.0)
 @click.option("--out", default=None, metavar="DIR",
               help="Where circuits/<task>.json and summary.json go. [default: DIR/pruned/PRUNER-OBJECTIVE]")
-def prune_cmd(model_dir, store, overwrite, json_, out, **settings):
+@click.option("--checkpoints", is_flag=True,
+              help="Prune the tasks at every checkpoint kept by 'train --keep-checkpoints' and at the final model; "
+                   "prints one row per task and checkpoint, writes track.json and track.png.")
+def prune_cmd(model_dir, store, overwrite, json_, out, checkpoints, **settings):
     """Prune a trained model to the smallest node circuit per task that reaches --target-loss.
 
     Optimises node masks on each task's train pairs, ranks nodes by mask score, bisects the node
     count to the smallest circuit whose train loss reaches the target, and reports its held-out test
-    loss, edges and validations (sufficiency, necessity, a random circuit of the same size).
+    loss, edges and validations (sufficiency, necessity, a random circuit of the same size), and its
+    interchange figures (patching its nodes from the pair's other prompt).
     """
     from ..jobs import prune_job
     from ..train.runs import read_run
 
     config = prune_config(settings)
     info = read_run(model_dir)
+    if checkpoints:
+        return _track(info, config, store, out, json_)
     if out is None:
         out = info.path / "pruned" / f"{config.pruner}-{config.objective}"
     summary = prune_job(info.path, config, out, store=store, overwrite=overwrite)
@@ -197,6 +203,30 @@ def prune_cmd(model_dir, store, overwrite, json_, out, **settings):
         emit_json(summary)
     else:
         print_table(summary)
+
+
+def _track(info, config: PruneConfig, store, out, json_) -> None:
+    from ..errors import CircuitlabError
+    from ..prune.track import track_circuits
+
+    if store is not None:
+        raise CircuitlabError("--store and --checkpoints exclude each other; add the final model's circuits to a "
+                              "store with a plain 'circuitlab prune --store'")
+    if out is None:
+        out = info.path / "track" / f"{config.pruner}-{config.objective}"
+    doc = track_circuits(info.path, config, out)
+    if json_:
+        emit_json(doc)
+        return
+    w = max([len(r["task"]) for r in doc["rows"]] + [4])
+    click.echo(f"{'task':<{w}}  {'step':>6}  {'val loss':>8}  {'full acc.':>9}  {'nodes':>6}  {'loss':>7}  "
+               f"{'reached':>7}  {'jaccard w/ final':>16}")
+    for r in doc["rows"]:
+        reached = "" if r["reached"] is None else ("yes" if r["reached"] else "NO")
+        click.echo(f"{r['task']:<{w}}  {r['step']:>6}  {_fig(r['val_loss'], '.4f'):>8}  "
+                   f"{_fig(r['full_model_accuracy'], '.3f'):>9}  {r['nodes'] if r['nodes'] is not None else '-':>6}  "
+                   f"{_fig(r['loss'], '.4f'):>7}  {reached:>7}  {_fig(r['jaccard_final']):>16}")
+    click.echo(f"results in {doc['out']} (track.json, track.png, one folder per checkpoint)")
 
 
 @click.command("run")
