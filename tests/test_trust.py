@@ -95,6 +95,13 @@ def test_prune_seeds_on_the_tiny_run_writes_the_distribution_and_interchange(tin
     assert len(ic["random"]["draws"]) >= 3 and ic["nodes"] == doc["node_count"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tasks"][0]["seeds"]["n"] == 2
+    # The page shades the circuit's nodes by their keep frequency.
+    doc["provenance"]["run"] = str(tmp_path / "gone")  # no ablations: faster, and not what this checks
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    code, _, err = run_main(["view", tmp_path / "c.json", "--out", tmp_path / "c.html"], capsys)
+    assert code == 0, err
+    page = (tmp_path / "c.html").read_text()
+    assert '"n_seeds":2' in page and "fill-opacity" in page and "pruning seeds" in page
 
 
 @pytest.mark.parametrize("flag, value", [("--seeds", "0"), ("--seeds", "-2"), ("--core-share", "0")])
