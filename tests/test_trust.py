@@ -102,6 +102,14 @@ def test_prune_seeds_on_the_tiny_run_writes_the_distribution_and_interchange(tin
     assert code == 0, err
     page = (tmp_path / "c.html").read_text()
     assert '"n_seeds":2' in page and "fill-opacity" in page and "pruning seeds" in page
+    # The figures again, from the written circuit; a circuit of another model is refused.
+    code, stdout, err = run_main(["interchange", out / "circuits" / "copy_digit.json", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout) == ic
+    doc["provenance"]["run_config_hash"] = "0" * 16
+    (tmp_path / "other.json").write_text(json.dumps(doc))
+    code, _, err = run_main(["interchange", tmp_path / "other.json", "--model", tiny_run], capsys)
+    assert_one_line_error(code, err, "another model")
 
 
 @pytest.mark.parametrize("flag, value", [("--seeds", "0"), ("--seeds", "-2"), ("--core-share", "0")])

@@ -174,3 +174,43 @@ def interchange_row(doc: dict[str, Any] | None) -> dict[str, Any]:
     c, r = ic.get("circuit") or {}, ic.get("random") or {}
     return {"interchange_accuracy": c.get("accuracy"), "interchange_shift": c.get("logit_diff_shift"),
             "random_interchange_accuracy": r.get("accuracy"), "random_interchange_shift": r.get("logit_diff_shift")}
+
+
+def circuit_interchange(circuit: dict[str, Any], run=None, *, draws: int = MIN_DRAWS) -> dict[str, Any]:
+    """Interchange figures of a circuit document (``circuits/<task>.json``) on the test pairs it was
+    pruned with, on the run ``run`` (default: the circuit's ``provenance.run``). A circuit pruned on
+    another model is a one-line error."""
+    import attrs
+
+    from ..config import PruneConfig, config_hash, from_dict
+    from ..errors import CircuitlabError
+    from ..tasks import encode_pairs, resolve_tasks, task_context_for_run
+    from ..train.runs import load_model, read_run
+    from .pipeline import _device, task_pairs
+
+    prov = circuit.get("provenance") or {}
+    run = run if run is not None else prov.get("run")
+    if run is None:
+        raise CircuitlabError("the circuit names no run folder; pass --model RUN, the run it was pruned on")
+    info = read_run(run)
+    space = NodeSpace.from_config(info.model)
+    if prov.get("run_config_hash") not in (None, config_hash(info.model, info.train)) or \
+            circuit.get("total_nodes") not in (None, space.num_nodes):
+        raise CircuitlabError(f"circuit {circuit.get('task')!r} was pruned on another model than {str(info.path)!r} "
+                              f"(run config hash {prov.get('run_config_hash')}, {circuit.get('total_nodes')} nodes); "
+                              "pass --model with the run it was pruned on")
+    config = attrs.evolve(from_dict(PruneConfig, prov.get("prune_config") or {}, "the circuit's prune_config"),
+                          min_accuracy=0.0, tasks=None)
+    dev = _device("cpu")
+    model, tok, info = load_model(info.path, device=dev)
+    context = task_context_for_run(info, config.mine_from)
+    task = resolve_tasks(f"{circuit['suite']}:{circuit['task']}", context)[0]
+    _, test_pairs, _, skip = task_pairs(task, tok, context, config, model, dev)
+    if skip is not None:
+        raise CircuitlabError(f"task {task.qualname}: {skip['reason']}")
+    test = encode_pairs(list(test_pairs), tok, max_len=info.model.n_ctx).to(dev)
+    import torch
+
+    kept = torch.zeros(space.num_nodes, dtype=torch.bool)
+    kept[[space.index(n) for n in circuit["nodes"]]] = True
+    return interchange(model, test, kept, draws=max(draws, config.random_draws), seed=config.seed + 2)
