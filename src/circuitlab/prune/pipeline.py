@@ -173,6 +173,17 @@ def _tasks(info, config: PruneConfig) -> tuple[Any, list, Any]:
     return context, tasks, Transfer(info, config, tasks) if config.eval_on is not None else None
 
 
+def _circuit_doc(circuit: Circuit, seeds: dict | None, model, test, config: PruneConfig) -> dict[str, Any]:
+    """The circuit's JSON document with its interchange figures and, with several seeds, their distribution."""
+    from .interchange import interchange
+
+    doc = circuit.to_json()
+    doc["interchange"] = interchange(model, test, circuit.kept, draws=config.random_draws, seed=config.seed + 2)
+    if seeds is not None:
+        doc["seeds"] = seeds
+    return doc
+
+
 def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finished,
                  extra_provenance: dict) -> dict[str, Any]:
     import torch
@@ -181,7 +192,6 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
     from ..tasks import check_suite, encode_pairs, pairs_source
     from ..train.runs import load_model
     from .ablation import ablation_values
-    from .interchange import interchange
     from .parallel import TaskJob, prune_tasks
     from .seeds import collect_seeds, seed_jobs
 
@@ -230,11 +240,7 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
     values_of, test_of = {job.index: job.values for job in jobs}, {job.index: job.test for job in jobs}
     with contextlib.closing(prune_tasks(model, info.path, jobs, config, mask_entry, objective_entry)) as finished:
         for i, circuit, seeds in collect_seeds(finished, config):
-            doc = circuit.to_json()
-            doc["interchange"] = interchange(model, test_of[i].to(dev), circuit.kept, draws=config.random_draws,
-                                             seed=config.seed + 2)
-            if seeds is not None:
-                doc["seeds"] = seeds
+            doc = _circuit_doc(circuit, seeds, model, test_of[i].to(dev), config)
             if transfer is not None and (figures := transfer.figures(model, tok, circuit, values_of[i], dev)) is not None:
                 doc["transfer"] = figures
             write_json(paths[i], doc)
