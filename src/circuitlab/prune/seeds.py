@@ -96,8 +96,9 @@ def seeds_row(doc: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _prune_jobs(model, run, jobs: list[TaskJob], config: PruneConfig) -> Iterator[tuple[int, Circuit]]:
-    """(index, Circuit) for each job: the one place seed runs, backup rounds and checkpoint tracks prune a
-    task (``prune.parallel``: worker processes when ``run`` is a run folder, else in this process)."""
+    """(index, Circuit) for each job: the one place seed runs and backup rounds prune a task (checkpoint
+    tracks prune through ``pipeline.prune_model``); ``prune.parallel`` runs the jobs in worker processes
+    when ``run`` is a run folder, else in this process."""
     from .. import plugins
     from .parallel import prune_tasks
 
