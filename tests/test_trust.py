@@ -19,6 +19,7 @@ from circuitlab.prune.seeds import jaccard, prune_seeds  # noqa: E402
 from .conftest import assert_one_line_error, run_main  # noqa: E402
 from .test_planted import PLANTED, build_planted, corpus_windows, make_batch  # noqa: E402
 from .test_prune_cli import FAST, toy_registry  # noqa: E402, F401 (a fixture)
+from .test_view import browser, open_page  # noqa: E402, F401 (browser: a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -80,7 +81,8 @@ def test_interchange_aligns_prompts_of_different_lengths_from_the_end(planted):
 
 
 @pytest.mark.usefixtures("toy_registry")
-def test_prune_seeds_on_the_tiny_run_writes_the_distribution_and_interchange(tiny_run, tmp_path, capsys):
+def test_prune_seeds_on_the_tiny_run_writes_the_distribution_and_interchange(tiny_run, tmp_path, capsys,
+                                                                           request):
     out = tmp_path / "out"
     code, stdout, err = run_main(["prune", "--model", tiny_run, "--pruner", "heaviside", "--tasks", "toy",
                                   "--target-loss", "0.6", "--seeds", "2", "--out", out, *FAST], capsys)
@@ -102,6 +104,16 @@ def test_prune_seeds_on_the_tiny_run_writes_the_distribution_and_interchange(tin
     assert code == 0, err
     page = (tmp_path / "c.html").read_text()
     assert '"n_seeds":2' in page and "fill-opacity" in page and "pruning seeds" in page
+    if doc["node_count"]:  # in a real browser: every node shaded, the share in the tooltip, no page error
+        tab, requests = open_page(request.getfixturevalue("browser"), tmp_path / "c.html")
+        circles = tab.locator("#graph circle.node")
+        assert circles.count() == doc["node_count"]
+        want = f"{0.2 + 0.8 * seeds['frequency'][doc['nodes'][0]]:.2f}"
+        assert tab.locator(f'#graph circle.node[data-name="{doc["nodes"][0]}"]').get_attribute("fill-opacity") == want
+        circles.first.hover()
+        assert "pruning seeds" in tab.locator("#tip").inner_text()
+        assert requests == [(tmp_path / "c.html").resolve().as_uri()]
+        tab.close()
     # The figures again, from the written circuit; a circuit of another model is refused.
     code, stdout, err = run_main(["interchange", out / "circuits" / "copy_digit.json", "--json"], capsys)
     assert code == 0, err
