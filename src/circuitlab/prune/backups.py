@@ -68,8 +68,9 @@ def prepare_task(run: str | Path, config: PruneConfig) -> PreparedTask:
     task = tasks[0]
     train_pairs, test_pairs, _, skip = task_pairs(task, tok, context, config, model, dev)
     if skip is not None:
-        raise CircuitlabError(f"task {task.qualname} cannot be pruned on this model: {skip['reason']}; "
-                              "pick a task it solves or lower --min-accuracy")
+        fix = "pick a task it solves or lower --min-accuracy" if skip.get("accuracy") is not None else \
+            "pick another task ('circuitlab tasks --model RUN' lists the usable ones)"
+        raise CircuitlabError(f"task {task.qualname} cannot be pruned on this model: {skip['reason']}; {fix}")
     train = encode_pairs(list(train_pairs), tok, max_len=info.model.n_ctx).to(dev)
     test = encode_pairs(list(test_pairs), tok, max_len=info.model.n_ctx).to(dev)
     values = ablation_values(model, tok, info, config.ablation, device=dev, progress=True, task_batch=train)
