@@ -11,12 +11,22 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint bench tox clean chromium view-demo
 
 PLUGIN_PACKAGES := plugins/circuitlab-example plugins/circuitlab-rigl plugins/circuitlab-attribution
+# Two small third-party packages the tests use: their names clash with circuitlab-example's and each other's.
+TEST_PLUGIN_PACKAGES := tests/packages/circuitlab-outsider tests/packages/circuitlab-neighbour
+
+TEST_STAMP := $(VENV)/.installed-test
 
 $(STAMP): pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGIN_PACKAGES))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]' $(addprefix -e ,$(PLUGIN_PACKAGES))
+	$(BIN)/python -m pip install --quiet --no-deps 'circuit-tracer==0.5.0'  # its graph schema and viewer only
 	touch $(STAMP)
+
+# The clashing test packages join the venv for the tests only (a `make run` before `make test` does not see them).
+$(TEST_STAMP): $(STAMP) $(addsuffix /pyproject.toml,$(TEST_PLUGIN_PACKAGES))
+	$(BIN)/python -m pip install --quiet --no-deps $(addprefix -e ,$(TEST_PLUGIN_PACKAGES))
+	touch $(TEST_STAMP)
 
 run: $(STAMP)
 	$(BIN)/circuitlab run --sparsity topk --pruner hardconcrete --out out/run
@@ -25,7 +35,7 @@ run: $(STAMP)
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q chromium; }
 
-test: $(STAMP) chromium
+test: $(TEST_STAMP) chromium
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
@@ -45,7 +55,7 @@ DEMO ?= out/view-demo
 DEMO_PRESET ?= small
 DEMO_TASKS ?= python:else_elif,single_double_quote
 DEMO_PRUNERS ?= heaviside hardconcrete
-DEMO_CIRCUIT ?= else_elif
+DEMO_CIRCUIT ?= python.else_elif
 
 $(DEMO)/model/model.safetensors: $(STAMP)
 	$(BIN)/circuitlab train --preset $(DEMO_PRESET) --sparsity topk --out $(DEMO)/model --quiet \

@@ -1,6 +1,6 @@
 """Benchmark: does the activation store keep up with the model, and how small can it be?
 
-Figures (issue 13), each printed with its goal and whether it is met:
+Figures, each printed with its goal and whether it is met:
 
 1. **record overhead**: wall time of recording ``--windows`` corpus windows with
    ``circuitlab.store.record_store`` (forward passes in this thread; rounding, compression and
@@ -58,7 +58,7 @@ def load(args, root: Path):
 
     if args.model == "small":
         from circuitlab.config import TrainConfig
-        from circuitlab.jobs import ensure_model
+        from circuitlab.train import ensure_model
 
         run, _ = ensure_model(TrainConfig.for_preset("small", sparsity="topk"))
     elif args.model:
@@ -77,10 +77,14 @@ def load(args, root: Path):
 
 
 def overhead(model, tok, info, corpus_ids, means, args, root: Path, precision: str) -> dict:
+    from circuitlab.config import RecordConfig
     from circuitlab.data.windows import window_starts
     from circuitlab.model.nodes import NodeSpace
     from circuitlab.store import record_store
-    from circuitlab.store.record import _record_rows  # the forward passes record makes, nothing else
+    from circuitlab.store.record import (
+        RecordInputs,
+        _record_rows,  # the forward passes record makes, nothing else
+    )
 
     window = min(args.window, model.config.n_ctx)
     starts = np.sort(window_starts(len(corpus_ids), args.windows, window, args.seed))
@@ -94,8 +98,9 @@ def overhead(model, tok, info, corpus_ids, means, args, root: Path, precision: s
 
     def record(n: int = args.windows) -> None:
         shutil.rmtree(out, ignore_errors=True)
-        record_store(out, model, tok, info, corpus_ids=corpus_ids, corpus_windows=n, window=window,
-                     seed=args.seed, node_mean=means, batch_size=args.batch_size, precision=precision)
+        config = RecordConfig(corpus_windows=n, window=window, seed=args.seed, batch_size=args.batch_size,
+                              precision=precision)
+        record_store(out, model, tok, info, config, inputs=RecordInputs(corpus_ids=corpus_ids, node_mean=means))
 
     record(min(args.windows, 8))  # warm up: imports, zarr's thread pool, the first-call costs of torch
     forward, recorded = [], []
@@ -187,6 +192,7 @@ def _top_overlap(exact_path: Path, path: Path, nodes: list[str]) -> float:
 def sizes(run: Path, model, args, root: Path) -> dict:
     from circuitlab.config import RecordConfig
     from circuitlab.store import node_space, open_store, record_run, stored_task_losses, write_dataset
+    from circuitlab.store.io import StoreLayout
 
     stores, seconds = {}, {}
     for p in args.precisions:
@@ -207,9 +213,10 @@ def sizes(run: Path, model, args, root: Path) -> dict:
     for p in args.precisions:
         ds = open_store(stores[p])
         sparse = root / f"sparse-{p}.zarr"
-        write_dataset(sparse, _blocks(exact, lambda a: abstopk_like(a, space)), num_examples=exact.sizes["example"],
-                      tokens=exact.sizes["token"], nodes={c: exact[c].values for c in ("layer", "site", "index")},
-                      node_mean=exact["node_mean"].values, attributes=dict(exact.attrs), precision=p)
+        layout = StoreLayout(num_examples=exact.sizes["example"], tokens=exact.sizes["token"],
+                             nodes={c: exact[c].values for c in ("layer", "site", "index")},
+                             node_mean=exact["node_mean"].values, attributes=dict(exact.attrs))
+        write_dataset(sparse, _blocks(exact, lambda a: abstopk_like(a, space)), layout, precision=p)
         sparse_ds = open_store(sparse)
         d_loss = [abs(losses[p][t]["loss"] - losses["float32"][t]["loss"]) for t in losses["float32"]]
         d_acc = [abs(losses[p][t]["accuracy"] - losses["float32"][t]["accuracy"]) for t in losses["float32"]]

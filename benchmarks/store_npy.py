@@ -12,7 +12,7 @@ median of --repeats is reported.
   ``--codec auto``: Blosc lz4 + bit shuffle for the dense array, zstd level 1 for the 75%-zero one).
 - zarr read: ``xarray.open_zarr(STORE, chunks=None)["activation"].values``.
 - .npy write: ``np.save``; read: ``np.load``.
-- "cached" timings stop when the data is in the page cache (as feasibility.md §6 measured);
+- "cached" timings stop when the data is in the page cache (what a reader of the page cache sees);
   "durable" timings include fsync of every file written, for both formats.
 Reads come from a warm page cache. Numbers on a shared 2-core machine are noisy: run it alone.
 
@@ -83,8 +83,10 @@ def write_zarr(arr: np.ndarray, path: Path, durable: bool) -> None:
     batch = ExampleBatch(activation=arr, token_ids=np.zeros((n, t), np.int32), length=np.full(n, t), task=minus,
                          side=np.full(n, 2), split=np.zeros(n), pair=minus, target=minus, contrast=minus,
                          offset=np.arange(n))
-    write_dataset(path, [batch], num_examples=n, tokens=t, nodes=nodes, node_mean=np.zeros(m, np.float32),
-                  attributes=base_attributes(codes={"task": [], "split": ["val"]}))
+    from circuitlab.store.io import StoreLayout
+
+    write_dataset(path, [batch], StoreLayout(num_examples=n, tokens=t, nodes=nodes, node_mean=np.zeros(m, np.float32),
+                                             attributes=base_attributes(codes={"task": [], "split": ["val"]})))
     if durable:
         fsync_tree(path)
 

@@ -227,8 +227,51 @@ RUN_TIME = """
             return [Task(name="few", description="for vs while, four names", generate=_few)]
 
 
+    class ExitingDensity(Fixed):
+        def density_at(self, step):
+            raise SystemExit(6)
+
+
+    class ExitingGate(Mask):
+        def gate(self):
+            raise SystemExit(8)
+
+
+    class ExitingLr(Mask):
+        @property
+        def lr(self):
+            raise SystemExit(9)
+
+
+    class ExitingMaskFactory(Mask):
+        def __init__(self, num_nodes, generator=None):
+            import sys
+
+            sys.exit("no mask today")
+
+
+    def exiting_objective():
+        def objective(logits, target, contrast, reference):
+            raise SystemExit(7)
+
+        return objective
+
+
+    def _exits(n, seed):
+        raise SystemExit(4)
+
+
+    class ExitingSuite:
+        def __init__(self, context):
+            pass
+
+        def tasks(self):
+            return [Task(name="exits", description="its generator calls sys.exit", generate=_exits)]
+
+
     @hookimpl
     def register_sparsity_schedules(register):
+        register("exiting_density", ExitingDensity)
         register("zero_density", ZeroDensity)
         register("raising_apply", RaisingApply)
         register("list_state", ListState)
@@ -239,12 +282,16 @@ RUN_TIME = """
     def register_mask_parameterizations(register):
         register("wrong_gate", WrongGate)
         register("vector_penalty", VectorPenalty)
+        register("exiting_gate", ExitingGate)
+        register("exiting_factory", ExitingMaskFactory)
+        register("exiting_lr", ExitingLr)
 
 
     @hookimpl
     def register_pruning_objectives(register):
         register("vector", vector_objective)
         register("detached", detached_objective)
+        register("exiting", exiting_objective)
 
 
     @hookimpl
@@ -252,4 +299,24 @@ RUN_TIME = """
         register("raising", raising_suite)
         register("duplicates", DuplicateSuite)
         register("fewpairs", FewPairs)
+        register("exiting", ExitingSuite)
+"""
+
+#: A plugin that takes its time to import (``CIRCUITLAB_TEST_IMPORT_SECONDS``, default 2 s), then works.
+SLOW = """
+    import os
+    import time
+
+    from circuitlab import hookimpl
+
+    time.sleep(float(os.environ.get("CIRCUITLAB_TEST_IMPORT_SECONDS", "2")))
+
+
+    class Patient:
+        '''Dense, after a wait.'''
+
+
+    @hookimpl
+    def register_sparsity_schedules(register):
+        register("patient", Patient)
 """

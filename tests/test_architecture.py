@@ -113,7 +113,7 @@ def test_installed_wheel_prunes_with_the_shipped_task_sets(tiny_run: Path, tmp_p
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "in memory" not in proc.stderr and "generat" not in proc.stderr, proc.stderr
-    circuit = json.loads((out / "circuits" / "if_equals.json").read_text())
+    circuit = json.loads((out / "circuits" / "python.if_equals.json").read_text())
     pairs = circuit["provenance"]["pairs"]
     shipped = SRC / "tasks" / "sets" / "python" / "if_equals.jsonl"
     assert pairs == {"source": "shipped", "file": "python/if_equals.jsonl",

@@ -23,7 +23,7 @@ def compared(tiny_run: Path, tmp_path_factory):
     import torch
 
     from circuitlab.prune.edges import count_edges, edge_list
-    from circuitlab.store import add_method_result, open_store
+    from circuitlab.store import MethodResult, add_method_result, open_store
     from circuitlab.train.runs import load_model
 
     base = record_once(tiny_run, tmp_path_factory.getbasetemp())
@@ -40,9 +40,10 @@ def compared(tiny_run: Path, tmp_path_factory):
             edges = edge_list(model, torch.from_numpy(kept))
             total = count_edges(model, torch.from_numpy(kept))["total"]
             assert total == len(edges)
-            add_method_result(path, method=method, task=task, scores=kept.astype(np.float32), kept=kept,
-                              loss=0.1 + mi + ti, edges=total, nodes=int(kept.sum()), provenance={"m": method},
-                              edge_list=edges if method == "alpha" else None, run=tiny_run)
+            add_method_result(path, MethodResult(method=method, task=task, scores=kept.astype(np.float32),
+                                                 kept=kept, loss=0.1 + mi + ti, edges=total,
+                                                 nodes=int(kept.sum()), provenance={"m": method},
+                                                 edge_list=edges if method == "alpha" else None), run=tiny_run)
             truth[method, task] = (kept, set(map(tuple, edges)))
     return path, tasks, truth
 

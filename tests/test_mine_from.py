@@ -157,7 +157,7 @@ def test_prune_mine_from_records_the_folder_and_its_hash(tiny_run: Path, other_c
     assert summary["provenance"]["mine_from"]["folder"] == str(other_code.resolve())
     assert summary["provenance"]["mine_from"]["folder_hash"] == folder.hash
     assert summary["provenance"]["prune_config"]["mine_from"] == str(other_code)
-    circuit = json.loads((out / "circuits" / "mined_quote.json").read_text())
+    circuit = json.loads((out / "circuits" / "mined.mined_quote.json").read_text())
     pairs = circuit["provenance"]["pairs"]
     assert pairs["source"] == "mined" and pairs["folder_hash"] == folder.hash and pairs["n_files"] == 7
     assert circuit["provenance"]["prune_config"]["mine_from"] == str(other_code)
@@ -181,7 +181,7 @@ def test_prune_eval_on_records_whether_the_circuit_transfers(tiny_run: Path, oth
             "--eval-on", other_code, "--out", out, *FAST]
     code, stdout, err = run_main(args, capsys)
     assert code == 0, err
-    circuit = json.loads((out / "circuits" / "mined_quote.json").read_text())
+    circuit = json.loads((out / "circuits" / "mined.mined_quote.json").read_text())
     t = circuit["transfer"]
     assert t["folder"] == str(other_code.resolve()) and t["folder_hash"] == load_code_folder(other_code).hash
     assert t["pairs"]["source"] == "mined" and 0 < t["n_pairs"] <= 12
@@ -202,7 +202,7 @@ def test_prune_eval_on_records_whether_the_circuit_transfers(tiny_run: Path, oth
     code, _, err = run_main(["prune", "--model", tiny_run, "--pruner", "heaviside", "--tasks", "python:for_while",
                              "--eval-on", other_code, "--out", tmp_path / "o2", *FAST], capsys)
     assert code == 0 and "python:for_while: not mined from code" in err, err
-    assert "transfer" not in json.loads((tmp_path / "o2" / "circuits" / "for_while.json").read_text())
+    assert "transfer" not in json.loads((tmp_path / "o2" / "circuits" / "python.for_while.json").read_text())
 
 
 @settings(max_examples=10)
@@ -234,6 +234,7 @@ def test_bench_spec_mine_from_pins_the_folder_hash(tiny_run: Path, other_code: P
     from circuitlab.bench.spec import parse_spec
     from circuitlab.bench.work import _evaluate_tasks
     from circuitlab.errors import CircuitlabError
+    from circuitlab.prune.task import LoadedModel
 
     root = Path(__file__).resolve().parents[1]
     data = tomllib.loads((root / "benchmarks" / "quick.toml").read_text())
@@ -252,9 +253,9 @@ def test_bench_spec_mine_from_pins_the_folder_hash(tiny_run: Path, other_code: P
     (cell, *_) = cells_for(spec, model, ["mined:mined_quote"])
     assert prune_config(spec, cell).mine_from == spec.prune.mine_from
     # A model's task evaluation cuts the pinned mined task from the folder (pins checked per model).
-    figures = _evaluate_tasks(tiny_run, attrs.evolve(spec, tasks={"mined:mined_quote": folder_hash}))
-    assert figures["mined:mined_quote"]["pairs"]["folder_hash"] == folder_hash
-    assert figures["mined:mined_quote"]["usable"]
+    figures = _evaluate_tasks(LoadedModel.load(tiny_run), attrs.evolve(spec, tasks={"mined:mined_quote": folder_hash}))
+    assert figures["mined:mined_quote"].pairs["folder_hash"] == folder_hash
+    assert figures["mined:mined_quote"].usable
     data["prune"]["mine_from"] = "nowhere"
     with pytest.raises(CircuitlabError, match=r"spec.toml: prune.mine_from: .*does not exist"):
         parse_spec(copy.deepcopy(data), source)

@@ -220,7 +220,7 @@ def test_prune_record_and_top_accept_an_imported_run(tiny_run, small_corpus, tmp
                                   "--out", str(out), "--json"], capsys)
     assert code == 0, err
     (row,) = json.loads(stdout)["tasks"]
-    circuit = json.loads((out / "circuits" / "copy_digit.json").read_text())
+    circuit = json.loads((out / "circuits" / "toy.copy_digit.json").read_text())
     assert circuit["node_count"] == row["nodes"] == len(circuit["nodes"]) > 0
     assert circuit["provenance"]["run_provenance"]["imported_from"]["format"] == "openai/circuit_sparsity"
     # record and top accept the imported run too.
@@ -243,7 +243,7 @@ def test_prune_record_and_top_accept_an_imported_run(tiny_run, small_corpus, tmp
 @pytest.fixture
 def toy_registry(monkeypatch):
     reg = plugins.make_registry(extra_plugins=(ToyPlugin,), entrypoints=False)
-    monkeypatch.setattr(plugins.manager, "_registry", reg)
+    monkeypatch.setattr(plugins.registry, "_registry", reg)
     yield reg
 
 

@@ -29,7 +29,7 @@ from circuitlab import plugins  # noqa: E402
 from circuitlab.config import ModelConfig, PruneConfig  # noqa: E402
 from circuitlab.model import GPT  # noqa: E402
 from circuitlab.prune.ablation import compute_node_means  # noqa: E402
-from circuitlab.prune.search import prune_task  # noqa: E402
+from circuitlab.prune.search import TaskData, search_circuit  # noqa: E402
 from circuitlab.tasks import TaskBatch  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -131,10 +131,11 @@ def test_planted_model_solves_the_task_only_through_the_planted_nodes(planted):
 def test_builtin_pruner_recovers_the_planted_circuit(planted, pruner):
     model, train, test, means = planted
     assert pruner in plugins.get_registry().names("pruner")
-    circuit = prune_task(model, train, test, means, PruneConfig(pruner=pruner, seed=0), task="planted")
+    circuit = search_circuit(model, TaskData(train=train, test=test, values=means, task="planted"),
+                             PruneConfig(pruner=pruner, seed=0))
     assert circuit.reached
     assert circuit.loss <= 0.15
-    extra, missing = set(circuit.nodes) - PLANTED, PLANTED - set(circuit.nodes)
+    extra, missing = set(circuit.node_names) - PLANTED, PLANTED - set(circuit.node_names)
     assert len(extra) + len(missing) <= TOLERANCE, (sorted(extra), sorted(missing))
     # The validations tell the circuit apart from the rest of the model and from chance.
     assert circuit.validations.necessity > 0.5

@@ -12,7 +12,7 @@ import pytest
 from circuitlab import plugins
 from circuitlab.cli import main
 
-from .broken_plugins import LOAD_TIME, RUN_TIME, install
+from .broken_plugins import LOAD_TIME, RUN_TIME, SLOW, install
 from .conftest import FullEnv, run_cli
 
 
@@ -45,23 +45,31 @@ def test_load_time_failures_are_one_warning_line_each(load_time_path: Path):
         "circuitlab-exits": "it called sys.exit(3) while being imported",
         "circuitlab-raisinghook": "register_sparsity_schedules() raised RuntimeError: boom in hook",
         "circuitlab-badname": "invalid name '123'",
-        "circuitlab-shadow": "circuitlab has a built-in sparsity schedule 'topk', which wins",
+        "circuitlab-shadow": "built-in sparsity schedule 'topk', which keeps the short name; the plugin's is "
+                             "'circuitlab-shadow:topk'",
         "circuitlab-twice": "registered 2 times by the same plugin 'circuitlab-twice'",
         "circuitlab-future": "it needs plugin API 99",
     }
     for plugin, text in expected.items():
         mine = [line for line in lines if f"'{plugin}'" in line]
         assert len(mine) == 1 and text in mine[0], (plugin, lines)
-    clash = [line for line in lines if "'clash'" in line]
-    assert len(clash) == 1 and "circuitlab-clash-a" in clash[0] and "circuitlab-clash-b" in clash[0], lines
-    assert len(lines) == len(expected) + 1, lines
+    # Two distributions registering 'clash' is no warning: each is usable as DIST:clash; the bare name is an error.
+    assert not [line for line in lines if "'clash'" in line], lines
+    assert len(lines) == len(expected), lines
     doc = json.loads(proc.stdout)
     sparsity = doc["names"]["sparsity"]
     assert {"dense", "topk", "gmp", "half_ok"} <= set(sparsity) and "123" not in sparsity
     assert next(p for p in doc["plugins"] if p["plugin"] == "circuitlab.builtins.sparsity")["builtin"]
     assert "twin" not in doc["names"]["pruner"] and "clash" not in doc["names"]["objective"]
-    assert {s["plugin"] for s in doc["skipped"]} == {"circuitlab-badname", "circuitlab-shadow"}
-    assert {c["name"] for c in doc["conflicts"]} == {"twin", "clash"}
+    assert {s["plugin"] for s in doc["skipped"]} == {"circuitlab-badname"}
+    assert [(s["name"], s["qualname"]) for s in doc["shadowed"]] == [("topk", "circuitlab-shadow:topk")]
+    assert "circuitlab-shadow:topk" in sparsity  # the plugin's topk stays usable, qualified
+    assert {"twin", "clash"} <= {c["name"] for c in doc["conflicts"]}  # (and the test packages' margin, strings)
+    clash = next(c for c in doc["conflicts"] if c["name"] == "clash")
+    assert sorted(clash["qualnames"]) == ["circuitlab-clash-a:clash", "circuitlab-clash-b:clash"]
+    assert {"circuitlab-clash-a:clash", "circuitlab-clash-b:clash"} <= set(doc["names"]["objective"])
+    twin = next(c for c in doc["conflicts"] if c["name"] == "twin")
+    assert twin["qualnames"] == [] and "circuitlab-twice:twin" not in doc["names"]["pruner"]
     assert {f["plugin"] for f in doc["failed"]} == {"circuitlab-importerror", "circuitlab-exits",
                                                      "circuitlab-raisinghook", "circuitlab-future"}
 
@@ -69,14 +77,15 @@ def test_load_time_failures_are_one_warning_line_each(load_time_path: Path):
 def test_other_commands_keep_working_with_broken_plugins_installed(load_time_path: Path):
     env = _env(load_time_path)
     listed = run_cli("plugins", env=env)
-    assert listed.returncode == 0 and "SKIPPED sparsity 'topk'" in listed.stdout and "CONFLICT" in listed.stdout
+    assert listed.returncode == 0 and "CONFLICT" in listed.stdout
+    assert "SHADOWED: sparsity 'topk'" in listed.stdout and "circuitlab-clash-a:clash" in listed.stdout
     tasks = run_cli("tasks", "--suite", "python:if_equals", "--json", env=env)
     assert tasks.returncode == 0, tasks.stderr
     assert json.loads(tasks.stdout)["tasks"][0]["task"] == "if_equals"
     clash = run_cli("prune", "--model", "nowhere", "--pruner", "heaviside", "--objective", "clash", env=env)
     assert clash.returncode == 2 and "Traceback" not in clash.stderr
     error = _lines(clash.stderr)[-1]
-    assert "circuitlab-clash-a" in error and "circuitlab-clash-b" in error and "uninstall or disable" in error
+    assert "'circuitlab-clash-a:clash' or 'circuitlab-clash-b:clash'" in error, error
 
 
 def test_a_builtin_name_shadowed_by_a_plugin_still_means_the_builtin(load_time_path: Path, tmp_path: Path):
@@ -209,3 +218,74 @@ def test_tasks_given_twice_is_an_error_and_run_help_lists_gmp(capsys):
     assert code == 2 and "given 2 times" in err and "Traceback" not in err
     code, out, _ = cli(capsys, "run", "--help")
     assert code == 0 and "gmp" in out
+
+
+# ---------------------------------------------------------------------------------------------------
+# sys.exit() inside a plugin's run-time code: one line naming the plugin and the call, exit 2, never the
+# plugin's own exit code.
+
+
+@pytest.mark.parametrize(("pruner", "objective", "message"), [
+    ("heaviside", "exiting", "(objective 'exiting'): objective(logits"),
+    ("exiting_gate", "binary_ce", "(pruner 'exiting_gate'): gate() called sys.exit(8)"),
+    ("exiting_lr", "binary_ce", "(pruner 'exiting_lr'): its attribute lr called sys.exit(9)"),
+    ("exiting_factory", "binary_ce", "(pruner 'exiting_factory'): factory(num_nodes=..., generator=...) called "
+                                     "sys.exit('no mask today')"),
+])
+def test_a_plugin_calling_sys_exit_while_pruning_exits_2_naming_it(broken, capsys, tiny_run, tmp_path, pruner,
+                                                                  objective, message):
+    code, _, err = cli(capsys, "prune", "--model", str(tiny_run), "--pruner", pruner, "--objective", objective,
+                       "--tasks", "python:if_equals", "--min-accuracy", "0", "--steps", "2", "--n-train", "4",
+                       "--n-test", "2", "--out", str(tmp_path / "pruned"))
+    assert code == 2
+    _one_error_line(err, message, "set CIRCUITLAB_RAISE_PLUGIN_ERRORS=1 for the traceback")
+    if objective == "exiting":
+        assert "called sys.exit(7)" in err
+
+
+def test_sys_exit_in_a_schedule_exits_2_and_in_a_task_generator_skips_the_task(broken, capsys, small_corpus, tiny_run, tmp_path):
+    code, _, err = cli(capsys, "train", "--sparsity", "exiting_density", "--preset", "tiny", "--steps", "2",
+                       "--batch-size", "2", "--corpus", str(small_corpus), "--out", str(tmp_path / "run"), "--quiet")
+    assert code == 2
+    _one_error_line(err, "(sparsity 'exiting_density'): density_at(0) called sys.exit(6)")
+    code, _, err = cli(capsys, "prune", "--model", str(tiny_run), "--pruner", "heaviside", "--tasks", "exiting",
+                       "--min-accuracy", "0", "--steps", "2", "--n-train", "4", "--n-test", "2",
+                       "--out", str(tmp_path / "pruned"))
+    # A task whose pairs cannot be made is skipped, like any other (the pipeline goes on to the next task).
+    assert code == 0 and "Traceback" not in err
+    warned = [line for line in _lines(err) if line.startswith("circuitlab: plugin 'circuitlab-dist'")]
+    assert len(warned) == 1 and "(suite 'exiting'): task 'exits': generate(" in warned[0], err
+    assert "called sys.exit(4)" in warned[0]
+
+
+def test_check_reports_sys_exit_as_a_failed_check(broken, capsys):
+    code, out, err = cli(capsys, "plugins", "--check", "objective:exiting", "--check", "pruner:exiting_gate")
+    assert code == 1 and "Traceback" not in err  # a failed check, not the plugin's exit code
+    failures = [line.strip() for line in out.splitlines() if line.strip().startswith("FAIL")]
+    assert any("called sys.exit(7)" in f for f in failures), out
+    assert any("gate() called sys.exit(8)" in f for f in failures), out
+    assert "0 of 2 plugin entries passed every check" in err
+
+
+def test_sys_exit_in_an_objective_ends_the_real_process_with_2(tmp_path: Path, tiny_run):
+    install(tmp_path / "site", "circuitlab-dist", "circuitlab_dist_exits", RUN_TIME)
+    proc = run_cli("prune", "--model", str(tiny_run), "--pruner", "heaviside", "--objective", "exiting",
+                   "--tasks", "python:if_equals", "--min-accuracy", "0", "--steps", "2", "--n-train", "4",
+                   "--n-test", "2", "--out", str(tmp_path / "pruned"), env=_env(tmp_path / "site"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert _lines(proc.stderr)[-1].startswith("error: plugin 'circuitlab-dist' (objective 'exiting'): objective(")
+    assert "called sys.exit(7)" in _lines(proc.stderr)[-1]
+
+
+def test_a_plugin_slow_to_import_is_named_while_it_loads(tmp_path: Path):
+    install(tmp_path, "circuitlab-slow", "circuitlab_slow", SLOW)
+    env = _env(tmp_path, CIRCUITLAB_PLUGIN_SLOW_SECONDS="0.3", CIRCUITLAB_TEST_IMPORT_SECONDS="1.5")
+    proc = run_cli("plugins", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    slow = [line for line in _lines(proc.stderr) if "taking long" in line]
+    assert slow == ["circuitlab: loading plugin 'circuitlab-slow' (dist circuitlab-slow 0.3) is taking long (over "
+                    "0.3 s); if it hangs, press Ctrl-C and uninstall circuitlab-slow, or leave it out of "
+                    "CIRCUITLAB_LOAD_PLUGINS"], proc.stderr
+    assert "patient" in json.loads(proc.stdout)["names"]["sparsity"]  # it loaded in the end
+    quick = run_cli("plugins", "--json", env=_env(tmp_path, CIRCUITLAB_TEST_IMPORT_SECONDS="0"))
+    assert quick.returncode == 0 and "taking long" not in quick.stderr

@@ -115,11 +115,11 @@ def test_mask_factories_get_the_device_only_when_they_accept_it():
 
 
 def test_a_score_only_mask_prunes_and_the_circuit_names_every_plugin(tiny):
-    """A NodeScorer through prune_task: one fit, no optimisation, no retries; the provenance names the
+    """A NodeScorer through search_circuit: one fit, no optimisation, no retries; the provenance names the
     mask, the objective and the task suite plugins."""
     import torch
 
-    from circuitlab.prune.search import prune_task
+    from circuitlab.prune.search import TaskData, search_circuit
     from circuitlab.testing import MaskBench
 
     fits = []
@@ -142,8 +142,8 @@ def test_a_score_only_mask_prunes_and_the_circuit_names_every_plugin(tiny):
     bench = MaskBench(tiny)
     bench.setup()
     config = PruneConfig(target_loss=10.0, steps=3, retries=2, random_draws=1)
-    circuit = prune_task(bench.model, bench.train, bench.test, bench.values, config, task="if_equals",
-                         suite="python", mask_entry=_entry(Magnitude))
+    data = TaskData(train=bench.train, test=bench.test, values=bench.values, task="if_equals", suite="python")
+    circuit = search_circuit(bench.model, data, config, mask_entry=_entry(Magnitude))
     assert fits == [3]  # --steps reaches fit; a single attempt
     kinds = {p["kind"]: p for p in circuit.provenance["plugins"]}
     assert set(kinds) == {"pruner", "objective", "suite"}

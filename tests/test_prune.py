@@ -18,7 +18,7 @@ from circuitlab.model.nodes import NodeSpace, record_activations  # noqa: E402
 from circuitlab.prune.ablation import ablation_hook, compute_node_means  # noqa: E402
 from circuitlab.prune.circuit import geomean  # noqa: E402
 from circuitlab.prune.evaluator import Evaluator  # noqa: E402
-from circuitlab.prune.search import fit_calibration, prune_task, search_k  # noqa: E402
+from circuitlab.prune.search import TaskData, fit_calibration, search_circuit, search_k  # noqa: E402
 from circuitlab.tasks import TaskBatch, last_logits, loss_and_accuracy, task_accuracy, task_loss  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -184,9 +184,9 @@ def test_prune_task_with_other_objectives_is_reproducible(objective):
     means = compute_node_means(m, torch.randint(0, 23, (4, 12)))
     tr, te = random_batch(8, 5), random_batch(4, 6)
     cfg = PruneConfig(pruner="sigmoid", objective=objective, steps=15, target_loss=10.0, seed=3)
-    a = prune_task(m, tr, te, means, cfg, task="t")
-    b = prune_task(m, tr, te, means, cfg, task="t")
-    assert a.nodes == b.nodes and a.loss == b.loss and a.reached
+    a = search_circuit(m, TaskData(train=tr, test=te, values=means, task="t"), cfg)
+    b = search_circuit(m, TaskData(train=tr, test=te, values=means, task="t"), cfg)
+    assert a.node_names == b.node_names and a.loss == b.loss and a.reached
     assert a.edge_counts["total"] == len(a.edges)
     assert a.provenance["plugins"][1]["name"] == objective
 
@@ -194,20 +194,45 @@ def test_prune_task_with_other_objectives_is_reproducible(objective):
 def test_unreachable_target_reports_the_full_model():
     m = tiny_model(5)
     means = compute_node_means(m, torch.randint(0, 23, (4, 12)))
-    c = prune_task(m, random_batch(8, 7), random_batch(4, 8), means,
-                   PruneConfig(pruner="heaviside", steps=5, target_loss=1e-9), task="t")
+    c = search_circuit(m, TaskData(train=random_batch(8, 7), test=random_batch(4, 8), values=means, task="t"),
+                       PruneConfig(pruner="heaviside", steps=5, target_loss=1e-9))
     assert not c.reached
     assert c.node_count == c.total_nodes
     assert c.loss == pytest.approx(c.full_model_loss)
     row = c.row()
     assert row["reached"] is False and row["nodes"] == c.total_nodes
+    # The unpruned model misses the target: k = 0 and the mask's own set are checked, no walk, no retries.
+    assert c.bisection[0][0] == 0 and c.bisection[-1] == (c.total_nodes, c.train_loss) and len(c.bisection) <= 3
+    assert len(c.provenance["attempts"]) == 1
+
+
+@pytest.mark.parametrize("freeze_norm", [False, True])
+def test_full_diffs_are_exactly_the_all_ones_gate(freeze_norm):
+    """The bisection reads the unpruned model's loss from the reference: bit for bit the k = N pass."""
+    m, b = tiny_model(3), random_batch(seed=3)
+    means = compute_node_means(m, torch.randint(0, 23, (4, 12)))
+    ev = Evaluator(m, b, means, freeze_norm=freeze_norm, chunk=5)
+    n = NodeSpace.from_config(m.config).num_nodes
+    assert torch.equal(ev.full_diffs(), ev.diffs(torch.ones(n)))
+
+
+def test_search_k_does_not_walk_up_when_the_full_model_misses():
+    calls = []
+    k, history = search_k(lambda k: calls.append(k) or 0.9, 50, 3, 0.15, full=0.2)
+    assert k is None and history == [(0, 0.9), (3, 0.9), (50, 0.2)] and calls == [0, 3]
+    # A mask's own set can beat the unpruned model: then the bisection runs below it as usual.
+    k, history = search_k(lambda k: 0.1 if 2 <= k <= 10 else 0.9, 50, 10, 0.15, full=0.2)
+    assert k == 2 and (50, 0.2) not in history
+    calls.clear()
+    k, history = search_k(lambda k: calls.append(k) or (0.1 if k >= 7 else 0.9), 50, 3, 0.15, full=0.1)
+    assert k == 7 and 50 not in calls  # a full model that reaches the target changes nothing
 
 
 def test_zero_ablation_and_calibration_run():
     m = tiny_model(6)
     n = NodeSpace.from_config(m.config).num_nodes
-    c = prune_task(m, random_batch(8, 9), random_batch(4, 10), torch.zeros(n),
-                   PruneConfig(pruner="heaviside", steps=10, calibrate=True, target_loss=0.6), task="t")
+    c = search_circuit(m, TaskData(train=random_batch(8, 9), test=random_batch(4, 10), values=torch.zeros(n), task="t"),
+                       PruneConfig(pruner="heaviside", steps=10, calibrate=True, target_loss=0.6))
     assert c.calibration is not None and set(c.calibration) == {"scale", "shift"}
     if c.reached:
         assert c.train_loss <= 0.6
@@ -240,7 +265,7 @@ def test_plugin_doc_examples_work_end_to_end():
     from tests.test_planted import PLANTED, build_planted, corpus_windows, make_batch
 
     mods = []
-    for i, heading in enumerate(("## Mask parameterizations", "## Pruning objectives")):
+    for i, heading in enumerate(("## Pruners", "## Pruning objectives")):
         mod = types.ModuleType(f"doc_example_{i}")
         exec(compile(_doc_example(heading), f"docs/plugins.md:{heading}", "exec"), mod.__dict__)
         mods.append(mod)
@@ -249,10 +274,11 @@ def test_plugin_doc_examples_work_end_to_end():
     assert mask_entry.dist == "(in-process)"
     model = build_planted()
     means = compute_node_means(model, corpus_windows())
-    c = prune_task(model, make_batch(64, 1), make_batch(32, 2), means, PruneConfig(pruner="ste", objective="margin"),
-                   task="planted", mask_entry=mask_entry, objective_entry=objective_entry)
+    c = search_circuit(model, TaskData(train=make_batch(64, 1), test=make_batch(32, 2), values=means, task="planted"),
+                       PruneConfig(pruner="ste", objective="margin"), mask_entry=mask_entry,
+                       objective_entry=objective_entry)
     assert c.reached and c.loss <= 0.15
-    assert len(set(c.nodes) ^ PLANTED) <= 2
+    assert len(set(c.node_names) ^ PLANTED) <= 2
     assert [p["name"] for p in c.provenance["plugins"]] == ["ste", "margin"]
 
 
@@ -293,3 +319,65 @@ def json_loads(s):
     import json
 
     return json.loads(s)
+
+
+@pytest.mark.parametrize("pruner", ["heaviside", "hardconcrete"])
+def test_patience_stops_mask_training_once_the_kept_set_holds(pruner):
+    """Early stopping: the last recorded step is the one after which the kept set held ``patience`` steps."""
+    from circuitlab.prune.evaluator import Evaluator as Ev
+    from circuitlab.prune.search import MaskTraining, train_mask
+
+    m = tiny_model(6)
+    means = compute_node_means(m, torch.randint(0, 23, (4, 12)))
+    for p in m.parameters():
+        p.requires_grad_(False)
+    ev = Ev(m.eval(), random_batch(8, 11), means)
+    objective = plugins.get("objective", "binary_ce").factory()
+    entry = plugins.get("pruner", pruner)
+
+    def train(patience):
+        mask = entry.factory(ev.num_nodes, generator=torch.Generator().manual_seed(0))
+        kept = []
+        after = mask.after_step
+
+        def record(progress):
+            after(progress)
+            kept.append(mask.scores() > 0)
+
+        mask.after_step = record
+        history = train_mask(ev, mask, objective, MaskTraining(steps=300, lr=mask.lr, coef=mask.penalty_coef,
+                                                               batch_pairs=4, patience=patience),
+                             torch.Generator().manual_seed(1))
+        return history, kept
+
+    full, every = train(0)
+    assert full[-1][0] == 299
+
+    def settled(s, p=8):  # the set changed at some step j <= s - p, then held through steps s - p ... s
+        return (all(torch.equal(every[s - i], every[s]) for i in range(p + 1))
+                and any(not torch.equal(every[j], every[j - 1]) for j in range(1, s - p + 1)))
+
+    want = next(s for s in range(8, 300) if settled(s))
+    history, kept = train(8)
+    assert history[-1][0] == want < 299 and len(kept) == want + 1
+    assert all(torch.equal(a, b) for a, b in zip(kept, every, strict=False))  # the same steps until the stop
+
+
+def test_a_run_without_a_tokenizer_loads_for_logits_and_is_refused_for_text(tiny_run, tmp_path):
+    """An imported checkpoint may come without a tokenizer: logits from token ids need none, while a
+    caller that turns text into ids (pruning, recording) gets one line saying how to supply one."""
+    import shutil
+
+    from circuitlab.prune import LoadedModel
+    from circuitlab.train.runs import TOKENIZER, load_model
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(TOKENIZER, "node_means*"))
+    model, tok, _ = load_model(run)
+    assert tok is None
+    logits, _ = model(torch.zeros(1, 4, dtype=torch.long))
+    assert logits.shape[-1] == model.config.vocab_size
+    with pytest.raises(CircuitlabError, match="has no tokenizer.json"):
+        load_model(run, need_tokenizer=True)
+    with pytest.raises(CircuitlabError, match="has no tokenizer.json"):
+        LoadedModel.load(run)

@@ -54,7 +54,7 @@ class ToyPlugin:
 @pytest.fixture
 def toy_registry(monkeypatch):
     reg = plugins.make_registry(extra_plugins=(ToyPlugin,), entrypoints=False)
-    monkeypatch.setattr(plugins.manager, "_registry", reg)
+    monkeypatch.setattr(plugins.registry, "_registry", reg)
     yield reg
 
 
@@ -126,7 +126,7 @@ def test_prune_end_to_end_json(tiny_run, tmp_path, capsys, toy_registry):
     (row,) = doc["tasks"]
     assert {"task", "nodes", "edges", "loss", "target_loss", "reached", "seconds"} <= set(row)
     assert row["task"] == "copy_digit" and row["target_loss"] == 0.6
-    circuit = json.loads((out / "circuits" / "copy_digit.json").read_text())
+    circuit = json.loads((out / "circuits" / "toy.copy_digit.json").read_text())
     assert json.loads((out / "summary.json").read_text())["tasks"][0]["nodes"] == row["nodes"]
     for key in ("nodes", "edges", "node_count", "edge_count", "loss", "accuracy", "target_loss", "reached",
                 "seconds", "provenance", "validations"):
@@ -147,7 +147,7 @@ def test_prune_end_to_end_json(tiny_run, tmp_path, capsys, toy_registry):
                                  "--target-loss", "0.6", "--seed", "1", "--out", str(tmp_path / "o2"), "--json",
                                  *FAST], capsys)
     assert code == 0
-    again = json.loads((tmp_path / "o2" / "circuits" / "copy_digit.json").read_text())
+    again = json.loads((tmp_path / "o2" / "circuits" / "toy.copy_digit.json").read_text())
     assert again["nodes"] == circuit["nodes"] and again["loss"] == circuit["loss"]
 
 
@@ -155,7 +155,7 @@ def test_unreachable_target_is_a_not_reached_row(tiny_run, tmp_path, capsys, toy
     code, stdout, err = run_main(["prune", "--model", str(tiny_run), "--pruner", "sigmoid", "--tasks", "toy:copy_digit",
                                   "--target-loss", "1e-9", "--out", str(tmp_path), *FAST], capsys)
     assert code == 0, err
-    assert "not reached: copy_digit" in stdout
+    assert "not reached: toy:copy_digit" in stdout
     doc = json.loads((tmp_path / "summary.json").read_text())
     (row,) = doc["tasks"]
     assert row["reached"] is False and row["loss"] == pytest.approx(row["full_model_loss"])
@@ -176,7 +176,7 @@ def test_min_accuracy_skips_unsolved_tasks(tiny_run, tmp_path, capsys, toy_regis
 
 def test_run_reuses_a_cached_model(tiny_run, tmp_path, capsys, toy_registry, monkeypatch):
     """``run`` trains once per config hash; a second run reuses the cached model."""
-    import circuitlab.train as train_mod
+    import circuitlab.train.loop as train_mod  # where ensure_model finds train_run
 
     calls = []
 
@@ -197,7 +197,7 @@ def test_run_reuses_a_cached_model(tiny_run, tmp_path, capsys, toy_registry, mon
     second = json.loads(stdout)
     assert len(calls) == 1 and second["model_reused"] is True
     assert first["tasks"][0]["nodes"] == second["tasks"][0]["nodes"]
-    assert (tmp_path / "b" / "circuits" / "copy_digit.json").exists()
+    assert (tmp_path / "b" / "circuits" / "toy.copy_digit.json").exists()
 
 
 class _ChattySuite(ToySuite):
@@ -213,7 +213,7 @@ class ChattyPlugin:
 
 
 def test_json_stdout_holds_only_the_document_when_a_plugin_prints(monkeypatch, capsys):
-    monkeypatch.setattr(plugins.manager, "_registry",
+    monkeypatch.setattr(plugins.registry, "_registry",
                         plugins.make_registry(extra_plugins=(ChattyPlugin,), entrypoints=False))
     code, out, err = run_main(["tasks", "--suite", "chatty", "--json"], capsys)
     assert code == 0, err

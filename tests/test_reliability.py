@@ -283,7 +283,7 @@ def test_sigterm_during_prune_keeps_finished_circuits_and_a_rerun_skips_them(run
            "--n-train", "8", "--n-test", "4", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while not (out / "circuits" / "if_equals.json").exists() and time.time() < deadline:
+    while not (out / "circuits" / "python.if_equals.json").exists() and time.time() < deadline:
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=240)
@@ -292,7 +292,7 @@ def test_sigterm_during_prune_keeps_finished_circuits_and_a_rerun_skips_them(run
     assert proc.returncode == 143, stderr[-2000:]
     assert "finished work is kept" in stderr and "Traceback" not in stderr
     finished = sorted(p.name for p in (out / "circuits").iterdir())
-    assert "if_equals.json" in finished and leftovers(out) == []
+    assert "python.if_equals.json" in finished and leftovers(out) == []
     rerun = run_cli(*cmd[3:], "--json")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "done python:if_equals: kept from an earlier run" in rerun.stderr

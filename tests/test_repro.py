@@ -1,4 +1,4 @@
-"""Reproducibility (issue 13): the same-machine guarantee, machine provenance, accuracy intervals and the
+"""Reproducibility: the same-machine guarantee, machine provenance, accuracy intervals and the
 solved / borderline verdict, and parallel pruning giving the same circuits as one process."""
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def test_worker_errors_cross_the_pool_as_one_picklable_line(monkeypatch):
     from circuitlab.errors import CircuitlabError, UnknownNameError
     from circuitlab.prune import parallel, search
 
-    job = parallel.TaskJob(index=0, task="t", suite="s", train=None, test=None, values=None, provenance={})
+    job = (0, search.TaskData(train=None, test=None, values=None, task="t", suite="s", provenance={}))
     monkeypatch.setattr(parallel, "_worker", {"error": "OSError: model.safetensors: No such file"})
     with pytest.raises(CircuitlabError, match="could not start: OSError") as info:
         parallel._prune_in_worker(job)
@@ -115,7 +115,7 @@ def test_worker_errors_cross_the_pool_as_one_picklable_line(monkeypatch):
     def broken(*args, **kwargs):  # an error class that does not rebuild from its args alone
         raise UnknownNameError("pruner", "heavyside", ("heaviside",))
 
-    monkeypatch.setattr(search, "prune_task", broken)
+    monkeypatch.setattr(search, "search_circuit", broken)
     monkeypatch.setattr(parallel, "_worker", {"model": None, "config": None, "mask_entry": None,
                                               "objective_entry": None})
     with pytest.raises(CircuitlabError) as info:

@@ -94,9 +94,11 @@ def test_round_trip_random_activations(tmp_path_factory, n, tokens, chunk_rows, 
     row = tokens * N * 4
     path = tmp_path_factory.mktemp("rt") / "s.zarr"
     attrs = base_attributes(codes={"task": ["t0", "t1"], "split": ["train", "test"]}, record={"n": n})
-    write_dataset(path, iter(batches), num_examples=n, tokens=tokens, nodes=node_coords(space), node_mean=mean,
-                  attributes=attrs, chunk_bytes=chunk_rows * row, flush_bytes=2 * chunk_rows * row,
-                  min_chunk_bytes=1)
+    from circuitlab.store.io import Chunking, StoreLayout
+
+    layout = StoreLayout(num_examples=n, tokens=tokens, nodes=node_coords(space), node_mean=mean, attributes=attrs)
+    write_dataset(path, iter(batches), layout,
+                  chunking=Chunking(chunk_bytes=chunk_rows * row, flush_bytes=2 * chunk_rows * row, min_chunk_bytes=1))
     ds = open_store(path)
     assert ds.sizes == {"example": n, "token": tokens, "node": N}
     act[cols["token_ids"] < 0] = 0.0  # after an example's end: exact zeros, whatever was given
@@ -234,25 +236,26 @@ def _result(seed: int, n: int, p: float = 0.1):
 
 
 def _writer(path: str, method: str, n_nodes: int, tasks: list[str], barrier) -> None:
-    from circuitlab.store import add_method_result
+    from circuitlab.store import MethodResult, add_method_result
 
     barrier.wait(timeout=60)
     for i, t in enumerate(tasks):
         scores, kept, edges = _result(zlib.crc32(f'{method}/{i}'.encode()), n_nodes)
-        add_method_result(path, method=method, task=t, scores=scores, kept=kept, loss=0.1 * i,
-                          edges=len(edges), nodes=int(kept.sum()), provenance={"writer": method}, edge_list=edges)
+        add_method_result(path, MethodResult(method=method, task=t, scores=scores, kept=kept, loss=0.1 * i,
+                                             edges=len(edges), nodes=int(kept.sum()),
+                                             provenance={"writer": method}, edge_list=edges))
 
 
 def test_two_processes_write_different_methods_at_once(store: Path, tmp_path: Path):
     import xarray as xr
 
-    from circuitlab.store import add_method_result, list_methods, open_method, open_store
+    from circuitlab.store import MethodResult, add_method_result, list_methods, open_method, open_store
 
     path = _copy_store(store, tmp_path)
     n = open_store(path).sizes["node"]
     s, k, e = _result(7, n)
-    add_method_result(path, method="old", task="t0", scores=s, kept=k, loss=1.0, edges=len(e), nodes=int(k.sum()),
-                      provenance={}, edge_list=e)
+    add_method_result(path, MethodResult(method="old", task="t0", scores=s, kept=k, loss=1.0, edges=len(e),
+                                         nodes=int(k.sum()), provenance={}, edge_list=e))
     before = {p: p.read_bytes() for p in (path / "methods" / "old").rglob("*") if p.is_file()}
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)
@@ -280,26 +283,27 @@ def test_two_processes_write_different_methods_at_once(store: Path, tmp_path: Pa
 
 def test_method_result_checks_before_writing(store: Path, tmp_path: Path):
     from circuitlab.errors import CircuitlabError
-    from circuitlab.store import add_method_result, list_methods, open_method, open_store
+    from circuitlab.store import MethodResult, add_method_result, list_methods, open_method, open_store
 
     path = _copy_store(store, tmp_path)
     n = open_store(path).sizes["node"]
     s, k, e = _result(1, n)
     kw = dict(method="m", task="t", loss=0.5, provenance={"x": 1})
     with pytest.raises(CircuitlabError, match="nodes"):
-        add_method_result(path, scores=s[:-1], kept=k[:-1], edges=len(e), nodes=int(k[:-1].sum()), **kw)
+        add_method_result(path, MethodResult(scores=s[:-1], kept=k[:-1], edges=len(e), nodes=int(k[:-1].sum()), **kw))
     with pytest.raises(CircuitlabError, match="edge_list has"):
-        add_method_result(path, scores=s, kept=k, edges=len(e) + 1, nodes=int(k.sum()), edge_list=e, **kw)
+        add_method_result(path, MethodResult(scores=s, kept=k, edges=len(e) + 1, nodes=int(k.sum()), edge_list=e,
+                                             **kw))
     with pytest.raises(CircuitlabError, match="cannot name"):
-        add_method_result(path, scores=s, kept=k, edges=len(e), nodes=int(k.sum()), edge_list=e,
-                          **{**kw, "method": "../evil"})
+        add_method_result(path, MethodResult(scores=s, kept=k, edges=len(e), nodes=int(k.sum()), edge_list=e,
+                                             **{**kw, "method": "../evil"}))
     assert list_methods(path) == []  # nothing half-written
-    add_method_result(path, scores=s, kept=k, edges=len(e), nodes=int(k.sum()), edge_list=e, **kw)
+    add_method_result(path, MethodResult(scores=s, kept=k, edges=len(e), nodes=int(k.sum()), edge_list=e, **kw))
     with pytest.raises(CircuitlabError, match="already has a result"):
-        add_method_result(path, scores=s, kept=k, edges=len(e), nodes=int(k.sum()), edge_list=e, **kw)
+        add_method_result(path, MethodResult(scores=s, kept=k, edges=len(e), nodes=int(k.sum()), edge_list=e, **kw))
     s2, k2, e2 = _result(2, n)
-    add_method_result(path, scores=s2, kept=k2, edges=len(e2), nodes=int(k2.sum()), edge_list=e2, overwrite=True,
-                      **kw)
+    add_method_result(path, MethodResult(scores=s2, kept=k2, edges=len(e2), nodes=int(k2.sum()), edge_list=e2,
+                                         **kw), overwrite=True)
     np.testing.assert_array_equal(open_method(path, "m", "t")["kept"].values, k2)
     assert list_methods(path) == [("m", "t")]
 
@@ -329,7 +333,7 @@ def test_store_of_another_model_is_refused(store: Path, tiny_run: Path, tmp_path
     from safetensors.torch import load_file, save_file
 
     from circuitlab.errors import CircuitlabError
-    from circuitlab.store import add_method_result, open_store
+    from circuitlab.store import MethodResult, add_method_result, open_store
 
     other = tmp_path / "other-run"
     shutil.copytree(tiny_run, other, ignore=shutil.ignore_patterns("checkpoint.safetensors", "node_means*"))
@@ -343,8 +347,8 @@ def test_store_of_another_model_is_refused(store: Path, tiny_run: Path, tmp_path
     n = open_store(store).sizes["node"]
     s, k, e = _result(3, n)
     with pytest.raises(CircuitlabError, match="different model"):
-        add_method_result(store, method="m", task="t", scores=s, kept=k, loss=0.1, edges=len(e), nodes=int(k.sum()),
-                          provenance={}, edge_list=e, run=other)
+        add_method_result(store, MethodResult(method="m", task="t", scores=s, kept=k, loss=0.1, edges=len(e),
+                                              nodes=int(k.sum()), provenance={}, edge_list=e), run=other)
 
 
 def test_unknown_node_for_top(store: Path):
@@ -376,7 +380,7 @@ def test_ensure_store_records_a_missing_store_and_checks_an_existing_one(store: 
                                                                           tmp_path: Path):
     from circuitlab.config import RecordConfig
     from circuitlab.errors import CircuitlabError
-    from circuitlab.store import add_method_result, ensure_store, list_methods, open_store
+    from circuitlab.store import MethodResult, add_method_result, ensure_store, list_methods, open_store
 
     fresh = tmp_path / "fresh.zarr"
     n = open_store(store).sizes["node"]
@@ -385,13 +389,14 @@ def test_ensure_store_records_a_missing_store_and_checks_an_existing_one(store: 
     ensure_store(fresh, tiny_run, config=RecordConfig(tasks="none", corpus_windows=3, window=8))
     ds = open_store(fresh)
     assert ds.sizes["example"] == 3 and ds.attrs["model"] == open_store(store).attrs["model"]
-    add_method_result(fresh, method="m", task="t", scores=s, kept=k, loss=0.2, edges=len(e), nodes=int(k.sum()),
-                      provenance={}, edge_list=e, run=tiny_run)
+    add_method_result(fresh, MethodResult(method="m", task="t", scores=s, kept=k, loss=0.2, edges=len(e),
+                                          nodes=int(k.sum()), provenance={}, edge_list=e), run=tiny_run)
     assert list_methods(fresh) == [("m", "t")]
     assert ensure_store(store, tiny_run) == store  # existing store of the same model: accepted as is
     with pytest.raises(CircuitlabError, match="does not exist"):
-        add_method_result(tmp_path / "none.zarr", method="m", task="t", scores=s, kept=k, loss=0.2, edges=len(e),
-                          nodes=int(k.sum()), provenance={}, edge_list=e)
+        add_method_result(tmp_path / "none.zarr", MethodResult(method="m", task="t", scores=s, kept=k, loss=0.2,
+                                                               edges=len(e), nodes=int(k.sum()), provenance={},
+                                                               edge_list=e))
 
 
 def test_deleted_chunk_is_an_error_not_nan(store: Path, tmp_path: Path):

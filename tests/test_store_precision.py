@@ -87,10 +87,12 @@ def _write(path: Path, batches, n: int, T: int, **kwargs) -> Path:
     from circuitlab.store import base_attributes, node_coords, write_dataset
 
     space = _space()
-    return write_dataset(path, batches, num_examples=n, tokens=T, nodes=node_coords(space),
-                         node_mean=np.zeros(space.num_nodes, np.float32),
-                         attributes=base_attributes(codes={"task": [], "split": ["val"]}), chunk_bytes=2 * T * 4 * 8,
-                         flush_bytes=4 * T * 4 * 8, min_chunk_bytes=1, **kwargs)
+    from circuitlab.store.io import Chunking, StoreLayout
+
+    layout = StoreLayout(num_examples=n, tokens=T, nodes=node_coords(space), node_mean=np.zeros(space.num_nodes, np.float32),
+                         attributes=base_attributes(codes={"task": [], "split": ["val"]}))
+    chunking = Chunking(chunk_bytes=2 * T * 4 * 8, flush_bytes=4 * T * 4 * 8, min_chunk_bytes=1)
+    return write_dataset(path, batches, layout, chunking=chunking, **kwargs)
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -195,9 +197,11 @@ def test_a_writer_error_stops_the_producer_and_is_raised_unchanged():
 def test_interrupt_while_recording_leaves_nothing(tiny_run: Path, tmp_path: Path):
     import signal
 
+    from circuitlab.config import RecordConfig
     from circuitlab.interrupts import Interrupted
     from circuitlab.model.nodes import NodeSpace
     from circuitlab.store import record_store
+    from circuitlab.store.record import RecordInputs
     from circuitlab.train.runs import load_model
 
     model, tok, info = load_model(tiny_run)
@@ -209,8 +213,9 @@ def test_interrupt_while_recording_leaves_nothing(tiny_run: Path, tmp_path: Path
 
     out = tmp_path / "acts.zarr"
     with pytest.raises(Interrupted):
-        record_store(out, model, tok, info, corpus_ids=ids, corpus_windows=64, window=16, batch_size=4,
-                     progress=progress, node_mean=np.zeros(NodeSpace.from_config(model.config).num_nodes))
+        record_store(out, model, tok, info, RecordConfig(corpus_windows=64, window=16, batch_size=4),
+                     inputs=RecordInputs(corpus_ids=ids, node_mean=np.zeros(NodeSpace.from_config(model.config).num_nodes)),
+                     progress=progress)
     assert list(tmp_path.iterdir()) == []  # no store, no temporary folder
     assert not [t for t in threading.enumerate() if t.name == "circuitlab-store-writer"]
 

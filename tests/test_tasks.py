@@ -238,7 +238,7 @@ def test_a_third_party_suite_from_the_docs(monkeypatch, small_context):
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     module = types.ModuleType("loops_plugin")
     exec(compile(code, "loops_plugin", "exec"), module.__dict__)
-    monkeypatch.setattr(plugins.manager, "_registry", plugins.make_registry(extra_plugins=(module,), entrypoints=False))
+    monkeypatch.setattr(plugins.registry, "_registry", plugins.make_registry(extra_plugins=(module,), entrypoints=False))
     (task,) = T.resolve_tasks("loops", small_context)
     assert task.qualname == "loops:for_while"
     assert T.check_tokens(task, small_context.tokenizer).usable

@@ -27,7 +27,7 @@ TARGETS = {"heaviside": "0.6", "sigmoid": "0.75"}
 def toy():
     """The toy suite of test_prune_cli (digits after "print("), registered for this module's tests."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(plugins.manager, "_registry", plugins.make_registry(extra_plugins=(ToyPlugin,), entrypoints=False))
+        mp.setattr(plugins.registry, "_registry", plugins.make_registry(extra_plugins=(ToyPlugin,), entrypoints=False))
         yield
 
 
@@ -82,7 +82,7 @@ def open_page(browser, path: Path):
 
 
 def test_circuit_page_in_chromium(bench, browser, tmp_path, capsys):
-    circuit_file = bench / "bench" / "heaviside" / "circuits" / "copy_digit.json"
+    circuit_file = bench / "bench" / "heaviside" / "circuits" / "toy.copy_digit.json"
     circuit = json.loads(circuit_file.read_text())
     out = tmp_path / "circuit.html"
     code, stdout, err = run_main(["view", str(circuit_file), "--store", str(bench / "store.zarr"), "--out", str(out),
@@ -111,7 +111,7 @@ def test_circuit_page_in_chromium(bench, browser, tmp_path, capsys):
     assert "not computed" not in page.locator("#details .delta").inner_text()
     # The diff view: the union of both methods, each node coloured by membership, either way round.
     a = set(circuit["nodes"])
-    b = set(json.loads((bench / "bench" / "sigmoid" / "circuits" / "copy_digit.json").read_text())["nodes"])
+    b = set(json.loads((bench / "bench" / "sigmoid" / "circuits" / "toy.copy_digit.json").read_text())["nodes"])
     for first, second, kept_a, kept_b in (("0", "1", a, b), ("1", "0", b, a), ("0", "0", a, a)):
         page.select_option("#method-a", first)
         page.select_option("#method-b", second)
@@ -136,8 +136,8 @@ def test_bench_index_links_every_circuit(bench, browser, tmp_path, capsys):
     page, requests = open_page(browser, out)
     rows = page.locator("table.bench tbody tr")
     assert rows.count() == 2
-    assert {rows.nth(i).locator("td").nth(2).inner_text() for i in range(2)} == {"heaviside/binary_ce",
-                                                                                 "sigmoid/binary_ce"}
+    assert {rows.nth(i).locator("td").nth(2).inner_text() for i in range(2)} == {"heaviside", "sigmoid"}
+    assert {rows.nth(i).locator("td").nth(1).inner_text() for i in range(2)} == {"toy:copy_digit"}
     page.locator("table.bench tbody tr td.name a").first.click()
     page.wait_for_selector("#graph circle.node")
     assert page.locator("#graph circle.node").count() > 0
@@ -147,9 +147,9 @@ def test_bench_index_links_every_circuit(bench, browser, tmp_path, capsys):
 
 
 def test_page_without_store_or_run_says_what_it_lacks(bench, tmp_path, capsys):
-    circuit = json.loads((bench / "bench" / "heaviside" / "circuits" / "copy_digit.json").read_text())
+    circuit = json.loads((bench / "bench" / "heaviside" / "circuits" / "toy.copy_digit.json").read_text())
     circuit["provenance"]["run"] = str(tmp_path / "gone")
-    path = tmp_path / "circuits" / "copy_digit.json"
+    path = tmp_path / "circuits" / "toy.copy_digit.json"
     path.parent.mkdir()
     path.write_text(json.dumps(circuit))
     code, stdout, err = run_main(["view", str(path), "--out", str(tmp_path / "c.html")], capsys)

@@ -76,10 +76,13 @@ def _edge_set(mds, store_attrs: dict, kept: np.ndarray, cache: dict) -> set | No
 
 
 def _task_code(recorded: list[str], task: str) -> int | None:
-    """The store's code of ``task``, matching ``suite:task`` names to a bare task name when unambiguous."""
+    """The store's code of the task key ``task``; a bare task name (a result stored before tasks were
+    keyed ``suite:task``) matches a recorded ``suite:task`` when only one suite has that name."""
     if task in recorded:
         return recorded.index(task)
-    bare = [i for i, r in enumerate(recorded) if r.rpartition(":")[2] == task.rpartition(":")[2]]
+    if ":" in task:
+        return None
+    bare = [i for i, r in enumerate(recorded) if r.rpartition(":")[2] == task]
     return bare[0] if len(bare) == 1 else None
 
 
@@ -193,3 +196,8 @@ def plot_edges(result: dict[str, Any], png: str | os.PathLike) -> Path:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return png
+
+
+from . import _callable_module  # noqa: E402  (circuitlab.compare(...) is the API function: docs/api.md)
+
+_callable_module(__name__)

@@ -33,7 +33,7 @@ from .errors import CircuitlabError, UnknownNameError
 
 #: Node sites inside each block, in forward order (node names are ``LAYER.SITE.INDEX``).
 BLOCK_SITES = ("attn.in", "attn.q", "attn.k", "attn.v", "attn.out", "mlp.in", "mlp.neuron", "mlp.out")
-#: AbsTopK activation-sparsity locations (paper-spec §1.5): the block sites with ``_`` for ``.``.
+#: AbsTopK activation-sparsity locations (Gao et al. 2025, §2.1, A.1): the block sites with ``_`` for ``.``.
 AFRAC_LOCATIONS = tuple(site.replace(".", "_") for site in BLOCK_SITES)
 #: Further AbsTopK locations on the residual stream itself, after each add (used by imported models).
 RESIDUAL_AFRAC_LOCATIONS = ("resid_post_attn", "resid_post_mlp")
@@ -92,7 +92,7 @@ def _tuple(x: Any) -> tuple:
 
 @attrs.frozen(kw_only=True)
 class ModelConfig:
-    """Shape of the sparse GPT-2 core (paper-spec §1). Defaults follow the paper where it is affordable."""
+    """Shape of the sparse GPT-2 core (Gao et al. 2025, §2.1, A.1). Defaults follow the paper where it is affordable."""
 
     vocab_size: int = _key(2048, at_least(1))  # the paper's tinypython_2k BPE size; set from the trained tokenizer
     n_ctx: int = _key(256, at_least(1))  # training context length, in tokens
@@ -151,14 +151,14 @@ PRESETS: dict[str, Preset] = {
     ),
     "small": Preset(
         name="small", summary="default of the main job: trains in about 5 minutes on 2 cores",
-        # Measured (README): d_model 128 beat d_model 64 at about equal wall time (val 3.74 vs 4.22 nats).
+        # Measured (docs/pruning.md, "Tuning"): d_model 128 beat d_model 64 at about equal wall time (val 3.74 vs 4.22 nats).
         model=ModelConfig(n_ctx=128, d_model=128, n_layer=2, n_head=8, d_head=16, d_mlp=512, pos_emb=True),
         steps=1200, batch_size=32, lr=2e-2,
     ),
     "ref": Preset(
         name="ref", summary="benchmark model: about 30 minutes on 2 CPU cores",
-        # Measured (README): d_model 128 took 17 min for 1,100 steps; d_model 256 steps at 1.9 s, so
-        # 900 steps fill the 30 minutes (feasibility.md also names (256, 4, ctx 256) the largest worth it).
+        # Measured (benchmarks/results/speed-2-core-cpu): d_model 128 took 17 min for 1,100 steps; d_model 256 steps at 1.9 s, so
+        # 900 steps fill the 30 minutes (by those step times d_model 512 would take hours).
         model=ModelConfig(n_ctx=256, d_model=256, n_layer=4, n_head=16, d_head=16, d_mlp=1024, pos_emb=True),
         steps=900, batch_size=32, lr=1e-2,
     ),
@@ -177,7 +177,7 @@ def get_preset(name: str) -> Preset:
 
 @attrs.frozen(kw_only=True)
 class TrainConfig:
-    """How a model is trained (paper-spec §2). ``for_preset`` fills steps, batch and lr from a preset."""
+    """How a model is trained (Gao et al. 2025, §2.2, A.2). ``for_preset`` fills steps, batch and lr from a preset."""
 
     preset: str = attrs.field(default="small", validator=one_of(tuple(PRESETS)))
     sparsity: str = "topk"  # a registered sparsity schedule
@@ -226,15 +226,15 @@ class TrainConfig:
 
 @attrs.frozen(kw_only=True)
 class PruneConfig:
-    """How a run's tasks are pruned (paper-spec §3). ``None`` means the mask parameterization's default."""
+    """How a run's tasks are pruned (Gao et al. 2025, §2.2, A.5). ``None`` means the pruner's default."""
 
-    pruner: str = "heaviside"  # a registered mask parameterization
-    objective: str = "binary_ce"  # a registered pruning objective
-    tasks: str | None = None  # "SUITE" or "SUITE:task,task"; None = every task of every suite
+    pruner: str = "heaviside"  # a registered pruner (NAME or DIST:NAME)
+    objective: str = "binary_ce"  # a registered pruning objective (NAME or DIST:NAME)
+    tasks: str | None = None  # "SUITE", "SUITE:task,task", a list across suites; None = every task
     target_loss: float = attrs.field(default=0.15, validator=positive)  # task loss on train pairs
     ablation: str = attrs.field(default="mean", validator=one_of(ABLATIONS))
-    freeze_norm: bool = False  # fix the final RMSNorm scale to the unpruned model's (paper-spec §6.2)
-    nonsense: bool = False  # control: each pair's two answers assigned at random (circuitlab.tasks.nonsense_pairs)
+    freeze_norm: bool = False  # fix the final RMSNorm scale to the unpruned model's (the LayerNorm-cheat control of Drori 2026)
+    nonsense: bool = False  # control: answers relabelled by a rule unrelated to the task (circuitlab.tasks.nonsense_pairs)
     calibrate: bool = False  # fit a scale and shift of the logit difference per candidate (paper A.5)
     min_accuracy: float = attrs.field(default=0.9, validator=closed_unit_interval)  # prune only solved tasks
     seed: int = attrs.field(default=0, validator=valid_seed)
@@ -254,6 +254,9 @@ class PruneConfig:
     retries: int = 2  # when the mask collapsed (see prune.search), retrain it up to this many times ...
     retry_factor: float = 0.25  # ... with the penalty coefficient multiplied by this each time
     retry_above: float = 2.0  # collapsed: the target needed more than this many times the mask's own nodes
+    # Mask training stops once the kept set (score > 0) has been the same for this many consecutive
+    # steps (prune.search.train_mask); 0 trains every step. Left out of stored configs at its default.
+    patience: int = _extension(0, at_least(0))
     # Folders of .py files for tasks mined from code (omitted from config.json and cell keys while None):
     mine_from: str | None = _extension(None)  # cut them from this folder instead of the held-out corpus files
     eval_on: str | None = _extension(None)  # also score each circuit on its task cut from this folder
@@ -266,7 +269,7 @@ class PruneConfig:
 
     @property
     def method(self) -> str:
-        """The label of this pruner and objective in stores and comparisons."""
+        """The label of this pruner and objective in stores, circuits and comparisons."""
         return self.pruner if self.objective == "binary_ce" else f"{self.pruner}+{self.objective}"
 
 
@@ -282,6 +285,7 @@ class RecordConfig:
     seed: int = attrs.field(default=0, validator=valid_seed)
     precision: str = _extension("float32", one_of(PRECISIONS))  # values rounded before compression; read as float32
     codec: str = _extension("auto", one_of(CODECS))  # the activation array's compression; auto: by its zeros
+    batch_size: int = _extension(32, at_least(1))  # examples per forward pass (memory only: the values are the same)
 
 
 @attrs.frozen(kw_only=True)
@@ -291,6 +295,27 @@ class ImportConfig:
     tokenizer: str | None = None  # a tokenizers JSON file, or an encoder.json with vocab.bpe beside it
     corpus: str | None = None  # .py folder for ablation means and mined tasks; None = the stdlib
     overwrite: bool = False  # replace an existing run folder at --out
+
+
+@attrs.frozen(kw_only=True)
+class CircuitImportConfig:
+    """How ``circuitlab import-oai-circuit`` turns released ``viz_data.pt`` circuits into circuit files."""
+
+    task: str | None = None  # None: from the path .../<task>/<sweep>/<k>/viz_data.pt
+    suite: str = "python"  # the suite the task belongs to
+    store: str | None = None  # also add each circuit to this activation store (method openai-<sweep>)
+    skip_unmapped: bool = False  # import the nodes that map and list the rest, instead of refusing the file
+    overwrite: bool = False  # replace existing circuit files and store results
+
+
+@attrs.frozen(kw_only=True)
+class GraphExportConfig:
+    """What ``circuitlab export-graph`` puts into a circuit-tracer graph."""
+
+    pair: int = attrs.field(default=0, validator=at_least(0))  # which task pair of the split
+    prompt: str = attrs.field(default="a", validator=one_of(("a", "b")))  # which prompt of the pair
+    split: str = "test"  # task split the pair comes from
+    top: int = attrs.field(default=3, validator=at_least(0))  # top-activating corpus tokens per node (with a store)
 
 
 @attrs.frozen(kw_only=True)

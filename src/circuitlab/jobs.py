@@ -1,8 +1,7 @@
 """Jobs: the main job and friends, the only place that joins training, pruning and the store.
 
-- ``ensure_model``: train the model of a config, or reuse the one cached under its config hash;
 - ``prune_job``: prune a run's tasks (``circuitlab prune``), adding each circuit to a store if asked;
-- ``run_job``: ``ensure_model`` then ``prune_job`` (``circuitlab run``, what ``make run`` runs).
+- ``run_job``: ``circuitlab.train.ensure_model`` then ``prune_job`` (``circuitlab run``, what ``make run`` runs).
 """
 
 from __future__ import annotations
@@ -11,33 +10,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import ModelConfig, PruneConfig, TrainConfig, config_hash, to_dict
+from .config import PruneConfig, TrainConfig, config_hash, to_dict
 from .errors import CircuitlabError
 from .files import check_writable_dir, write_json
 from .log import logger
-
-
-def ensure_model(config: TrainConfig, model_config: ModelConfig | None = None,
-                 progress: bool = True) -> tuple[Path, bool]:
-    """Train the model, or reuse the finished one cached under the same config hash. (path, reused)."""
-    from .train import cached_run_dir, train_run
-
-    model_config = model_config or config.model_config()
-    path = cached_run_dir(config, model_config)
-    if (path / "model.safetensors").exists() and (path / "config.json").exists():
-        logger.info(f"reusing cached model {path}")
-        return path, True
-    resume = (path / "checkpoint.safetensors").exists()
-    logger.info(f"{'resuming' if resume else 'training'} model into {path}")
-    train_run(config, path, model_config=model_config, resume=resume, progress=progress)
-    return path, False
 
 
 def _check_store_conflicts(store: Path, info, config: PruneConfig, out: Path) -> None:
     """Refuse, before any pruning, to replace results this method already has in the store for the
     selected tasks (unless --overwrite) -- except the tasks this same prune already finished into
     ``out``, which a rerun continues."""
-    from .prune.pipeline import finished_circuit
+    from .prune.pipeline import circuit_path, finished_circuit
     from .store import list_methods
     from .tasks import pairs_source, resolve_tasks, task_context_for_run
 
@@ -46,9 +29,8 @@ def _check_store_conflicts(store: Path, info, config: PruneConfig, out: Path) ->
         return
     context = task_context_for_run(info, config.mine_from)
     run_prov = {"run_config_hash": config_hash(info.model, info.train)}
-    clashes = [t.name for t in resolve_tasks(config.tasks, context) if t.name in stored
-               and finished_circuit(out / "circuits" / f"{t.name}.json", config, run_prov,
-                                    pairs_source(t, context)) is None]
+    clashes = [t.qualname for t in resolve_tasks(config.tasks, context) if t.qualname in stored
+               and finished_circuit(circuit_path(out, t), config, run_prov, pairs_source(t, context)) is None]
     if clashes:
         raise CircuitlabError(f"store {str(store)!r} already has {config.method!r} results for task(s) "
                               f"{', '.join(clashes)}; pass --overwrite to replace them, or use another --store")
@@ -57,10 +39,8 @@ def _check_store_conflicts(store: Path, info, config: PruneConfig, out: Path) ->
 def _store_adder(store: Path, info, config: PruneConfig, out: Path, overwrite: bool):
     """Check (or record) the store before any pruning, and return what adds one circuit to it, and what
     adds a circuit finished by an earlier run if the store lacks it."""
-    import numpy as np
-
-    from .model.nodes import NodeSpace
-    from .store import add_method_result, ensure_store, list_methods
+    from .prune.circuit import task_key
+    from .store import add_circuit, ensure_store, list_methods
 
     check_writable_dir(Path(store).parent, "--store")
     ensure_store(store, info, note=logger.info)  # a store of another model fails now, not after the first task
@@ -68,20 +48,11 @@ def _store_adder(store: Path, info, config: PruneConfig, out: Path, overwrite: b
         _check_store_conflicts(Path(store), info, config, out)
 
     def add(circuit) -> None:
-        add_method_result(store, method=config.method, task=circuit.task, scores=circuit.scores, kept=circuit.kept,
-                          loss=circuit.loss, edges=circuit.edge_count, nodes=circuit.node_count,
-                          provenance=circuit.provenance, edge_list=[list(e) for e in circuit.edges],
-                          run=info.path, overwrite=overwrite)
+        add_circuit(store, circuit, config.method, run=info.path, overwrite=overwrite)
 
     def add_finished(doc: dict) -> None:
-        if (config.method, doc["task"]) in list_methods(store):
-            return
-        space = NodeSpace.from_config(info.model)
-        kept = np.zeros(space.num_nodes, bool)
-        kept[[space.index(n) for n in doc["nodes"]]] = True
-        add_method_result(store, method=config.method, task=doc["task"], scores=np.asarray(doc["scores"], np.float32),
-                          kept=kept, loss=doc["loss"], edges=doc["edge_count"], nodes=doc["node_count"],
-                          provenance=doc["provenance"], edge_list=doc["edges"], run=info.path, overwrite=overwrite)
+        if (config.method, task_key(doc.get("suite") or "", doc["task"])) not in list_methods(store):
+            add_circuit(store, doc, config.method, run=info.path, overwrite=overwrite)
 
     return add, add_finished
 
@@ -117,6 +88,8 @@ def _check_code_folders(config: PruneConfig) -> None:
 def run_job(train_config: TrainConfig, prune_config: PruneConfig, out: str | Path, *,
             store: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
     """The main job: train (or reuse) the model, prune every task it solves, write ``out/summary.json``."""
+    from .train import ensure_model
+
     t0 = time.perf_counter()
     check_writable_dir(Path(out), "--out")  # before training, not after
     _check_code_folders(prune_config)

@@ -1,6 +1,6 @@
 """What a result depends on besides its config: the CPU, the kernels torch picks for it, and threads.
 
-Two machines of the same kind (2 cores, torch 2.13.0) trained different ``small`` models (issue 13).
+Two machines of the same kind (2 cores, torch 2.13.0) trained different ``small`` models from one config.
 Float sums are not associative, so anything that changes the order of a reduction changes the last
 bits of a result, and 1,200 steps of training turn last bits into different weights. On CPU that
 order is fixed by:

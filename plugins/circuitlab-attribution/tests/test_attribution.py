@@ -91,11 +91,12 @@ def test_scores_before_fit_fail_clearly():
 def test_a_pruned_circuit_says_its_scores_are_effects(bench):
     """The bench ranks CMD by |score| only for effect scores; the circuit carries which kind it has."""
     from circuitlab.config import PruneConfig
-    from circuitlab.prune.search import prune_task
+    from circuitlab.prune.search import TaskData, search_circuit
 
     config = PruneConfig(pruner="attribution", min_accuracy=0.0, target_loss=10.0, steps=2, random_draws=1)
-    circuit = prune_task(bench.model, bench.train, bench.test, bench.values, config)
+    data = TaskData(train=bench.train, test=bench.test, values=bench.values)
+    circuit = search_circuit(bench.model, data, config)
     assert circuit.effect_scores is True and circuit.to_json()["effect_scores"] is True
-    mask = prune_task(bench.model, bench.train, bench.test, bench.values,
-                      PruneConfig(pruner="heaviside", min_accuracy=0.0, target_loss=10.0, steps=2, random_draws=1))
+    mask = search_circuit(bench.model, data,
+                          PruneConfig(pruner="heaviside", min_accuracy=0.0, target_loss=10.0, steps=2, random_draws=1))
     assert mask.effect_scores is False

@@ -1,9 +1,10 @@
 """Controls, seed spread, validations and faithfulness summaries of a results table (docs/bench.md).
 
 - Controls: every control cell is paired with the real cell of the same (model or trained twin, task,
-  pruner, objective, pruning seed); its node and edge counts are divided by the real cell's. An
-  unreached control circuit counts as the whole model (its row is the full model), so its ratio is a
-  lower bound of what the control would need.
+  pruner, objective, pruning seed); its node and edge counts are divided by the real cell's only when
+  both circuits reached the target. A control that did not reach it is reported as not reached, with
+  the loss and k it ended at; it never enters a ratio (its row's size is the whole model, which says
+  nothing about the control).
 - Seed spread: circuit nodes over pruning seeds and training seeds of one (model group, task, pruner,
   objective), as min, max, max/min and the coefficient of variation.
 """
@@ -15,12 +16,19 @@ import statistics
 from collections import defaultdict
 from typing import Any
 
-from .analysis import SOLVED, geo, primary
+from .analysis import full_model_solves, geo, primary
 
 
 def _real_key(r: dict) -> tuple:
     model = r["twin"] if r["control"] == "random_init" else r["model_id"]
     return (model, r["task"], r["pruner"], r["objective"], r["prune_seed"])
+
+
+def ratio(control: dict, real: dict, unit: str) -> float | None:
+    """Control size / real size, or None unless both circuits reached the target."""
+    if not (control["reached"] and real["reached"]):
+        return None
+    return max(control[unit], 1) / max(real[unit], 1)
 
 
 def control_pairs(rows: list[dict]) -> list[dict[str, Any]]:
@@ -36,9 +44,10 @@ def control_pairs(rows: list[dict]) -> list[dict[str, Any]]:
         out.append({"control": r["control"], "model_id": base["model_id"], "task": r["task"], "pruner": r["pruner"],
                     "real_nodes": base["nodes"], "real_edges": base["edges"], "real_loss": base["loss"],
                     "real_reached": base["reached"], "nodes": r["nodes"], "edges": r["edges"], "loss": r["loss"],
-                    "reached": r["reached"], "node_ratio": max(r["nodes"], 1) / max(base["nodes"], 1),
-                    "edge_ratio": max(r["edges"], 1) / max(base["edges"], 1),
-                    "solved": (base["full_model_accuracy"] or 0) >= SOLVED and base["reached"]})
+                    "reached": r["reached"], "k": r["k"], "train_loss": r["train_loss"],
+                    "bisection": sorted(tuple(x) for x in r.get("bisection") or ()),
+                    "node_ratio": ratio(r, base, "nodes"), "edge_ratio": ratio(r, base, "edges"),
+                    "solved": full_model_solves(base) and base["reached"]})
     return out
 
 
@@ -50,12 +59,22 @@ def control_summary(rows: list[dict]) -> list[dict[str, Any]]:
     out = []
     for control, pairs in sorted(by.items()):
         solved = [p for p in pairs if p["solved"]]
+        both = [p for p in solved if p["node_ratio"] is not None]
+        missed = [p for p in pairs if not p["reached"]]
         out.append({"control": control, "pairs": len(pairs), "on_solved_tasks": len(solved),
-                    "reached": sum(p["reached"] for p in pairs),
-                    "node_ratio": geo(p["node_ratio"] for p in solved) if solved else None,
-                    "edge_ratio": geo(p["edge_ratio"] for p in solved) if solved else None,
-                    "mean_loss_change": (statistics.fmean(p["loss"] - p["real_loss"] for p in solved)
-                                         if solved else None)})
+                    "reached": sum(p["reached"] for p in pairs), "in_ratio": len(both),
+                    "node_ratio": geo(p["node_ratio"] for p in both) if both else None,
+                    "edge_ratio": geo(p["edge_ratio"] for p in both) if both else None,
+                    "mean_loss_change": (statistics.fmean(p["loss"] - p["real_loss"] for p in both)
+                                         if both else None),
+                    # not reached: the train loss and k the search ended at, the lowest train loss over
+                    # every k it evaluated and the size-against-loss curve (empty in older tables)
+                    "not_reached": [{"task": p["task"], "model_id": p["model_id"], "k": p["k"],
+                                     "train_loss": p["train_loss"], "test_loss": p["loss"],
+                                     "best": list(min(p["bisection"], key=lambda x: x[1])) if p["bisection"]
+                                     else [p["k"], p["train_loss"]],
+                                     "size_loss_curve": [list(x) for x in p["bisection"]]} for p in missed],
+                    "best_train_loss_not_reached": min((n["best"][1] for n in _best(missed)), default=None)})
     return out
 
 
@@ -77,8 +96,35 @@ def seed_spread(rows: list[dict]) -> list[dict[str, Any]]:
     return out
 
 
+def _effect_scores(pruner: str) -> bool:
+    """Whether a pruner's scores are signed effects (CMD ranks them by |score|, as MIB) or keep-logits."""
+    from .. import plugins
+
+    try:
+        return bool(getattr(plugins.get("pruner", pruner).factory, "score_only", False))
+    except Exception:  # a pruner not installed here: its scores are read as keep-logits
+        return False
+
+
+def cmd(r: dict) -> float | None:
+    """CMD (nodes) of a row under the current rule, from its stored curves: the signed curve for a mask's
+    keep-logits, the absolute one for effect scores. Older tables stored CMD from the absolute ranking
+    of keep-logits (0.749 on MIB's grid whatever the circuit); this recomputes it."""
+    from ..prune.faithfulness import area_from_1
+
+    curve = r["f_nodes_absolute"] if _effect_scores(r["pruner"]) else r["f_nodes_signed"]
+    if not curve or not r["curve_fractions"]:
+        return None
+    return area_from_1(r["curve_fractions"], curve)
+
+
+def _best(pairs: list[dict]) -> list[dict]:
+    return [{"best": min(p["bisection"], key=lambda x: x[1]) if p["bisection"] else (p["k"], p["train_loss"])}
+            for p in pairs]
+
+
 def faithfulness_summary(rows: list[dict]) -> list[dict[str, Any]]:
-    """Per pruner and objective: mean CPR and CMD (nodes and edges) over the real cells, and validations."""
+    """Per pruner and objective: mean CPR and CMD (nodes) over the real cells, and validations."""
     by: dict[tuple, list[dict]] = defaultdict(list)
     for r in primary(rows):
         by[(r["pruner"], r["objective"], r["sparsity"] == "dense")].append(r)
@@ -89,12 +135,25 @@ def faithfulness_summary(rows: list[dict]) -> list[dict[str, Any]]:
 
     out = []
     for (pruner, objective, dense), rs in sorted(by.items()):
+        rs = [{**r, "cmd_nodes": cmd(r)} for r in rs]
+        with_random = [r for r in rs if r.get("necessity_random") is not None]
         out.append({"pruner": pruner, "objective": objective, "models": "dense" if dense else "sparse",
                     "cells": len(rs), "cpr_nodes": mean(rs, "cpr_nodes"), "cmd_nodes": mean(rs, "cmd_nodes"),
-                    "cpr_edges": mean(rs, "cpr_edges"), "cmd_edges": mean(rs, "cmd_edges"),
                     "beats_full_model": sum(bool(r["beats_full_model"]) for r in rs),
-                    "necessity": mean(rs, "necessity"), "random_loss": mean(rs, "random_loss"),
-                    "necessity_above_random": sum((r["necessity"] or 0) > (r["random_loss"] or 0) for r in rs)})
+                    "necessity": mean(rs, "necessity"),
+                    # ablating a random same-size node set from the full model; absent from older tables
+                    "necessity_random": mean(with_random, "necessity_random") if with_random else None,
+                    "necessity_above_random": (sum(r["necessity"] > r["necessity_random"] for r in with_random)
+                                               if with_random else None),
+                    "random_kept_alone": mean(rs, "random_loss"),
+                    # the circuit-relative curve (0.25x-4x the circuit's size); absent from older tables
+                    "max_f_circuit": mean(rs, "max_f_circuit") if rs[0].get("max_f_circuit") is not None else None,
+                    "overshoot_circuit": (mean(rs, "overshoot_circuit")
+                                          if rs[0].get("overshoot_circuit") is not None else None),
+                    # older tables: the circuit's recorded test loss minus the full model's
+                    "loss_gap_to_full": mean(rs, "loss_gap_to_full") if rs[0].get("loss_gap_to_full") is not None
+                    else statistics.fmean(r["loss"] - r["full_model_loss"] for r in rs),
+                    "kl_to_full": mean(rs, "kl_to_full") if rs[0].get("kl_to_full") is not None else None})
     return out
 
 

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from ..config import ModelConfig, TrainConfig
+from .documents import CellDocument, ModelDocument
 from .plan import Cell, ModelSpec, cells_for, model_specs
 from .spec import BenchSpec
 from .work import cell_path, model_cache_dir, model_path, read_done
@@ -45,6 +46,7 @@ def measure(shape: ModelConfig, train: TrainConfig, spec: BenchSpec) -> dict[str
 
     from .. import plugins
     from ..model.gpt import GPT
+    from ..plugins import calls
     from ..prune.evaluator import Evaluator
     from ..tasks.types import TaskBatch
     from ..train.loop import make_optimizer, train_step
@@ -55,7 +57,7 @@ def measure(shape: ModelConfig, train: TrainConfig, spec: BenchSpec) -> dict[str
         gen = torch.Generator().manual_seed(0)
         model = GPT(shape)
         opt = make_optimizer(model, train)
-        schedule = plugins.get("sparsity", train.sparsity).factory(train)
+        schedule = calls.build_schedule(plugins.get("sparsity", train.sparsity), train)  # errors name the plugin
         x = torch.randint(0, shape.vocab_size, (train.batch_size, shape.n_ctx), generator=gen)
         step = _time(lambda: train_step(model, model, opt, schedule, x, x, train.steps - 1, torch.device("cpu")))
         model.eval()
@@ -125,7 +127,8 @@ def _model_cells(spec: BenchSpec, m: ModelSpec, docs: dict[str, dict], all_tasks
 def dry_run(spec: BenchSpec, out: str, workers: int, assume_solved: int | None = None) -> dict[str, Any]:
     """Every model and cell of ``spec`` with its state (done, cached, to run) and estimated seconds."""
     models = model_specs(spec)
-    docs = {m.model_id: d for m in models if (d := read_done(model_path(out, m.model_id))) is not None}
+    docs = {m.model_id: d.to_json() for m in models
+            if (d := read_done(model_path(out, m.model_id), ModelDocument)) is not None}
     costs: dict[tuple, dict[str, float]] = {}
     model_rows, cell_rows, model_jobs, cell_jobs = [], [], [], []
     for m in models:
@@ -138,7 +141,7 @@ def dry_run(spec: BenchSpec, out: str, workers: int, assume_solved: int | None =
                            "evaluated": m.model_id in docs})
         model_jobs.append((seconds, m.model_id))
         for cell in _model_cells(spec, m, docs, list(spec.tasks)[:assume_solved]):
-            done = cell_path(out, cell).exists()
+            done = read_done(cell_path(out, cell), CellDocument) is not None
             s = 0.0 if done else cell_seconds(spec, cell, costs[key])
             cell_rows.append({"cell_id": cell.cell_id, "state": "done" if done else "to run", "seconds": s,
                               "exact": m.model_id in docs or (m.kind == "init" and m.twin in docs)})

@@ -4,7 +4,8 @@ For every real cell (no control) it writes
 ``mib/circuits/{method}_{ablation}_node/{task}_{model}/importances.json`` in the JSON layout of EAP-IG's
 ``Graph.to_json`` (``cfg``, ``nodes``: ``{name: {"in_graph", "score"}}``, ``edges``:
 ``{"src->dst": {"score", "in_graph"}}``), with ``_`` inside task and model names replaced by ``-`` as
-MIB's folder names require. Node scores are the pruner's mask scores; an edge's score is the smaller of
+MIB's folder names require. A task is named by its bare name (``for-while``), or by its key with ``-``
+for ``:`` (``loops-for-while``) where two suites in the export have a task of that name. Node scores are the pruner's mask scores; an edge's score is the smaller of
 its two endpoints' scores (the ranking the bench's edge curves use); ``in_graph`` marks the pruned
 circuit. ``mib/scores.json`` holds the leaderboard's results layout (per model and task, CPR and CMD
 curves: ``edge_counts`` and ``faithfulness``) from the bench's own curves.
@@ -23,11 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CircuitlabError
-from ..files import read_json, write_bytes, write_json
+from ..files import write_bytes, write_json
+from .documents import CellDocument, read_document
 
 
 def _mib_name(text: str) -> str:
     return text.replace("_", "-")
+
+
+def _mib_task(key: str, keys: set[str]) -> str:
+    """A task's MIB name: its bare name, or its whole ``suite:task`` key where another suite in
+    ``keys`` has a task of the same name."""
+    bare = key.rpartition(":")[2]
+    shared = sum(k.rpartition(":")[2] == bare for k in keys) > 1
+    return _mib_name((key if shared else bare).replace(":", "-"))
 
 
 def _graph_json(model, circuit: dict) -> dict[str, Any]:
@@ -74,16 +84,17 @@ def export_mib(out: str | Path, target: str | Path | None = None) -> dict[str, A
         raise CircuitlabError(f"{str(out)!r} has no finished cells (cells/*.json); run 'circuitlab bench' first")
     loaded: dict[str, Any] = {}
     files, board = [], defaultdict(lambda: defaultdict(dict))
-    for path in cells:
-        doc = read_json(path, "bench cell")
-        if doc.get("status") != "done" or doc["cell"]["control"] != "none":
-            continue
+    # a file that does not fit its record: one line naming the file and key
+    docs = [doc for doc in (read_document(path, CellDocument).to_json() for path in cells)
+            if doc["status"] == "done" and doc["cell"]["control"] == "none"]
+    keys = {doc["cell"]["task"] for doc in docs}
+    for doc in docs:
         cell, model_id = doc["cell"], doc["model"]["model_id"]
         if model_id not in loaded:
             loaded[model_id] = load_model(doc["model"]["run"])[0]
         method = cell["pruner"] if cell["objective"] == "binary_ce" else f"{cell['pruner']}+{cell['objective']}"
         method = f"{method}-s{cell['seed']}"
-        task, model_key = _mib_name(cell["task"].partition(":")[2]), _mib_name(model_id)
+        task, model_key = _mib_task(cell["task"], keys), _mib_name(model_id)
         folder = root / "circuits" / f"{method}_{doc['prune_config']['ablation']}_node" / f"{task}_{model_key}"
         write_bytes(folder / "importances.json", json.dumps(_graph_json(loaded[model_id], doc["circuit"])).encode())
         files.append(str(folder / "importances.json"))

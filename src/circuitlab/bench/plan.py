@@ -3,8 +3,9 @@
 A **model** is one point of the grid (group, density, width, step budget, training seed), plus one
 untrained twin per model in the controls' scope when ``controls.random_init`` is on. A **cell** is
 (model, task, pruner, objective, control, pruning seed); a model's cells exist for the tasks it
-solves (full-model test accuracy >= ``prune.min_accuracy``), and a random-init cell for each task its
-trained twin solves. Cell and model ids are readable and stable: the same spec gives the same ids, so
+solves (the verdict of ``circuitlab prune``: the 95% Wilson interval of its full-model test accuracy
+against ``prune.min_accuracy``; borderline tasks are pruned and flagged), and a random-init cell for
+each task its trained twin solves. Cell and model ids are readable and stable: the same spec gives the same ids, so
 a rerun finds the finished cells by file name.
 """
 
@@ -56,8 +57,8 @@ class Cell:
 
     @property
     def cell_id(self) -> str:
-        task = self.task.replace(":", "-")
-        return f"{self.model_id}.{task}.{self.pruner}.{self.objective}.{self.control}.s{self.seed}.{self.key}"
+        task, pruner, objective = (x.replace(":", "-") for x in (self.task, self.pruner, self.objective))
+        return f"{self.model_id}.{task}.{pruner}.{objective}.{self.control}.s{self.seed}.{self.key}"
 
     @property
     def method_label(self) -> str:
@@ -121,14 +122,17 @@ def cells_for(spec: BenchSpec, model: ModelSpec, solved: list[str], twin_solved:
     p, c = spec.prune, spec.controls
     first = {"pruner": p.pruners[0], "objective": p.objectives[0], "seed": p.seeds[0]}
     if model.kind == "init":
-        cells = [Cell(model_id=model.model_id, task=t, control="random_init", **first) for t in (twin_solved or [])]
+        cells = [Cell(model_id=model.model_id, task=t, control="random_init", pruner=first["pruner"],
+                      objective=first["objective"], seed=s) for t in (twin_solved or []) for s in p.seeds[:c.seeds]]
     else:
         cells = [Cell(model_id=model.model_id, task=t, pruner=pr, objective=ob, seed=s)
                  for t in solved for pr in p.pruners for ob in p.objectives for s in p.seeds]
         if model.controls:
             controls = (["nonsense"] if c.nonsense else []) + (["freeze_norm"] if c.freeze_norm else [])
             controls += [f"ablation-{a}" for a in c.ablations if a != p.ablation]
-            cells += [Cell(model_id=model.model_id, task=t, control=ctl, **first) for t in solved for ctl in controls]
+            cells += [Cell(model_id=model.model_id, task=t, control=ctl, pruner=first["pruner"],
+                           objective=first["objective"], seed=s)
+                      for t in solved for ctl in controls for s in p.seeds[:c.seeds]]
     return [attrs.evolve(cell, key=config_hash(prune_config(spec, cell), model.config_hash, model.kind,
                                                _plugin_versions(model, cell))[:8])
             for cell in cells]
@@ -143,5 +147,5 @@ def _plugin_versions(model: ModelSpec, cell: Cell) -> list[str]:
 
 
 def tasks_key(spec: BenchSpec) -> str:
-    """What a model's task evaluation depends on: a model file with another key is evaluated again."""
-    return config_hash(spec.tasks, spec.prune.n_test, spec.prune.min_accuracy)[:12]
+    """What a model's task verdicts depend on: a model file with another key is evaluated again."""
+    return config_hash(spec.tasks, spec.prune.n_train, spec.prune.n_test, spec.prune.min_accuracy, "wilson")[:12]

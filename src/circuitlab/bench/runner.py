@@ -20,6 +20,7 @@ from typing import Any
 from ..errors import CircuitlabError
 from ..files import write_json
 from ..log import logger
+from .documents import CellDocument
 from .plan import Cell, ModelSpec, cells_for, model_specs
 from .spec import BenchSpec
 from .storing import StoreWriter
@@ -146,9 +147,9 @@ def _cell_of(doc: dict) -> Cell:
 def _submit_cells(client, bench: Bench, ac, kinds: dict, model_id: str) -> None:
     for cell, model_doc in bench.new_cells(model_id):
         bench.known.add(cell.cell_id)
-        done = read_done(cell_path(bench.out, cell))
+        done = read_done(cell_path(bench.out, cell), CellDocument)
         if done is not None:
-            bench.finish_cell(done, fresh=False)
+            bench.finish_cell(done.to_json(), fresh=False)
             continue
         f = client.submit(run_cell, cell, model_doc, bench.spec, str(bench.out), key=f"cell-{cell.cell_id}",
                           pure=False, retries=bench.spec.retries)

@@ -70,12 +70,13 @@ class PruneGrid:
 class Controls:
     """Control cells, run with the first pruner, objective and pruning seed on the models in scope."""
 
-    nonsense: bool = True  # the same prompts, answers assigned at random per pair
+    nonsense: bool = True  # the same prompts, answers relabelled by a rule unrelated to the task
     freeze_norm: bool = True  # the final RMSNorm scale fixed to the unpruned model's
     ablations: tuple[str, ...] = ()  # further ablations besides the grid's, e.g. ("zero", "task_mean")
     random_init: bool = True  # the same architecture, untrained, pruned the same way
     groups: tuple[str, ...] | None = None  # model groups that get the controls; None = every group
     first_seed_only: bool = True  # only the first training seed of each model gets the controls
+    seeds: int = 1  # control cells use the first `seeds` pruning seeds of the grid
 
 
 @attrs.frozen(kw_only=True)
@@ -154,6 +155,7 @@ def _controls(t: Table) -> Controls:
         random_init=t.get("random_init", bool, default=True),
         groups=t.get_list("groups", str, default=None, check=name),
         first_seed_only=t.get("first_seed_only", bool, default=True),
+        seeds=t.get("seeds", int, default=1, check=at_least(1)),
     )
     t.done()
     return controls

@@ -2,7 +2,7 @@
 
 Only the client process calls this, so a store never has two writers. Each store is recorded on first
 use (``circuitlab.store.ensure_store``: the bench's tasks, 16 test pairs each, 64 corpus windows), and
-each finished cell's circuit is added through ``add_method_result`` under the cell's method label
+each finished cell's circuit is added through ``add_circuit`` under the cell's method label
 (``hardconcrete.s0``, ``hardconcrete.nonsense.s0``...). ``stored.json`` lists the cells already added,
 so a resumed bench adds each circuit once; a result left by an interrupted add is replaced.
 """
@@ -45,8 +45,7 @@ class StoreWriter:
 
     def append(self, doc: dict, model_doc: dict) -> None:
         """Add a finished cell's circuit to its model's store (once)."""
-        from ..model.nodes import NodeSpace
-        from ..store import add_method_result, ensure_store
+        from ..store import add_circuit, ensure_store
         from ..train.runs import read_run
 
         if doc["status"] != "done" or doc["cell_id"] in self.ledger or "circuit" not in doc:
@@ -54,14 +53,8 @@ class StoreWriter:
         info = read_run(model_doc["run"])
         path = store_path(self.out, model_doc["model_id"])
         ensure_store(path, info, note=logger.info, config=record_config(self.spec))
-        c = doc["circuit"]
-        space = NodeSpace.from_config(info.model)
-        kept = [False] * space.num_nodes
-        for node in c["nodes"]:
-            kept[space.index(node)] = True
-        provenance = {**c["provenance"], "bench_cell": doc["cell_id"], "bench_spec": self.spec.source}
-        add_method_result(path, method=doc["method_label"], task=doc["cell"]["task"], scores=c["scores"],
-                          kept=kept, loss=c["loss"], edges=c["edge_count"], nodes=c["node_count"],
-                          provenance=provenance, edge_list=c["edges"], run=info, overwrite=True)
+        circuit = {**doc["circuit"], "task": doc["cell"]["task"]}  # the store keys the cell's task as SUITE:TASK
+        add_circuit(path, circuit, doc["method_label"], run=info, overwrite=True,
+                    provenance={"bench_cell": doc["cell_id"], "bench_spec": self.spec.source})
         self.ledger[doc["cell_id"]] = str(path.relative_to(self.out))
         write_json(self.ledger_path, self.ledger)

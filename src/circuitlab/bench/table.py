@@ -22,18 +22,19 @@ RESULTS = "results.csv"
 VOLATILE = ("seconds", "prune_seconds", "worker", "run", "cell_file")
 JSON_COLUMNS = ("curve_fractions", "f_nodes_signed", "f_nodes_absolute", "ce_nodes_signed", "ce_nodes_absolute",
                 "f_edges_signed", "f_edges_absolute", "ce_edges_signed", "ce_edges_absolute",
-                "plugins", "prune_config")
+                "plugins", "prune_config", "circuit_factors", "f_circuit", "bisection")
 _MODEL = ("model_id", "group", "kind", "preset", "sparsity", "density", "width", "train_steps", "train_seed",
           "val_loss", "config_hash", "twin")
 _RESULT = ("reached", "nodes", "edges", "weight_edges", "residual_edges", "k", "loss", "accuracy", "train_loss",
            "target_loss", "full_model_loss", "full_model_accuracy", "sufficiency", "necessity", "random_loss",
-           "beats_full_model", "prune_seconds", "interchange_accuracy", "interchange_shift",
-           "random_interchange_accuracy", "random_interchange_shift")
+           "beats_full_model", "prune_seconds", "necessity_random", "loss_gap_to_full", "kl_to_full",
+           "interchange_accuracy", "interchange_shift", "random_interchange_accuracy", "random_interchange_shift")
 COLUMNS = (
     "cell_id", *_MODEL, "task", "pruner", "objective", "control", "prune_seed", "ablation", "freeze_norm",
-    "nonsense", "status", "reason", "real_task_accuracy", *_RESULT, "all_ablated",
+    "nonsense", "status", "reason", "real_task_accuracy", "verdict", *_RESULT, "all_ablated",
     "cpr_nodes", "cmd_nodes", "cpr_edges", "cmd_edges", "m_full", "m_empty", "ce_full", "ce_empty",
-    "total_nodes", "total_edges", *JSON_COLUMNS[:9], "seconds",
+    "total_nodes", "total_edges", *JSON_COLUMNS[:9], "circuit_factors", "f_circuit", "max_f_circuit",
+    "overshoot_circuit", "bisection", "seconds",
     "circuitlab_version", "torch_version", "plugins", "corpus_hash", "pairs_sha256", "prune_config", "spec_hash",
     "run", "worker", "cell_file",
 )
@@ -51,6 +52,10 @@ def _curves(f: dict) -> dict[str, Any]:
         for rank in ("signed", "absolute"):
             row[f"f_{level}_{rank}"] = f[level][rank]["f"]
             row[f"ce_{level}_{rank}"] = f[level][rank]["ce"]
+    if "circuit_relative" in f:
+        c = f["circuit_relative"]
+        row.update({"circuit_factors": c["factors"], "f_circuit": c["f"], "max_f_circuit": c["max_f"],
+                    "overshoot_circuit": c["overshoot"]})
     return row
 
 
@@ -68,7 +73,9 @@ def cell_row(doc: dict, cell_file: str = "") -> dict[str, Any]:
         result, prov = doc["result"], doc["provenance"]
         row.update({k: result.get(k) for k in _RESULT})
         row["all_ablated"] = result["validations"]["all_ablated"]
+        row["bisection"] = (doc.get("circuit") or {}).get("bisection")  # (k, train loss) as evaluated
         row["real_task_accuracy"] = doc["full_model"]["real_task_accuracy"]
+        row["verdict"] = doc["full_model"].get("verdict")
         row.update(_curves(doc["faithfulness"]))
         row.update({"circuitlab_version": prov["circuitlab_version"], "torch_version": prov["torch_version"],
                     "plugins": prov["plugins"], "corpus_hash": prov["corpus_hash"],
@@ -100,7 +107,7 @@ _INTS = {"width", "train_steps", "train_seed", "prune_seed", "nodes", "edges", "
          "k", "total_nodes", "total_edges"}
 _BOOLS = {"freeze_norm", "nonsense", "reached", "beats_full_model"}
 _TEXT = {"cell_id", "model_id", "group", "kind", "preset", "sparsity", "config_hash", "twin", "task", "pruner",
-         "objective", "control", "ablation", "status", "reason", "circuitlab_version", "torch_version",
+         "objective", "control", "ablation", "status", "reason", "verdict", "circuitlab_version", "torch_version",
          "corpus_hash", "pairs_sha256", "spec_hash", "run", "worker", "cell_file"}
 
 
@@ -142,13 +149,13 @@ def _borderline(doc: dict, threshold: float | None) -> list[str] | None:
 
 
 def write_models(path: str | Path, docs: Iterable[dict[str, Any]], threshold: float | None = None) -> None:
-    """One row per model: validation loss, the tasks it solves (accuracy >= the threshold), those whose
+    """One row per model: validation loss, the tasks it prunes (verdict solved or borderline), those whose
     Wilson interval contains the threshold (``borderline``), every task's full-model test accuracy."""
     rows = []
     for d in sorted(docs, key=lambda d: d["model_id"]):
         rows.append({**{k: d.get(k) for k in MODEL_COLUMNS}, "n_solved": len(d["solved"]), "solved": d["solved"],
                      # tasks whose 95% interval contains the threshold: on another machine they may flip
-                     "borderline": _borderline(d, threshold),
+                     "borderline": d["borderline"] if "borderline" in d else _borderline(d, threshold),
                      "accuracies": {t: f["accuracy"] for t, f in d["tasks"].items()}})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=MODEL_COLUMNS, lineterminator="\n")

@@ -1,4 +1,4 @@
-"""The ``python`` task suite: the paper's Python tasks (paper-spec §4.2), generated from templates.
+"""The ``python`` task suite: the paper's Python tasks (Gao et al. 2025, Table 1), generated from templates.
 
 Every pair is built from one random "frame" (a ``def`` line, a method or a nested block, and a few
 realistic preamble lines) shared by both prompts, so the two prompts differ only where the task

@@ -26,7 +26,7 @@ from . import options
 from .backups import backups_cmd
 from .bench import bench_cmd
 from .interchange import interchange_cmd
-from .interop import import_oai_cmd
+from .interop import export_graph_cmd, import_oai_circuit_cmd, import_oai_cmd, import_replication_cmd
 from .plugins import plugins_cmd
 from .prune import prune_cmd, run_cmd
 from .store import compare_cmd, record_cmd, top_cmd
@@ -50,8 +50,8 @@ def cli() -> None:
 
 # Each command module imports torch only inside its command body.
 for _command in (plugins_cmd, train_cmd, tasks_cmd, prune_cmd, run_cmd, record_cmd, compare_cmd, top_cmd,
-                 bench_cmd, import_oai_cmd, view_cmd, backups_cmd,
-                 interchange_cmd):
+                 bench_cmd, import_oai_cmd, import_oai_circuit_cmd, export_graph_cmd,
+                 import_replication_cmd, view_cmd, backups_cmd, interchange_cmd):
     cli.add_command(_command)
 
 

@@ -98,6 +98,7 @@ def report_cmd(out, bootstrap, json_):
     if json_:
         emit_json(doc)
     else:
+        click.echo(doc["matched_summary"])  # per-task and pooled ratios with the interval's unit
         click.echo(f"wrote {doc['markdown']} and {len(doc['figures'])} figures")
 
 

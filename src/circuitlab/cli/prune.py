@@ -3,7 +3,7 @@
 ``prune`` works on an existing run folder; ``run`` is the main job: it trains a model (or reuses one
 cached by config hash), prunes every task the full model solves, and prints a table plus the
 geometric means of edges and nodes. Progress goes to stderr; ``--json`` prints one JSON document
-on stdout. Both write ``circuits/<task>.json`` and ``summary.json`` under ``--out``. Every pruning
+on stdout. Both write ``circuits/<suite>.<task>.json`` and ``summary.json`` under ``--out``. Every pruning
 setting is a field of ``circuitlab.config.PruneConfig``, with its default and check defined there.
 """
 
@@ -22,7 +22,7 @@ def _one_tasks_spec(ctx: click.Context, param: click.Parameter, value: tuple[str
     """``--tasks`` given twice used to keep only the last value, silently; now it is an error."""
     if len(value) > 1:
         raise click.BadParameter(f"given {len(value)} times ({', '.join(repr(v) for v in value)}); pass it once: "
-                                 "one suite, or SUITE:task,task for several tasks of one suite", ctx=ctx, param=param)
+                                 "a comma-separated list, e.g. mined:mined_quote,python:else_elif", ctx=ctx, param=param)
     return value[0] if value else None
 
 
@@ -30,21 +30,23 @@ def prune_options(min_accuracy: float):
     """The options shared by ``prune`` and ``run`` (``--min-accuracy`` defaults differ)."""
     return options(
         click.option("--pruner", type=RegistryName("pruner"), required=True,
-                     help="Mask parameterization: heaviside (the paper's), hardconcrete, sigmoid, or a plugin's."),
+                     help="Pruner: heaviside (the paper's), hardconcrete, sigmoid, or a plugin's (NAME or DIST:NAME)."),
         click.option("--objective", type=RegistryName("objective"), default=PruneConfig().objective,
-                     show_default=True, help="Pruning objective: binary_ce (the paper's), kl, logit_diff, or a plugin's."),
-        click.option("--tasks", "tasks", multiple=True, callback=_one_tasks_spec, metavar="SUITE|SUITE:task,task",
-                     help="Tasks to prune: one suite, or tasks of one suite. [default: every task of every suite]"),
+                     show_default=True, help="Pruning objective: binary_ce (the paper's), kl, logit_diff, or a plugin's (NAME "
+                                                  "or DIST:NAME)."),
+        click.option("--tasks", "tasks", multiple=True, callback=_one_tasks_spec, metavar="SUITE[:TASK],...",
+                     help="Tasks to prune: a comma-separated list of SUITE, SUITE:TASK and DIST:SUITE[:TASK] "
+                          "(e.g. mined:mined_quote,python:else_elif,if_equals). [default: every task of every suite]"),
         setting(PruneConfig, "target_loss", help="Task loss (binary CE per prompt) the circuit must reach on the "
                                                  "train pairs."),
         setting(PruneConfig, "ablation", type=click.Choice(ABLATIONS),
                 help="What a pruned node is replaced by: its mean over corpus tokens, zero, or its mean over "
                      "the task's own train prompts."),
         setting(PruneConfig, "freeze_norm",
-                help="Fix the final RMSNorm scale to the unpruned model's (paper-spec §6.2 control)."),
+                help="Fix the final RMSNorm scale to the unpruned model's (the LayerNorm-cheat control of Drori 2026)."),
         setting(PruneConfig, "nonsense",
                 help="Control: prune the nonsense version of each task (the same prompts, the two answers "
-                     "assigned at random per pair); the accuracy gate still uses the real pairs."),
+                     "relabelled by a rule unrelated to the task); the accuracy gate still uses the real pairs."),
         setting(PruneConfig, "calibrate",
                 help="Fit a scale and shift of the logit difference per candidate circuit (paper A.5)."),
         setting(PruneConfig, "min_accuracy", default=min_accuracy,
@@ -87,25 +89,30 @@ def prune_config(settings: dict) -> PruneConfig:
     return PruneConfig(**{f.name: settings[f.name] for f in attrs.fields(PruneConfig) if f.name in settings})
 
 
+def _key(row: dict) -> str:
+    """A summary row's task as its key, ``suite:task``."""
+    return f"{row['suite']}:{row['task']}" if row.get("suite") else row["task"]
+
+
 def print_table(summary: dict) -> None:
     """The human-readable result: one row per circuit, skipped tasks, and the geometric means."""
     rows = summary["tasks"]
-    width = max([len(r["task"]) for r in rows] + [len(s["task"]) for s in summary["skipped"]] + [4])
+    width = max([len(_key(r)) for r in rows] + [len(_key(s)) for s in summary["skipped"]] + [4])
     click.echo(f"{'task':<{width}}  {'nodes':>6}  {'edges':>7}  {'loss':>7}  {'reached':>7}  {'seconds':>7}  "
                f"{'full-model accuracy (95% interval)':<36}")
     for r in rows:
         reached = "yes" if r["reached"] else "NO"
-        click.echo(f"{r['task']:<{width}}  {r['nodes']:>6}  {r['edges']:>7}  {r['loss']:>7.4f}  "
+        click.echo(f"{_key(r):<{width}}  {r['nodes']:>6}  {r['edges']:>7}  {r['loss']:>7.4f}  "
                    f"{reached:>7}  {r['seconds']:>7.1f}  {_accuracy_cell(r, summary['min_accuracy'])}")
     for r in rows:
         if not r["reached"]:
-            click.echo(f"not reached: {r['task']}: even the full model's loss is {r['full_model_loss']:.4f} "
+            click.echo(f"not reached: {_key(r)}: even the full model's loss is {r['full_model_loss']:.4f} "
                        f"(target {r['target_loss']:g}); its row is the full model")
     print_transfer(rows)
     print_trust(rows)
     for s in summary["skipped"]:
         acc = "n/a" if s.get("accuracy") is None else f"{s['accuracy']:.3f}"
-        click.echo(f"skipped: {s['task']} (accuracy {acc}): {s['reason']}")
+        click.echo(f"skipped: {_key(s)} (accuracy {acc}): {s['reason']}")
     if summary.get("n_borderline"):
         click.echo(f"borderline: {summary['n_borderline']} task(s) whose accuracy interval contains "
                    f"{summary['min_accuracy']:g}: pruned and flagged; another machine's model may not solve them")
@@ -177,7 +184,7 @@ def print_transfer(rows: list[dict]) -> None:
 @click.option("--model", "model_dir", required=True, metavar="DIR", help="A run folder written by 'circuitlab train'.")
 @prune_options(min_accuracy=0.0)
 @click.option("--out", default=None, metavar="DIR",
-              help="Where circuits/<task>.json and summary.json go. [default: DIR/pruned/PRUNER-OBJECTIVE]")
+              help="Where circuits/<suite>.<task>.json and summary.json go. [default: DIR/pruned/PRUNER-OBJECTIVE]")
 @click.option("--checkpoints", is_flag=True,
               help="Prune the tasks at every checkpoint kept by 'train --keep-checkpoints' and at the final model; "
                    "prints one row per task and checkpoint, writes track.json and track.png.")
@@ -197,7 +204,7 @@ def prune_cmd(model_dir, store, overwrite, json_, out, checkpoints, **settings):
     if checkpoints:
         return _track(info, config, store, out, json_)
     if out is None:
-        out = info.path / "pruned" / f"{config.pruner}-{config.objective}"
+        out = info.path / "pruned" / f"{config.pruner}-{config.objective}".replace(":", ".")  # DIST:NAME names
     summary = prune_job(info.path, config, out, store=store, overwrite=overwrite)
     if json_:
         emit_json(summary)

@@ -23,7 +23,7 @@ def _store_size(path: Path) -> int:
 @click.command("record")
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder written by 'circuitlab train'.")
-@setting(RecordConfig, "tasks", help="Tasks whose prompt pairs to record: all, SUITE or SUITE:task,task; 'none' "
+@setting(RecordConfig, "tasks", help="Tasks whose prompt pairs to record: all, or a list like prune's --tasks; 'none' "
                                      "for corpus only.")
 @setting(RecordConfig, "pairs", help="Pairs per task and split (both prompts of each pair are recorded).")
 @click.option("--splits", default=",".join(RecordConfig().splits), show_default=True,

@@ -129,7 +129,7 @@ def compare_mined(spec: str | None, info: Any, n: int | None, mine_from: str) ->
     inside, outside = task_context_for_run(info), task_context_for_run(info, mine_from)
     out_tasks = mined_tasks(resolve_tasks(spec, outside), outside, splits=("test",))  # bad DIR: one line
     in_tasks = [t for t in resolve_tasks(spec, inside) if t.depends_on_corpus]
-    model, tokenizer, info = load_model(info.path)
+    model, tokenizer, info = load_model(info.path, need_tokenizer=True)
     source = outside.mine_from
     held_out = {(r["suite"], r["task"]): r for r in evaluate_tasks(in_tasks, model, tokenizer, inside, n)}
     figures = ("usable", "problem", "n_dropped", "loss", "accuracy", "accuracy_a", "accuracy_b", "pair_loss",
@@ -175,7 +175,8 @@ def _print_comparison(doc: dict) -> None:
 
 @click.command("tasks")
 @click.option("--suite", "spec", default=None, metavar="NAME",
-              help="A task suite (python, mined, or a plugin's), or SUITE:task,task. [default: all suites]")
+              help="A task suite (python, mined, or a plugin's), or a list like prune's --tasks "
+                   "(mined:mined_quote,python:else_elif). [default: all suites]")
 @click.option("--model", "model_dir", default=None, metavar="DIR",
               help="A run folder written by 'circuitlab train': evaluate the full model on every task.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None,
@@ -222,7 +223,7 @@ def tasks_cmd(spec: str | None, model_dir: str | None, n: int | None, mine_from:
         return
     context = task_context_for_run(info)
     tasks = resolve_tasks(spec, context)
-    model, tokenizer, info = load_model(info.path)
+    model, tokenizer, info = load_model(info.path, need_tokenizer=True)
     rows = _with_verdicts(evaluate_tasks(tasks, model, tokenizer, context, n))
     if json_:
         emit_json({"model": str(info.path), "split": "test", "loss_convention": LOSS_CONVENTION,

@@ -1,6 +1,6 @@
 """A 2048-token byte-level BPE trained with HF ``tokenizers`` on the corpus' train split.
 
-Pre-tokenisation uses the paper's regex (paper-spec §1.6), so punctuation runs absorb trailing
+Pre-tokenisation uses the regex of openai/circuit_sparsity (tiktoken_ext/tinypython.py), so punctuation runs absorb trailing
 newlines and a leading space (``("``, ``],`` and ``]\\n`` are single tokens). Tokenizers and
 encoded corpora are cached by corpus hash under the cache folder.
 """

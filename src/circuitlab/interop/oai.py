@@ -90,7 +90,8 @@ def load_weights(path: Path) -> dict[str, Any]:
         raise CircuitlabError(f"{str(path)!r} holds more than tensors, and weights-only loading refused it "
                               f"({_refusal(exc)}); circuitlab never unpickles arbitrary objects: re-save the "
                               "weights as a plain state dict of tensors") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, IndexError, KeyError, TypeError,
+            AttributeError) as exc:  # a foreign file trips the unpickler in many ways
         raise CircuitlabError(f"{str(path)!r} is not a readable torch checkpoint ({_refusal(exc)}); "
                               "download it again") from None
     if isinstance(state, dict) and set(state) == {"model"} and isinstance(state["model"], dict):
@@ -201,8 +202,6 @@ def _read_config(src: Path) -> tuple[ModelConfig, dict, dict]:
 
 def import_oai(src: str | Path, out: str | Path, config: ImportConfig | None = None, note=None) -> dict:
     """Convert the checkpoint folder ``src`` into the run folder ``out``; returns a summary."""
-    from safetensors.torch import save_file
-
     config = config or ImportConfig()
     src, out = Path(src), Path(out)
     model, notes, raw = _read_config(src)  # a bad config fails before the weights are touched
@@ -225,13 +224,23 @@ def import_oai(src: str | Path, out: str | Path, config: ImportConfig | None = N
         "corpus": {"hash": None, "note": "trained on OpenAI's corpus; ablation means and mined tasks use "
                                          "train.corpus (default: this interpreter's stdlib)"},
     }
-    meta = {"kind": RUN_KIND, "status": "complete", "model": to_dict(model), "train": {"corpus": config.corpus},
+    write_run(out, tensors, model, provenance, tok, config.corpus, SOURCE_FORMAT)
+    return {"run": str(out), "source": str(src), "model": to_dict(model), "ignored_keys": notes["ignored"],
+            "tokenizer": provenance["tokenizer"], "stored_values": int(sum(t.numel() for t in tensors.values()))}
+
+
+def write_run(out: Path, tensors: dict, model: ModelConfig, provenance: dict, tok, corpus: str | None,
+              source: str) -> None:
+    """Write an imported run folder next to ``out`` and rename it into place (replacing ``out``)."""
+    from safetensors.torch import save_file
+
+    meta = {"kind": RUN_KIND, "status": "complete", "model": to_dict(model), "train": {"corpus": corpus},
             "provenance": provenance}
     tmp = out.parent / f".{out.name}.import-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"circuitlab_version": __version__,
-                                                                      "source": SOURCE_FORMAT})
+                                                                      "source": source})
         if tok is not None:
             write_bytes(tmp / TOKENIZER, tok.to_str().encode())
         write_json(tmp / "config.json", meta)
@@ -240,8 +249,6 @@ def import_oai(src: str | Path, out: str | Path, config: ImportConfig | None = N
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"run": str(out), "source": str(src), "model": to_dict(model), "ignored_keys": notes["ignored"],
-            "tokenizer": provenance["tokenizer"], "stored_values": int(sum(t.numel() for t in tensors.values()))}
 
 
 def _tokenizer_hash(tok) -> str:

@@ -1,6 +1,6 @@
 """The sparse GPT-2 core of Gao et al. 2025 ("Weight-sparse transformers have interpretable circuits").
 
-One readable file in the spirit of nanoGPT's model.py. Design choices (paper-spec §1):
+One readable file in the spirit of nanoGPT's model.py. Design choices (Gao et al. 2025, §2.1, A.1):
 - RMSNorm pre-norm blocks, so zero means "nothing" in the residual stream;
 - untied embedding and unembedding, linear biases, GELU MLPs, small heads (d_head 16);
 - optional per-head attention sink, optional dense bigram logit table, no position embedding by default;
@@ -23,7 +23,7 @@ nodes: ``L.resid_in`` and ``L.resid_mid`` (the residual before each block and be
 halves), ``L.attn.y`` (the heads' outputs before c_proj) and ``final.resid`` (before ln_f).
 Each norm also exposes its scale 1/rms(x) (LayerNorm: 1/std(x)), shape (B, T, 1), as
 ``L.attn.norm``, ``L.mlp.norm`` and ``final.norm``; pruning uses it to freeze the final norm
-(paper-spec §6.2). docs/interop.md maps these names to those of OpenAI's circuit_sparsity code.
+(Drori 2026's control). docs/interop.md maps these names to those of OpenAI's circuit_sparsity code.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from ..config import AFRAC_LOCATIONS, BLOCK_SITES, ModelConfig
 
 Hook = Callable[[str, torch.Tensor], torch.Tensor]
 
-# The AbsTopK location name of each site (paper-spec §1.5 names).
+# The AbsTopK location name of each site (the ``afrac_loctypes`` names of openai/circuit_sparsity).
 _AFRAC_LOCATION = dict(zip(BLOCK_SITES, AFRAC_LOCATIONS, strict=True))
 _ACTIVATION = {"gelu": F.gelu, "relu": F.relu}
 
@@ -117,7 +117,7 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(config.d_in, 3 * inner, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(inner, config.d_model, bias=config.bias)
         # The sink is a virtual key/value slot of zeros that every query can attend to; its logit is
-        # learned per head, so a head can put its attention mass "nowhere" (paper-spec §1.2).
+        # learned per head, so a head can put its attention mass "nowhere" (Gao et al. 2025, A.1).
         self.sink_logit = nn.Parameter(torch.zeros(config.n_head)) if config.attn_sink else None
 
     def forward(self, x: torch.Tensor, sites: Sites, hook: Hook | None) -> torch.Tensor:

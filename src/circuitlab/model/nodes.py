@@ -1,6 +1,6 @@
 """Node locations of the sparse GPT-2 core: names, sizes and flat indices.
 
-A node is one channel at one hook point (paper-spec §3.1): residual reads after each norm, q, k
+A node is one channel at one hook point (Gao et al. 2025, §2, A.5): residual reads after each norm, q, k
 and v channels, MLP neurons, residual writes, and the final residual. Node names are
 ``L.site.I`` (``2.mlp.neuron.17``) or ``final.I``.
 """

@@ -3,8 +3,8 @@
 circuitlab builds every schedule, mask and objective through ``build_schedule``, ``build_mask`` and
 ``build_objective``. They return thin wrappers with the protocol's methods that check each result
 (``density_at`` in (0, 1], a scalar objective, a ``gate`` of shape (num_nodes,), a ``state_dict``
-of tensors, ...). An exception raised inside the plugin, or a result that breaks the contract,
-becomes a ``PluginError``::
+of tensors, ...). An exception raised inside the plugin (any ``BaseException`` but ``KeyboardInterrupt``:
+``sys.exit()`` too), or a result that breaks the contract, becomes a ``PluginError``::
 
     plugin 'dist' (sparsity 'random_fixed'): density_at(120) returned 0.0; it must be in (0, 1]
 
@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import PluginError
 from .loading import RAISE_ENV, one_line, raise_plugin_errors
-from .manager import Entry
+from .registry import Entry
 
 #: dtypes a schedule's state may hold: what safetensors stores (no object arrays, no complex numbers).
 STATE_DTYPES = ("bool", "uint8", "int8", "int16", "int32", "int64", "float16", "bfloat16", "float32", "float64")
@@ -48,14 +48,32 @@ def calling(entry: Entry, what: str) -> Iterator[None]:
     """Turn an exception raised inside the plugin's ``what`` (e.g. ``"density_at(120)"``) into a PluginError."""
     try:
         yield
-    except PluginError:
+    except (PluginError, KeyboardInterrupt):
         raise
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit included: a plugin must not end circuitlab
         if raise_plugin_errors():
             raise
-        raise PluginError(f"{entry.label}: {what} raised {one_line(f'{type(exc).__name__}: {exc}')}; set "
-                          f"{RAISE_ENV}=1 for the traceback", plugin=entry.plugin, kind=entry.kind,
-                          name=entry.name) from None
+        raise PluginError(f"{entry.label}: {what} {what_happened(exc)}; set {RAISE_ENV}=1 for the traceback",
+                          plugin=entry.plugin, kind=entry.kind, name=entry.name) from None
+
+
+def what_happened(exc: BaseException) -> str:
+    """``raised ValueError: ...``, or ``called sys.exit(7)`` for a SystemExit."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return f"raised {one_line(f'{type(exc).__name__}: {exc}')}"
+
+
+def _attribute(entry: Entry, obj: Any, name: str) -> Any:
+    """``obj.name``: a missing attribute stays an AttributeError (``getattr(x, name, default)`` works), and
+    a property of the plugin's that raises anything else is a PluginError like any other call."""
+    try:
+        return getattr(obj, name)
+    except (AttributeError, PluginError, KeyboardInterrupt):
+        raise
+    except BaseException:
+        with calling(entry, f"its attribute {name}"):
+            raise
 
 
 def accepts(factory: Any, keyword: str) -> bool:
@@ -98,7 +116,7 @@ class CheckedSchedule:
         self.entry, self.inner = entry, inner
 
     def __getattr__(self, name: str) -> Any:  # anything beyond the protocol: the plugin's own attributes
-        return getattr(self.inner, name)
+        return _attribute(self.entry, self.inner, name)
 
     def density_at(self, step: int) -> float:
         with calling(self.entry, f"density_at({step})"):
@@ -206,14 +224,15 @@ MASK_DEFAULTS = {"lr": "a positive number", "steps": "a positive integer", "pena
 
 
 class CheckedMask:
-    """A node mask (or score-only scorer) whose results are checked against ``protocols.NodeMask``/``NodeScorer``."""
+    """A node mask (or score-only scorer) whose results are checked against ``protocols.PrunerMask``/``PrunerScorer``."""
 
     def __init__(self, entry: Entry, inner: Any, num_nodes: int):
         self.entry, self.inner, self.num_nodes = entry, inner, num_nodes
-        self.score_only = bool(getattr(inner, "score_only", False))
+        with calling(entry, "its score_only attribute"):
+            self.score_only = bool(getattr(inner, "score_only", False))
 
     def __getattr__(self, name: str) -> Any:
-        value = getattr(self.inner, name)
+        value = _attribute(self.entry, self.inner, name)
         if name in MASK_DEFAULTS and not _valid_default(name, value):
             raise violation(self.entry, f"its {name} is {value!r}; it must be {MASK_DEFAULTS[name]}")
         return value
@@ -291,10 +310,11 @@ def build_mask(entry: Entry, *, num_nodes: int, generator: Any, device: Any = No
     if device is not None and accepts(entry.factory, "device"):
         kwargs["device"] = device
     mask = build(entry, f"factory({', '.join(f'{k}=...' for k in kwargs)})", **kwargs)
-    score_only = bool(getattr(mask, "score_only", False))
+    with calling(entry, "its score_only attribute"):
+        score_only = bool(getattr(mask, "score_only", False))
     missing = _missing(mask, SCORER_METHODS if score_only else MASK_METHODS)
     if missing:
         kind = "a score-only mask (score_only = True)" if score_only else "a mask"
         raise violation(entry, f"factory returned {kind} without {', '.join(missing)}(); see "
-                               f"protocols.{'NodeScorer' if score_only else 'NodeMask'}")
+                               f"protocols.{'PrunerScorer' if score_only else 'PrunerMask'}")
     return CheckedMask(entry, mask, num_nodes)

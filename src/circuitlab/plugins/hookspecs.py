@@ -10,8 +10,9 @@ provides. Its signature is the same for all four kinds::
 below and in ``docs/plugins.md``. ``summary`` is the one-line description shown by
 ``circuitlab plugins``; it defaults to the first line of ``factory.__doc__``.
 
-Names are lowercase slugs (``[a-z][a-z0-9_-]*``). A built-in name wins over a plugin's; a name
-two third-party plugins register is unusable until one is removed (docs/plugins.md). Each factory's
+Names are lowercase slugs (``[a-z][a-z0-9_-]*``). Every name can also be written qualified by its
+distribution, ``DIST:NAME`` (``circuitlab-example:margin``): a short name two distributions register
+is refused, and each stays usable qualified; a built-in keeps its short name (docs/plugins.md). Each factory's
 shape is a protocol in ``circuitlab.plugins.protocols``; the ``Register*`` types below say which.
 Plugin modules should import torch lazily (inside methods), so that ``circuitlab --help`` stays fast.
 """
@@ -22,7 +23,7 @@ from typing import Any, Protocol
 
 import pluggy
 
-from .protocols import MaskFactory, ObjectiveFactory, ScheduleFactory, SuiteFactory
+from .protocols import ObjectiveFactory, PrunerFactory, ScheduleFactory, SuiteFactory
 
 hookspec = pluggy.HookspecMarker("circuitlab")
 
@@ -37,8 +38,11 @@ class RegisterSchedule(Protocol):
     def __call__(self, name: str, factory: ScheduleFactory, *, summary: str | None = None) -> None: ...
 
 
-class RegisterMask(Protocol):
-    def __call__(self, name: str, factory: MaskFactory, *, summary: str | None = None) -> None: ...
+class RegisterPruner(Protocol):
+    def __call__(self, name: str, factory: PrunerFactory, *, summary: str | None = None) -> None: ...
+
+
+RegisterMask = RegisterPruner  # the name before pruners had one noun
 
 
 class RegisterObjective(Protocol):
@@ -63,13 +67,14 @@ def register_sparsity_schedules(register: RegisterSchedule) -> None:
 
 
 @hookspec
-def register_mask_parameterizations(register: RegisterMask) -> None:
-    """Register node-mask parameterizations used by ``circuitlab prune --pruner NAME``.
+def register_pruners(register: RegisterPruner) -> None:
+    """Register pruners used by ``circuitlab prune --pruner NAME``: how node gates are parameterized
+    and trained (or, for score-only pruners, how nodes are scored).
 
     :param register: call ``register(name, factory)``. ``factory(num_nodes=..., generator=...,
         device=...)`` (``generator`` is a seeded CPU ``torch.Generator``: draw every random number from
         it, so a seed reproduces the result; ``device`` is the model's device, passed only if the
-        factory accepts it) returns a ``circuitlab.plugins.protocols.NodeMask``:
+        factory accepts it) returns a ``circuitlab.plugins.protocols.PrunerMask``:
 
         - ``parameters() -> list[Tensor]``: what Adam optimises;
         - ``gate() -> Tensor``: shape ``(num_nodes,)``, values in [0, 1], used in the training forward
@@ -83,9 +88,15 @@ def register_mask_parameterizations(register: RegisterMask) -> None:
         Optional class attributes ``lr``, ``steps`` and ``penalty_coef`` give the defaults used when
         ``--lr``, ``--steps`` and ``--penalty-coef`` are not passed.
 
-        Or, for attribution methods that need no optimisation, a ``NodeScorer`` (``score_only = True``,
+        Or, for attribution methods that need no optimisation, a ``PrunerScorer`` (``score_only = True``,
         ``fit(gradients)``, ``scores()``): see ``circuitlab.plugins.protocols``.
     """
+
+
+@hookspec(warn_on_impl=DeprecationWarning(
+    "register_mask_parameterizations is the old name of the register_pruners hook; rename the function"))
+def register_mask_parameterizations(register: RegisterPruner) -> None:
+    """Deprecated name of ``register_pruners``, still read: its names are pruners like any other."""
 
 
 @hookspec

@@ -9,14 +9,22 @@ working. ``CIRCUITLAB_RAISE_PLUGIN_ERRORS=1`` re-raises instead, for the traceba
 ``CIRCUITLAB_LOAD_PLUGINS`` is a comma-separated allow-list of entry-point or distribution names,
 compared after PEP 503 normalisation (``Circuitlab_Outsider`` matches ``circuitlab-outsider``); an
 empty value loads no third-party plugin, and an entry matching nothing is warned about.
+
+A plugin that takes longer than ``CIRCUITLAB_PLUGIN_SLOW_SECONDS`` (default 5) to import or register
+is named on stderr while it is still loading (a timer thread), so a user whose every command seems to
+hang knows which distribution to uninstall or leave out of the allow-list.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
+import math
 import os
 import re
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -28,7 +36,7 @@ from . import hookspecs
 #: Built-in plugin modules, registered after entry points, exactly like third-party plugins.
 BUILTIN_PLUGINS = (
     "circuitlab.builtins.sparsity",
-    "circuitlab.builtins.masks",
+    "circuitlab.builtins.pruners",
     "circuitlab.builtins.objectives",
     "circuitlab.builtins.tasks",
 )
@@ -37,6 +45,9 @@ BUILTIN_PLUGINS = (
 API_ATTRIBUTE = "CIRCUITLAB_PLUGIN_API"
 ALLOW_ENV = "CIRCUITLAB_LOAD_PLUGINS"
 RAISE_ENV = "CIRCUITLAB_RAISE_PLUGIN_ERRORS"
+SLOW_ENV = "CIRCUITLAB_PLUGIN_SLOW_SECONDS"
+#: Seconds one plugin may take to import or register before circuitlab says which one it is waiting for.
+SLOW_SECONDS = 5.0
 
 
 def raise_plugin_errors() -> bool:
@@ -61,6 +72,32 @@ def allow_list() -> set[str] | None:
     if raw is None:
         return None
     return {normalise(s.strip()) for s in raw.split(",") if s.strip()}
+
+
+def slow_seconds() -> float:
+    """``CIRCUITLAB_PLUGIN_SLOW_SECONDS`` when it is a positive number, else ``SLOW_SECONDS``."""
+    try:
+        value = float(os.environ.get(SLOW_ENV, ""))
+    except ValueError:
+        return SLOW_SECONDS
+    return value if math.isfinite(value) and value > 0 else SLOW_SECONDS
+
+
+@contextlib.contextmanager
+def warn_if_slow(plugin: str, dist: str, version: str, doing: str = "loading") -> Iterator[None]:
+    """Say on stderr which plugin circuitlab is waiting for when ``doing`` it outlasts ``slow_seconds()``.
+
+    Python cannot interrupt an import, so the line is all circuitlab can do; Ctrl-C still works."""
+    seconds = slow_seconds()
+    timer = threading.Timer(seconds, lambda: logger.warning(
+        f"circuitlab: {doing} plugin {plugin!r} (dist {dist} {version}) is taking long (over {seconds:g} s); if it "
+        f"hangs, press Ctrl-C and uninstall {dist}, or leave it out of {ALLOW_ENV}"))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -140,7 +177,8 @@ class PluginManager(pluggy.PluginManager):
                       "point (use the distribution name)", traceback_hint=False)
             return
         try:
-            plugin = ep.load()
+            with warn_if_slow(ep.name, dist, version):
+                plugin = ep.load()
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # SystemExit included: a plugin must not end the process
@@ -153,7 +191,8 @@ class PluginManager(pluggy.PluginManager):
             self.fail(ep.name, dist, version, problem, traceback_hint=False)
             return
         try:
-            self.register(plugin, name=ep.name)
+            with warn_if_slow(ep.name, dist, version, "registering"):
+                self.register(plugin, name=ep.name)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # pluggy rejects malformed hook implementations here

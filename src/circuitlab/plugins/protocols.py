@@ -42,8 +42,9 @@ class SparsitySchedule(Protocol):
 
 
 @runtime_checkable
-class NodeMask(Protocol):
-    """Built as ``factory(num_nodes=..., generator=..., device=...)``; one learnable gate per node.
+class PrunerMask(Protocol):
+    """A pruner that trains a mask. Built as ``factory(num_nodes=..., generator=..., device=...)``;
+    one learnable gate per node.
 
     ``device`` (API 2) is the torch device of the model being pruned; keep parameters there. It is
     passed only to factories that accept a ``device`` argument (or ``**kwargs``).
@@ -67,7 +68,7 @@ class NodeMask(Protocol):
 
 @runtime_checkable
 class GateGradients(Protocol):
-    """What a score-only mask's ``fit`` receives: the pruning objective on the task's train pairs,
+    """What a score-only pruner's ``fit`` receives: the pruning objective on the task's train pairs,
     as a function of the node gates (1 keeps a node, 0 ablates it)."""
 
     num_nodes: int
@@ -81,10 +82,10 @@ class GateGradients(Protocol):
 
 
 @runtime_checkable
-class NodeScorer(Protocol):
-    """A score-only mask (API 2): ranks nodes without mask optimisation (attribution methods).
+class PrunerScorer(Protocol):
+    """A score-only pruner (API 2): ranks nodes without mask optimisation (attribution methods).
 
-    Built like a ``NodeMask``; a class attribute ``score_only = True`` marks it. circuitlab calls
+    Built like a ``PrunerMask``; a class attribute ``score_only = True`` marks it. circuitlab calls
     ``fit(gradients)`` once, then ranks nodes by ``scores()`` and searches that ranking as for a
     trained mask, except that the walk up the ranking starts at one node (a scorer keeps no nodes
     by itself); there are no retries, and ``lr``/``penalty_coef`` are not used.
@@ -124,9 +125,9 @@ class ScheduleFactory(Protocol):
     def __call__(self, config: TrainConfig) -> SparsitySchedule: ...
 
 
-class MaskFactory(Protocol):
+class PrunerFactory(Protocol):
     def __call__(self, *, num_nodes: int, generator: torch.Generator,
-                 device: torch.device = ...) -> NodeMask | NodeScorer: ...
+                 device: torch.device = ...) -> PrunerMask | PrunerScorer: ...
 
 
 class ObjectiveFactory(Protocol):
@@ -135,3 +136,9 @@ class ObjectiveFactory(Protocol):
 
 class SuiteFactory(Protocol):
     def __call__(self, context: TaskContext) -> TaskSuite: ...
+
+
+# The names of the pruner protocols before pruners had one noun; plugins written against them keep working.
+NodeMask = PrunerMask
+NodeScorer = PrunerScorer
+MaskFactory = PrunerFactory

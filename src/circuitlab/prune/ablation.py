@@ -1,4 +1,4 @@
-"""Ablation of pruned nodes (paper-spec §3.2).
+"""Ablation of pruned nodes (Gao et al. 2025, §2.2).
 
 A pruned node takes a fixed value at every prompt and position: its **mean activation over corpus
 tokens** (mean ablation, the default), zero (``--ablation zero``), or its mean over every token of the
@@ -11,7 +11,7 @@ means.
 The masked forward pass replaces each node location's activation ``x`` by
 ``mean + gate * (x - mean)``, one gate per node, vectorised per location. ``--freeze-norm`` also
 replaces the final RMSNorm's scale by the unpruned model's scale at the same prompt and position
-(the control of paper-spec §6.2: pruning can otherwise shrink the residual and let the norm amplify
+(the control of Drori 2026: pruning can otherwise shrink the residual and let the norm amplify
 the few kept writes).
 """
 

@@ -25,11 +25,12 @@ from typing import Any
 
 import attrs
 
-from ..config import PruneConfig, config_hash, to_dict
+from ..config import PruneConfig, to_dict
 from ..errors import CircuitlabError
 from ..files import read_json, write_json
 from ..log import logger
 from .parallel import TaskJob
+from .search import TaskData
 from .seeds import _prune_jobs, seed_distribution, seed_jobs
 
 BACKUPS_KIND = "circuitlab-backups"
@@ -38,46 +39,39 @@ ROUND_KIND = "circuitlab-backup-round"
 
 @attrs.frozen(kw_only=True)
 class PreparedTask:
-    """One task of one run, ready to prune: the model, its encoded pairs, ablation values, provenance."""
+    """One task of one run, ready to prune: the model, the task's prepared data (``prune.task.prepare_task``:
+    encoded pairs, ablation values, provenance) and what a resumed run must match."""
 
     run: Path | None  # None: a model not loaded from a run folder (pruned in this process)
     model: Any = attrs.field(repr=False)
     task: Any
-    train: Any = attrs.field(repr=False)
-    test: Any = attrs.field(repr=False)
-    values: Any = attrs.field(repr=False)
+    data: TaskData = attrs.field(repr=False)
     provenance: dict = attrs.field(repr=False)
 
 
 def prepare_task(run: str | Path, config: PruneConfig) -> PreparedTask:
-    """Load ``run`` and the one task ``config.tasks`` names (``SUITE:task``); its pairs and ablation values.
+    """Load ``run`` and the one task ``config.tasks`` names (``SUITE:task``), through the steps of
+    ``circuitlab.prune.prune_task`` before the search.
 
     A spec naming no task or several, or a task the model cannot be pruned on, is one-line error."""
-    from ..tasks import check_suite, encode_pairs, pairs_source, resolve_tasks, task_context_for_run
-    from ..train.runs import load_model
-    from .ablation import ablation_values
-    from .pipeline import _device, task_pairs
+    from ..tasks import check_suite, resolve_tasks, task_context_for_run
+    from .task import LoadedModel, Skipped
+    from .task import prepare_task as prepare_one
 
     check_suite(config.tasks)
-    dev = _device(config.device)
-    model, tok, info = load_model(run, device=dev)
-    context = task_context_for_run(info, config.mine_from)
+    loaded = LoadedModel.load(run, config.device)
+    context = task_context_for_run(loaded.info, config.mine_from)
     tasks = resolve_tasks(config.tasks, context)
     if len(tasks) != 1:
         raise CircuitlabError(f"--task {config.tasks!r} selects {len(tasks)} tasks; name one as SUITE:task")
     task = tasks[0]
-    train_pairs, test_pairs, _, skip = task_pairs(task, tok, context, config, model, dev)
-    if skip is not None:
-        fix = "pick a task it solves or lower --min-accuracy" if skip.get("accuracy") is not None else \
+    data = prepare_one(loaded, task, config, context=context)
+    if isinstance(data, Skipped):
+        fix = "pick a task it solves or lower --min-accuracy" if data.accuracy is not None else \
             "pick another task ('circuitlab tasks --model RUN' lists the usable ones)"
-        raise CircuitlabError(f"task {task.qualname} cannot be pruned on this model: {skip['reason']}; {fix}")
-    train = encode_pairs(list(train_pairs), tok, max_len=info.model.n_ctx).to(dev)
-    test = encode_pairs(list(test_pairs), tok, max_len=info.model.n_ctx).to(dev)
-    values = ablation_values(model, tok, info, config.ablation, device=dev, progress=True, task_batch=train)
-    prov = {"run": str(info.path), "run_config_hash": config_hash(info.model, info.train), "task": task.qualname,
-            "pairs": pairs_source(task, context), "ablation": config.ablation}
-    return PreparedTask(run=info.path, model=model, task=task, train=train, test=test, values=values,
-                        provenance=prov)
+        raise CircuitlabError(f"task {task.qualname} cannot be pruned on this model: {data.reason}; {fix}")
+    prov = {k: data.provenance.get(k) for k in ("run", "run_config_hash", "task", "pairs", "ablation")}
+    return PreparedTask(run=loaded.info.path, model=loaded.model, task=task, data=data, provenance=prov)
 
 
 def _settings(prepared: PreparedTask, config: PruneConfig, rounds: int) -> dict[str, Any]:
@@ -112,8 +106,7 @@ def _round(prepared: PreparedTask, config: PruneConfig, r: int, excluded: list[s
     """Prune with every seed, excluding ``excluded``; the round's document."""
     t0 = time.perf_counter()
     cfg = attrs.evolve(config, exclude=tuple(excluded))
-    job = TaskJob(index=r, task=prepared.task.name, suite=prepared.task.suite, train=prepared.train,
-                  test=prepared.test, values=prepared.values, provenance=prepared.provenance)
+    job = TaskJob(index=r, data=prepared.data)
     circuits = [c for _, c in _prune_jobs(prepared.model, prepared.run, seed_jobs(job, cfg), cfg)]
     dist = seed_distribution(sorted(circuits, key=lambda c: c.provenance["prune_config"]["seed"]), config.core_share)
     reached = any(dist["reached"])

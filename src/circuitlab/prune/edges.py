@@ -1,4 +1,4 @@
-"""Edges of a circuit (paper-spec §3.1): nonzero weights between two kept nodes.
+"""Edges of a circuit (Gao et al. 2025, §2): nonzero weights between two kept nodes.
 
 Convention (see docs/pruning.md):
 

@@ -103,5 +103,11 @@ class Evaluator:
         c = b.contrast if rows is None else b.contrast[rows]
         return logit_diff(z, t, c)
 
+    def full_diffs(self):
+        """The unpruned model's logit differences, (n,), from the reference logits (no forward pass).
+
+        The same numbers as ``diffs(ones)``: a gate of exactly 1 returns every activation unchanged."""
+        return logit_diff(self.reference, self.batch.target, self.batch.contrast)
+
     def hard_gate(self, kept):
         return kept.to(self.values.dtype)

@@ -1,6 +1,6 @@
 """The pruning objective as a function of the node gates, with its gradient: what score-only masks get.
 
-A score-only mask (``protocols.NodeScorer``, e.g. attribution patching) is not optimised. Its
+A score-only pruner (``protocols.PrunerScorer``, e.g. attribution patching) is not optimised. Its
 ``fit`` receives a ``GateGradients``: ``value_and_grad(gate)`` runs the masked forward pass over every
 train pair (minibatches of ``batch_pairs`` pairs, so memory stays bounded), evaluates the pruning
 objective and returns its mean and the gradient with respect to the gate vector. With every node

@@ -184,9 +184,9 @@ def circuit_interchange(circuit: dict[str, Any], run=None, *, draws: int = MIN_D
 
     from ..config import PruneConfig, config_hash, from_dict
     from ..errors import CircuitlabError
-    from ..tasks import encode_pairs, resolve_tasks, task_context_for_run
-    from ..train.runs import load_model, read_run
-    from .pipeline import _device, task_pairs
+    from ..tasks import resolve_tasks, task_context_for_run
+    from ..train.runs import read_run
+    from .task import LoadedModel, Skipped, prepare_task
 
     prov = circuit.get("provenance") or {}
     run = run if run is not None else prov.get("run")
@@ -201,14 +201,13 @@ def circuit_interchange(circuit: dict[str, Any], run=None, *, draws: int = MIN_D
                               "pass --model with the run it was pruned on")
     config = attrs.evolve(from_dict(PruneConfig, prov.get("prune_config") or {}, "the circuit's prune_config"),
                           min_accuracy=0.0, tasks=None)
-    dev = _device("cpu")
-    model, tok, info = load_model(info.path, device=dev)
-    context = task_context_for_run(info, config.mine_from)
+    loaded = LoadedModel.load(info.path, "cpu")
+    context = task_context_for_run(loaded.info, config.mine_from)
     task = resolve_tasks(f"{circuit['suite']}:{circuit['task']}", context)[0]
-    _, test_pairs, _, skip = task_pairs(task, tok, context, config, model, dev)
-    if skip is not None:
-        raise CircuitlabError(f"task {task.qualname}: {skip['reason']}")
-    test = encode_pairs(list(test_pairs), tok, max_len=info.model.n_ctx).to(dev)
+    data = prepare_task(loaded, task, config, context=context)
+    if isinstance(data, Skipped):
+        raise CircuitlabError(f"task {task.qualname}: {data.reason}")
+    model, test = loaded.model, data.test
     import torch
 
     kept = torch.zeros(space.num_nodes, dtype=torch.bool)

@@ -1,6 +1,6 @@
 """Pruning several tasks at once: one worker process per core, one task per worker at a time.
 
-Why processes, and not one batched forward with per-task gates (issue 13 asked which is faster): a
+Why processes, and not one batched forward with per-task gates (a natural question: which is faster?): a
 task's circuit search is a long chain of small, dependent steps (200 mask updates on 64-prompt
 minibatches, then a bisection whose next k depends on the last loss), and on the ``small`` model
 each step's matrices are small enough that one core is about as fast as two (``PruneConfig.threads``
@@ -30,20 +30,17 @@ import attrs
 from ..config import PruneConfig
 from ..errors import CircuitlabError
 from ..log import logger
+from .search import TaskData
 
 
 @attrs.frozen(kw_only=True)
 class TaskJob:
-    """One task to prune: its place in the task list, its encoded pairs, ablation values and provenance."""
+    """One task to prune: its place in the task list, its prepared data (``prune.task.prepare_task``),
+    and its settings when they differ from the pool's (another pruning seed, excluded nodes)."""
 
     index: int
-    task: str
-    suite: str
-    train: Any  # TaskBatch
-    test: Any  # TaskBatch
-    values: Any  # (num_nodes,) tensor
-    provenance: dict
-    config: PruneConfig | None = None  # this job's settings when they differ from the pool's (another seed)
+    data: TaskData
+    config: PruneConfig | None = None
 
 
 def available_cores() -> int:
@@ -86,7 +83,7 @@ def _init_worker(run: str, config: PruneConfig, log_level: int) -> None:
         logger.setLevel(log_level)
         if config.threads:
             torch.set_num_threads(config.threads)
-        model, _, _ = load_model(run, device=torch.device(config.device))
+        model, _, _ = load_model(run, device=torch.device(config.device))  # logits only: no tokenizer
         _worker.update(model=model, config=config, mask_entry=plugins.get("pruner", config.pruner),
                        objective_entry=plugins.get("objective", config.objective))
     except BaseException as exc:  # noqa: BLE001 - reported by _prune_in_worker
@@ -94,20 +91,20 @@ def _init_worker(run: str, config: PruneConfig, log_level: int) -> None:
 
 
 def _prune_in_worker(job: TaskJob) -> tuple[int, Any]:
-    from .search import prune_task
+    from .search import search_circuit
 
     w = _worker
     if "error" in w:
         raise CircuitlabError(f"a pruning worker could not start: {w['error']}")
+    index = job.index
     try:
-        circuit = prune_task(w["model"], job.train, job.test, job.values, job.config or w["config"], task=job.task,
-                             suite=job.suite, provenance=job.provenance, progress=True,
-                             mask_entry=w["mask_entry"], objective_entry=w["objective_entry"])
+        circuit = search_circuit(w["model"], job.data, job.config or w["config"], progress=True,
+                                 mask_entry=w["mask_entry"], objective_entry=w["objective_entry"])
     except CircuitlabError as exc:  # re-raised as its plain message: every error class unpickles from that
         raise CircuitlabError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a plugin's or torch's error, as one picklable line
-        raise CircuitlabError(f"pruning {job.suite}:{job.task} failed in a worker: {type(exc).__name__}: {exc}") from None
-    return job.index, circuit
+        raise CircuitlabError(f"pruning {job.data.suite}:{job.data.task} failed in a worker: {type(exc).__name__}: {exc}") from None
+    return index, circuit
 
 
 @contextlib.contextmanager
@@ -126,9 +123,11 @@ def _sigint_ignored():
 
 def prune_tasks(model, run: str, jobs: list[TaskJob], config: PruneConfig, mask_entry, objective_entry) -> Iterator[tuple[int, Any]]:
     """(index, Circuit) for every job, as each finishes: in this process with one worker, else in
-    spawned worker processes (``worker_count``). Use with ``contextlib.closing``: on any exception,
-    an interrupt included, or when closed early, the workers are killed, so none outlives the command."""
-    from .search import prune_task
+    spawned worker processes (``worker_count``). Either way each task goes through
+    ``search.search_circuit``, the last step of ``prune.task.prune_task``. Use with ``contextlib.closing``:
+    on any exception, an interrupt included, or when closed early, the workers are killed, so none
+    outlives the command."""
+    from .search import search_circuit
 
     n = worker_count(config, len(jobs))
     if n > 1 and not _shareable(mask_entry, objective_entry):
@@ -136,9 +135,8 @@ def prune_tasks(model, run: str, jobs: list[TaskJob], config: PruneConfig, mask_
         n = 1
     if n <= 1:
         for job in jobs:
-            yield job.index, prune_task(model, job.train, job.test, job.values, job.config or config, task=job.task,
-                                        suite=job.suite, provenance=job.provenance, progress=True,
-                                        mask_entry=mask_entry, objective_entry=objective_entry)
+            yield job.index, search_circuit(model, job.data, job.config or config, progress=True,
+                                            mask_entry=mask_entry, objective_entry=objective_entry)
         return
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait

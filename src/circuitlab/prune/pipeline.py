@@ -1,14 +1,14 @@
 """The prune pipeline behind ``circuitlab prune`` and ``circuitlab run`` (no click, no store here).
 
-``prune_model(run, config, out)`` prunes the tasks ``config.tasks`` selects of one run folder and
-writes ``circuits/<task>.json`` and ``summary.json`` under ``out``. ``on_circuit`` is called with each
+``prune_model(run, config, out)`` prunes the tasks ``config.tasks`` selects of one run folder, each
+through the steps of ``prune.task.prune_task`` (the search in worker processes with ``--jobs``), and
+writes ``circuits/<suite>.<task>.json`` and ``summary.json`` under ``out``. ``on_circuit`` is called with each
 circuit as soon as it is written (``circuitlab.jobs`` uses it to add circuits to a store). Progress
 goes to the ``circuitlab`` logger.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import time
@@ -16,78 +16,34 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import PruneConfig, config_hash, to_dict
-from ..errors import CircuitlabError, PluginError
+from ..config import PruneConfig, to_dict
+from ..errors import CircuitlabError
 from ..files import write_json
 from ..log import logger
 from ..machine import machine_provenance
-from .circuit import Circuit, circuit_row, geomean
+from .circuit import Circuit, circuit_file_stem, circuit_row, geomean, task_key
 from .interchange import interchange_row
 from .seeds import seeds_row
+from .task import LoadedModel, Skipped, prepare_task
 
 
-def _file_stem(task, names_seen: dict[str, int]) -> str:
-    stem = task.name if names_seen[task.name] == 1 else f"{task.suite}-{task.name}"
-    return stem.replace("/", "_").replace(":", "-")
+def _file_stem(task) -> str:
+    return circuit_file_stem(task.qualname)
 
 
-def _device(name: str):
-    import torch
-
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise CircuitlabError(f"--device {name!r} is not a torch device ({exc}); use cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CircuitlabError(f"--device {name!r}: CUDA is not available here; use --device cpu")
-    return dev
-
-
-def task_pairs(task, tok, context, config: PruneConfig, model, dev) -> tuple[Any, Any, dict | None, dict | None]:
-    """(train pairs, test pairs, full-model test figures, skip record): the pairs to prune on, or why not.
-
-    The ``min_accuracy`` gate is judged on the real test pairs. With ``config.nonsense`` the returned
-    pairs are the nonsense control (``circuitlab.tasks.nonsense_pairs``: answers flipped at random per
-    pair, seeded by task and split), and the full-model figures are those on the nonsense test pairs.
-    """
-    from ..tasks import UNSOLVED, check_tokens, evaluate, load_pairs, nonsense_pairs, nonsense_seed, verdict
-
-    def skip(reason: str, **figures) -> tuple:
-        logger.info(f"skip {task.qualname}: {reason}")
-        return None, None, None, {"task": task.name, "suite": task.suite, "accuracy": None, **figures,
-                                  "reason": reason}
-
-    try:
-        check = check_tokens(task, tok)
-        if not check.usable:
-            return skip(f"unusable with this tokenizer: {check.problem}")
-        train_pairs = check_tokens(load_pairs(task, "train", config.n_train, context), tok).pairs
-        test_pairs = check_tokens(load_pairs(task, "test", config.n_test, context), tok).pairs
-    except PluginError as exc:  # the task's generator (a plugin suite's code) failed: skip it, prune the rest
-        logger.warning(f"circuitlab: {exc}")
-        return skip(str(exc))
-    if not train_pairs or not test_pairs:
-        return skip("no usable train or test pairs")
-    full = evaluate(model, tok, list(test_pairs), device=dev)
-    full["verdict"] = verdict(full["accuracy_low"], full["accuracy_high"], config.min_accuracy)
-    if full["verdict"] == UNSOLVED:  # borderline tasks are pruned and flagged, not dropped (docs/training.md)
-        return skip(f"full-model test accuracy {full['accuracy']:.3f} (95% interval {full['accuracy_low']:.3f}-"
-                    f"{full['accuracy_high']:.3f}) is below {config.min_accuracy:g}",
-                    accuracy=full["accuracy"], accuracy_low=full["accuracy_low"],
-                    accuracy_high=full["accuracy_high"], loss=full["loss"], verdict=UNSOLVED)
-    if config.nonsense:
-        train_pairs = tuple(nonsense_pairs(train_pairs, nonsense_seed(task.qualname, "train")))
-        test_pairs = tuple(nonsense_pairs(test_pairs, nonsense_seed(task.qualname, "test")))
-        full = {**evaluate(model, tok, list(test_pairs), device=dev), "real_task": full, "verdict": full["verdict"]}
-    return train_pairs, test_pairs, full, None
-
-
-def solved_record(full: dict, config: PruneConfig) -> dict:
-    """How the task's full model did on the real test pairs, and the verdict against ``min_accuracy``."""
-    real = full.get("real_task") or full
-    return {"accuracy": real["accuracy"], "low": real["accuracy_low"], "high": real["accuracy_high"],
-            "n_prompts": real["n_prompts"], "threshold": config.min_accuracy, "verdict": full["verdict"],
-            "interval": "95% Wilson"}
+def circuit_path(out: Path, task) -> Path:
+    """``out/circuits/<suite>.<task>.json``; a folder written before circuits were keyed by suite holds
+    ``<task>.json``, which is read where it is when it is this task's."""
+    path = out / "circuits" / f"{_file_stem(task)}.json"
+    old = out / "circuits" / f"{task.name}.json"
+    if not path.exists() and old.exists():
+        try:
+            doc = json.loads(old.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return path
+        if isinstance(doc, dict) and task_key(doc.get("suite") or "", doc.get("task") or "") == task.qualname:
+            return old
+    return path
 
 
 def verdict_fields(solved: dict | None) -> dict:
@@ -186,11 +142,9 @@ def _circuit_doc(circuit: Circuit, seeds: dict | None, model, test, config: Prun
 
 def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finished,
                  extra_provenance: dict) -> dict[str, Any]:
-    import torch
-
-    from .. import __version__, plugins
-    from ..tasks import check_suite, encode_pairs, pairs_source
-    from ..train.runs import load_model
+    from .. import plugins
+    from ..provenance import build_provenance, run_fields
+    from ..tasks import check_suite, pairs_source
     from .ablation import ablation_values
     from .parallel import TaskJob, prune_tasks
     from .seeds import collect_seeds, seed_jobs
@@ -198,67 +152,63 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
     t_start = time.perf_counter()
     check_suite(config.tasks)  # did-you-mean before loading anything
     mask_entry, objective_entry = plugins.get("pruner", config.pruner), plugins.get("objective", config.objective)
-    dev = _device(config.device)
-    model, tok, info = load_model(run, device=dev)
-    context, tasks, transfer = _tasks(info, config)
-    per_task_values = config.ablation == "task_mean"
-    values = None if per_task_values else ablation_values(model, tok, info, config.ablation, device=dev, progress=True)
-    names_seen = collections.Counter(t.name for t in tasks)
-    run_prov = {"run": str(info.path), "run_config_hash": config_hash(info.model, info.train),
-                "run_provenance": info.provenance}
-    machine = machine_provenance()
+    loaded = LoadedModel.load(run, config.device)
+    context, tasks, transfer = _tasks(loaded.info, config)
+    values = None
+    if config.ablation != "task_mean":  # the same values for every task: computed (or read) once
+        values = ablation_values(loaded.model, loaded.tokenizer, loaded.info, config.ablation,
+                                 device=loaded.device, progress=True)
+    paths = _circuit_paths(tasks, out)
     by_index: dict[int, dict] = {}
-    skipped, jobs, paths = [], [], {}
+    skipped, jobs = [], []
     for i, task in enumerate(tasks):
-        path = paths[i] = out / "circuits" / f"{_file_stem(task, names_seen)}.json"
-        done = finished_circuit(path, config, run_prov, pairs_source(task, context),
+        done = finished_circuit(paths[i], config, run_fields(loaded.info), pairs_source(task, context),
                                 transfer.source(task) if transfer else None)
         if done is not None:
-            logger.info(f"done {task.qualname}: kept from an earlier run ({path})")
+            logger.info(f"done {task.qualname}: kept from an earlier run ({paths[i]})")
             if on_finished is not None:
                 on_finished(done)
-            by_index[i] = {**circuit_row(done), **interchange_row(done), **seeds_row(done), **verdict_fields(done["provenance"].get("solved")), "suite": task.suite,
-                       "file": str(path)}
+            by_index[i] = _row(done, task, paths[i])
             continue
-        train_pairs, test_pairs, full, skip = task_pairs(task, tok, context, config, model, dev)
-        if skip is not None:
-            skipped.append(skip)
-            continue
-        logger.info(f"prune {task.qualname} ({len(train_pairs)} train / {len(test_pairs)} test pairs, "
-                    f"full model: loss {full['loss']:.3f}, accuracy {full['accuracy']:.3f})")
-        train = encode_pairs(list(train_pairs), tok, max_len=info.model.n_ctx)
-        test = encode_pairs(list(test_pairs), tok, max_len=info.model.n_ctx)
-        if per_task_values:
-            values = ablation_values(model, tok, info, config.ablation, device=dev, task_batch=train)
-        prov = {**run_prov, "task": task.qualname, "task_description": task.description,
-                "pairs": pairs_source(task, context), "n_train_pairs": len(train_pairs),
-                "n_test_pairs": len(test_pairs), "ablation": config.ablation, "nonsense": config.nonsense,
-                "solved": solved_record(full, config), "machine": machine, **extra_provenance}
-        jobs += seed_jobs(TaskJob(index=i, task=task.name, suite=task.suite, train=train, test=test, values=values,
-                                  provenance=prov), config)  # one job per pruning seed (prune.seeds)
+        data = prepare_task(loaded, task, config, context=context, values=values, extra_provenance=extra_provenance)
+        if isinstance(data, Skipped):
+            skipped.append(data.to_json())
+        else:
+            jobs += seed_jobs(TaskJob(index=i, data=data), config)  # one job per pruning seed (prune.seeds)
     # Each circuit is written (and handed to the store) as soon as it finishes, so an interrupt keeps it.
-    values_of, test_of = {job.index: job.values for job in jobs}, {job.index: job.test for job in jobs}
-    with contextlib.closing(prune_tasks(model, info.path, jobs, config, mask_entry, objective_entry)) as finished:
+    values_of = {job.index: job.data.values for job in jobs}
+    test_of = {job.index: job.data.test for job in jobs}
+    with contextlib.closing(prune_tasks(loaded.model, loaded.info.path, jobs, config, mask_entry,
+                                        objective_entry)) as finished:
         for i, circuit, seeds in collect_seeds(finished, config):
-            doc = _circuit_doc(circuit, seeds, model, test_of[i].to(dev), config)
-            if transfer is not None and (figures := transfer.figures(model, tok, circuit, values_of[i], dev)) is not None:
+            doc = _circuit_doc(circuit, seeds, loaded.model, test_of[i].to(loaded.device), config)
+            if transfer is not None and (figures := transfer.figures(loaded.model, loaded.tokenizer, circuit,
+                                                                     values_of[i], loaded.device)) is not None:
                 doc["transfer"] = figures
             write_json(paths[i], doc)
             if on_circuit is not None:
                 on_circuit(circuit)
-            by_index[i] = {**circuit_row(doc), **interchange_row(doc), **seeds_row(doc),
-                           **verdict_fields(circuit.provenance["solved"]),
-                           "suite": tasks[i].suite, "file": str(paths[i])}
+            by_index[i] = _row(doc, tasks[i], paths[i])
     rows = [by_index[i] for i in sorted(by_index)]  # task order, whatever order the workers finished in
-    suites = [plugins.get("suite", s).provenance() for s in dict.fromkeys(t.suite for t in tasks)
+    suites = [plugins.get("suite", s) for s in dict.fromkeys(t.suite for t in tasks)
               if s in plugins.get_registry().entries["suite"]]
-    provenance = {"circuitlab_version": __version__, "torch_version": torch.__version__, "machine": machine,
-                  "plugins": [mask_entry.provenance(), objective_entry.provenance(), *suites],
-                  "prune_config": to_dict(config), **run_prov, **extra_provenance}
+    provenance = build_provenance(plugins=[mask_entry, objective_entry, *suites], machine=machine_provenance(),
+                                  prune_config=to_dict(config), **run_fields(loaded.info), **extra_provenance)
     if context.mine_from is not None:
         provenance["mine_from"] = context.mine_from.provenance()
     if transfer is not None:
         provenance["eval_on"] = transfer.provenance
-    summary = _summary(info, config, rows, skipped, time.perf_counter() - t_start, out, provenance)
+    summary = _summary(loaded.info, config, rows, skipped, time.perf_counter() - t_start, out, provenance)
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _circuit_paths(tasks: list, out: Path) -> list[Path]:
+    """``out/circuits/<suite>.<task>.json`` per task (an older folder's ``<task>.json`` where it is this task's)."""
+    return [circuit_path(out, task) for task in tasks]
+
+
+def _row(doc: dict, task, path: Path) -> dict:
+    """A circuit's summary row, with its verdict, suite and file."""
+    return {**circuit_row(doc), **interchange_row(doc), **seeds_row(doc),
+            **verdict_fields(doc["provenance"].get("solved")), "suite": task.suite, "file": str(path)}

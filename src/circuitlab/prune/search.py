@@ -1,4 +1,4 @@
-"""Mask search (paper-spec §3.3–3.4): optimise node masks, rank nodes, bisect to a target loss.
+"""Mask search (Gao et al. 2025, A.5): optimise node masks, rank nodes, bisect to a target loss.
 
 1. Optimise one mask parameter per node on the task's train pairs, minimising
    ``objective + penalty_coef * mask.penalty()`` (Adam, betas 0.9/0.95, lr decayed linearly to 0,
@@ -12,7 +12,10 @@
    train task loss is at most the target: start at the k the mask kept by itself, walk up a x1.3
    grid until the target is met (k = all nodes is the unpruned model), then bisect between the
    last miss and the first hit. Every returned k was evaluated and met the target; bisection
-   assumes monotonicity only to be fast, not to be correct.
+   assumes monotonicity only to be fast, not to be correct. The unpruned model's train loss comes
+   free with the reference logits: when it misses the target, the search checks only k = 0 and the
+   mask's own set (which can beat the unpruned model) and, if both miss, says so without walking up
+   to the whole model, and the mask is not retrained.
 4. Report the chosen circuit's loss and accuracy on held-out test pairs, its edges, and three
    validations (sufficiency, necessity, a random circuit of the same size): ``circuit.build_circuit``.
 
@@ -41,9 +44,6 @@ from .gradients import GateGradients
 if TYPE_CHECKING:
     import torch
 
-    from ..tasks.types import TaskBatch
-
-
 def fit_calibration(diff: torch.Tensor, sign: torch.Tensor, steps: int = 16) -> tuple[float, float]:
     """Scale a and shift b minimising mean softplus(-(a * diff + b * sign)) (16 L-BFGS steps)."""
     import torch
@@ -67,10 +67,15 @@ def fit_calibration(diff: torch.Tensor, sign: torch.Tensor, steps: int = 16) -> 
     return a, b
 
 
-def search_k(evaluate, num_nodes: int, start: int, target: float, grid: float = 1.3):
+def search_k(evaluate, num_nodes: int, start: int, target: float, grid: float = 1.3,
+             full: float | None = None):
     """Smallest evaluated k with ``evaluate(k) <= target``, walking up from ``start`` then bisecting.
 
     Returns (k or None, history [(k, loss)...]). ``evaluate(num_nodes)`` is the unpruned model.
+    ``full``, if known, is that loss. When it misses the target, only circuits that beat the unpruned
+    model can reach it: the search checks k = 0 and ``start`` (the set the mask kept by itself, which
+    the mask optimised for) and, if both miss, returns None (history ending ``(num_nodes, full)``)
+    instead of walking up the grid to the whole model.
     """
     history: list[tuple[int, float]] = []
     seen: dict[int, float] = {}
@@ -90,6 +95,10 @@ def search_k(evaluate, num_nodes: int, start: int, target: float, grid: float = 
             hi = k
             break
         lo = k
+        if full is not None and not full <= target:  # also a NaN loss: no walk up to the whole model
+            if num_nodes not in seen:
+                history.append((num_nodes, float(full)))
+            return None, history
         if k >= num_nodes:
             return None, history
         k = min(num_nodes, max(k + 1, int(math.ceil(k * grid))))
@@ -121,11 +130,30 @@ def length_buckets(lengths, batch_pairs: int, generator, window: int = 8) -> lis
     return [batches[i] for i in order]
 
 
-def train_mask(model, train_eval: Evaluator, mask, objective, *, steps: int, lr: float, coef: float,
-               batch_pairs: int, generator, progress: bool = False, label: str = ""):
-    """Optimise ``mask`` on minibatches of train pairs. Returns the per-step (objective, kept) history."""
+@attrs.frozen(kw_only=True)
+class MaskTraining:
+    """The optimisation settings of one mask training (the mask's defaults resolved)."""
+
+    steps: int
+    lr: float
+    coef: float  # penalty coefficient
+    batch_pairs: int
+    patience: int = 0  # 0: every step; else stop once the kept set has held this many steps (train_mask)
+
+
+def train_mask(train_eval: Evaluator, mask, objective, settings: MaskTraining, generator, *,
+               progress: bool = False, label: str = ""):
+    """Optimise ``mask`` on minibatches of train pairs. Returns the per-step (step, objective, kept) history.
+
+    With ``settings.patience`` > 0 training stops early, once the kept set (score > 0) has changed at
+    least once (every mask starts by keeping every node, which holds for a while) and then stayed the
+    same for ``patience`` consecutive steps: the bisection starts from the kept set and ranks by the
+    scores, and the remaining steps (a decaying learning rate) only polish the scores' order. The last
+    history entry is the last step run."""
     import torch
 
+    steps, lr, coef, batch_pairs = settings.steps, settings.lr, settings.coef, settings.batch_pairs
+    patience = settings.patience
     b = train_eval.batch
     params = mask.parameters()
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.95))
@@ -133,6 +161,7 @@ def train_mask(model, train_eval: Evaluator, mask, objective, *, steps: int, lr:
     pair_len = torch.maximum(b.last[0::2], b.last[1::2]).cpu()
     queue: list = []
     history = []
+    kept_before, same, moved = None, 0, False
     for step in range(steps):
         if not queue:
             queue = length_buckets(pair_len, batch_pairs, generator)
@@ -147,11 +176,21 @@ def train_mask(model, train_eval: Evaluator, mask, objective, *, steps: int, lr:
         opt.step()
         sched.step()
         mask.after_step((step + 1) / steps)
-        if step % 20 == 0 or step == steps - 1:
+        stop = False
+        if patience:
+            kept_now = mask.scores() > 0
+            held = kept_before is not None and torch.equal(kept_now, kept_before)
+            moved = moved or (kept_before is not None and not held)
+            same = same + 1 if held and moved else 0
+            kept_before, stop = kept_now, same >= patience
+        if step % 20 == 0 or step == steps - 1 or stop:
             kept = int((mask.scores() > 0).sum())
             history.append((step, float(obj.detach()), kept))
-            if progress and (step % 100 == 0 or step == steps - 1):
-                logger.info(f"  {label} step {step + 1}/{steps}: objective {float(obj.detach()):.4f}, kept {kept}")
+            if progress and (step % 100 == 0 or step == steps - 1 or stop):
+                why = f" (kept set unchanged for {patience} steps)" if stop else ""
+                logger.info(f"  {label} step {step + 1}/{steps}: objective {float(obj.detach()):.4f}, kept {kept}{why}")
+        if stop:
+            break
     return history
 
 
@@ -170,6 +209,7 @@ class Attempt:
     steps: int
     lr: float | None
     score_only: bool = False  # the mask's scores are signed effects (attribution), not keep-logits
+    full_missed: bool = False  # the unpruned model itself misses the target on train
 
     def kept(self, k: int, num_nodes: int):
         import torch
@@ -179,8 +219,9 @@ class Attempt:
         return kept
 
     def summary(self) -> dict:
+        ran = {"steps_run": self.history[-1][0] + 1} if self.history and self.history[-1][0] + 1 < self.steps else {}
         return {"penalty_coef": self.coef, "steps": self.steps, "lr": self.lr, "mask_nodes": self.mask_nodes,
-                "k": self.k, "evaluations": len(self.bisection)}
+                "k": self.k, "evaluations": len(self.bisection), **ran}
 
     def collapsed(self, config: PruneConfig) -> bool:
         """The mask's own ranking did the work when the target is met with at most ``retry_above`` times
@@ -189,7 +230,7 @@ class Attempt:
         return self.k is None or self.k > max(self.mask_nodes * config.retry_above, self.mask_nodes + 1)
 
 
-def _attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objective, gen, coef_scale: float,
+def _attempt(tr: Evaluator, config: PruneConfig, mask_entry, objective, gen, coef_scale: float,
              progress: bool, task: str) -> Attempt:
     import torch
 
@@ -205,8 +246,10 @@ def _attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objective, g
         lr = config.lr or getattr(mask, "lr", 1e-2)
         coef = config.penalty_coef if config.penalty_coef is not None else getattr(mask, "penalty_coef", 1e-3)
         coef = coef * coef_scale
-        history = train_mask(model, tr, mask, objective, steps=steps, lr=lr, coef=coef,
-                             batch_pairs=config.batch_pairs, generator=gen, progress=progress, label=task)
+        history = train_mask(tr, mask, objective, MaskTraining(steps=steps, lr=lr, coef=coef,
+                                                               batch_pairs=config.batch_pairs,
+                                                               patience=config.patience),
+                             gen, progress=progress, label=task)
     scores = mask.scores().detach().float().cpu()
     if tr.allowed is not None:  # excluded nodes rank last: a circuit never counts them
         scores = scores.masked_fill(~tr.allowed.cpu(), float("-inf"))
@@ -219,18 +262,22 @@ def _attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objective, g
     device = tr.values.device
 
     def train_loss(k):
-        d = tr.diffs(attempt.kept(k, N).to(device).float())
+        # The unpruned model's logits are the evaluator's reference: no forward pass for k = N.
+        d = tr.full_diffs() if k == N else tr.diffs(attempt.kept(k, N).to(device).float())
         if config.calibrate:
             attempt.calibration[k] = fit_calibration(d, tr.sign)
             return loss_and_accuracy(d, tr.sign, attempt.calibration[k])[0]
         return loss_and_accuracy(d)[0]
 
     with torch.no_grad():
-        attempt.k, attempt.bisection = search_k(train_loss, N, attempt.mask_nodes, config.target_loss, config.grid)
+        full = train_loss(N)
+        attempt.k, attempt.bisection = search_k(train_loss, N, attempt.mask_nodes, config.target_loss, config.grid,
+                                                full=full)
+    attempt.full_missed = not full <= config.target_loss
     return attempt
 
 
-def _best_attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objective_entry, progress: bool,
+def _best_attempt(tr: Evaluator, config: PruneConfig, mask_entry, objective_entry, progress: bool,
                   task: str) -> tuple[Attempt, list[dict]]:
     """Train masks until one does not collapse (at most ``1 + retries``); the attempt with the smallest k."""
     import torch
@@ -240,11 +287,16 @@ def _best_attempt(model, tr: Evaluator, config: PruneConfig, mask_entry, objecti
     attempts: list[dict] = []
     best = None
     for i in range(config.retries + 1):
-        attempt = _attempt(model, tr, config, mask_entry, objective, gen, config.retry_factor ** i, progress, task)
+        attempt = _attempt(tr, config, mask_entry, objective, gen, config.retry_factor ** i, progress, task)
         attempts.append(attempt.summary())
         if best is None or (attempt.k is not None and (best.k is None or attempt.k < best.k)):
             best = attempt
         if attempt.lr is None or not attempt.collapsed(config):  # a score-only mask has nothing to retry
+            break
+        if attempt.full_missed and attempt.k is None:  # the unpruned model misses the target, and so did the mask's own set
+            if progress:
+                logger.info(f"  {task}: the unpruned model's train loss {attempt.bisection[-1][1]:.4f} misses the "
+                            f"target {config.target_loss:g}; not retrying")
             break
         if progress and i < config.retries:
             why = "not reached" if attempt.k is None else f"needed {attempt.k} nodes against the mask's {attempt.mask_nodes}"
@@ -277,38 +329,54 @@ def excluded_nodes(model, config: PruneConfig):
     return out
 
 
-def prune_task(model, train: TaskBatch, test: TaskBatch, values: torch.Tensor, config: PruneConfig | None = None,
-               *, task: str = "task", suite: str = "", provenance: dict | None = None, progress: bool = False,
-               mask_entry=None, objective_entry=None, with_edge_list: bool = True) -> Circuit:
+@attrs.frozen(kw_only=True)
+class TaskData:
+    """One task's encoded pairs, ablation values and circuit provenance: what the mask search needs.
+
+    Picklable: ``prune.parallel`` sends it to a worker process."""
+
+    train: Any  # TaskBatch (circuitlab.tasks.encode_pairs)
+    test: Any  # TaskBatch
+    values: Any  # (num_nodes,) tensor: what an ablated node takes (circuitlab.prune.ablation.ablation_values)
+    task: str = "task"
+    suite: str = ""
+    provenance: dict | None = None
+
+
+def search_circuit(model, data: TaskData, config: PruneConfig | None = None, *, progress: bool = False,
+                   mask_entry=None, objective_entry=None, with_edge_list: bool = True) -> Circuit:
     """Prune ``model`` to the smallest node circuit whose train task loss reaches ``config.target_loss``.
 
-    ``train``/``test`` are encoded pairs (``circuitlab.tasks.encode_pairs``); ``values`` (num_nodes,) is
-    what an ablated node takes (``circuitlab.prune.ablation.ablation_values``). Returns a ``Circuit``.
+    ``data`` holds the encoded train and test pairs and the ablation values. The mask search alone:
+    ``circuitlab.prune.prune_task`` is the whole path (pairs, full-model verdict, encoding, ablation
+    values, provenance, then this). Returns a ``Circuit``.
     """
     from .. import plugins
 
     config = config or PruneConfig()
+    task, suite = data.task, data.suite
     t0 = time.perf_counter()
     mask_entry = mask_entry or plugins.get("pruner", config.pruner)
     objective_entry = objective_entry or plugins.get("objective", config.objective)
-    if len(train) < 2 or len(test) < 2:
+    if len(data.train) < 2 or len(data.test) < 2:
         raise CircuitlabError(f"task {task!r} needs at least one train and one test pair")
+    values = data.values
     device = values.device
-    train, test = train.to(device), test.to(device)
+    train, test = data.train.to(device), data.test.to(device)
     grads = [p.requires_grad for p in model.parameters()]
     was_training = model.training
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        ablated = excluded_nodes(model, config)
+        ablated = excluded_nodes(model, config)  # nodes ablated from the start (backups), or None
         tr = Evaluator(model, train, values, freeze_norm=config.freeze_norm, ablated=ablated)
         te = Evaluator(model, test, values, freeze_norm=config.freeze_norm, ablated=ablated)
-        best, attempts = _best_attempt(model, tr, config, mask_entry, objective_entry, progress, task)
-        circuit = build_circuit(model, tr, te, best, attempts, config, task=task, suite=suite,
-                                plugins=[mask_entry.provenance(), objective_entry.provenance(),
-                                         *suite_provenance(suite)],
-                                provenance=provenance, with_edge_list=with_edge_list, t0=t0)
+        best, attempts = _best_attempt(tr, config, mask_entry, objective_entry, progress, task)
+        circuit = build_circuit(tr, te, best, attempts, config, data=data,
+                                plugins=[mask_entry, objective_entry, *suite_provenance(suite)],
+                                with_edge_list=with_edge_list)
+        circuit = attrs.evolve(circuit, seconds=time.perf_counter() - t0)
     finally:
         for p, r in zip(model.parameters(), grads, strict=True):
             p.requires_grad_(r)

@@ -26,6 +26,7 @@ import attrs
 from ..config import PruneConfig
 from .circuit import Circuit
 from .parallel import TaskJob
+from .search import TaskData
 
 
 def seed_configs(config: PruneConfig) -> list[PruneConfig]:
@@ -127,6 +128,6 @@ def prune_seeds(model, train, test, values, config: PruneConfig, *, task: str = 
 
     With ``run`` (the model's run folder) the seeds are pruned in worker processes (``config.jobs``);
     without, one after the other in this process."""
-    job = TaskJob(index=0, task=task, suite="", train=train, test=test, values=values, provenance=provenance or {})
+    job = TaskJob(index=0, data=TaskData(train=train, test=test, values=values, task=task, provenance=provenance or {}))
     circuits = sorted((c for _, c in _prune_jobs(model, run, seed_jobs(job, config), config)), key=circuit_seed)
     return SeedCircuits(circuits=tuple(circuits), distribution=seed_distribution(circuits, config.core_share))

@@ -234,16 +234,36 @@ def _split_batch(batch: ExampleBatch, n: int) -> tuple[ExampleBatch, ExampleBatc
     return head, tail
 
 
-def write_dataset(path: str | os.PathLike, batches: Iterable[ExampleBatch], *, num_examples: int, tokens: int,
-                  nodes: dict[str, np.ndarray], node_mean: np.ndarray, attributes: dict[str, Any],
-                  chunk_bytes: int = CHUNK_BYTES, flush_bytes: int = 64 << 20,
-                  min_chunk_bytes: int = MIN_CHUNK_BYTES, precision: str = "float32", codec: str = "auto",
-                  queue_depth: int = 2, owned: bool = False) -> Path:
+@attrs.frozen(kw_only=True)
+class StoreLayout:
+    """What a new store holds besides its rows: how many examples of how many tokens, the node
+    coordinates (``schema.node_coords``), the ablation means and the root attributes."""
+
+    num_examples: int
+    tokens: int
+    nodes: dict = attrs.field(eq=False)  # coordinate name -> (num_nodes,) array
+    node_mean: Any = attrs.field(eq=False)  # (num_nodes,) float32
+    attributes: dict = attrs.field(eq=False)
+
+
+@attrs.frozen(kw_only=True)
+class Chunking:
+    """How rows are buffered and chunked on their way to disk (sizes in bytes)."""
+
+    chunk_bytes: int = CHUNK_BYTES  # target size of one activation chunk
+    flush_bytes: int = 64 << 20  # rows buffered before an append
+    min_chunk_bytes: int = MIN_CHUNK_BYTES
+    queue_depth: int = 2  # batches waiting between the forward passes and the writer thread
+
+
+def write_dataset(path: str | os.PathLike, batches: Iterable[ExampleBatch], layout: StoreLayout, *,
+                  chunking: Chunking | None = None, precision: str = "float32", codec: str = "auto",
+                  owned: bool = False) -> Path:
     """Write a new store at ``path`` (which must not exist) from ``batches``, streaming.
 
     ``batches`` is iterated in this thread (for ``record``: the model's forward passes) while a writer
     thread rounds the activations to ``precision``, compresses them with ``codec`` and writes them
-    (``circuitlab.store.background``; at most ``queue_depth`` batches wait between the two). Positions
+    (``circuitlab.store.background``; at most ``chunking.queue_depth`` batches wait between the two). Positions
     where ``token_ids < 0`` are stored as exact zeros. The batches' arrays are left unchanged, unless
     ``owned`` says they are the store's to round in place (saves a copy; ``record_store`` does).
 
@@ -258,21 +278,21 @@ def write_dataset(path: str | os.PathLike, batches: Iterable[ExampleBatch], *, n
     from .encoding import compressors, error_bound, keep_bits
 
     path = Path(path)
+    chunking = chunking or Chunking()
     keep_bits(precision)  # a bad name fails here, before any thread starts
     if codec != "auto":
         compressors(codec)
 
     def write(rows: Iterable[ExampleBatch]) -> dict[str, Any]:
         with zarr.config.set({"array.write_empty_chunks": True}):  # every chunk on disk: a missing one is damage
-            return _write_rows(path, rows, num_examples, tokens, nodes, node_mean, chunk_bytes, flush_bytes,
-                               min_chunk_bytes, precision, codec, owned)
+            return _write_rows(path, rows, layout, chunking, (precision, codec), owned)
 
-    chosen = consume_in_thread(write, batches, depth=queue_depth, name="circuitlab-store-writer")
+    chosen = consume_in_thread(write, batches, depth=chunking.queue_depth, name="circuitlab-store-writer")
     rel, floor = error_bound(precision)
     storage = {"precision": precision, "max_relative_error": rel, "relative_error_floor": floor,
                "codec": codec, **chosen}
     group = zarr.open_group(str(path), mode="r+", zarr_format=3)
-    group.attrs.put({**attributes, "integrity": {"all_chunks_written": True}, "storage": storage})
+    group.attrs.put({**layout.attributes, "integrity": {"all_chunks_written": True}, "storage": storage})
     group_json(path / METHODS, path.parent)
     return path
 
@@ -293,10 +313,15 @@ def _encodings(codec: str, ce: int, small: int, tokens: int, num_nodes: int) -> 
     return enc
 
 
-def _write_rows(path: Path, batches, num_examples: int, tokens: int, nodes: dict, node_mean, chunk_bytes: int,
-                flush_bytes: int, min_chunk_bytes: int, precision: str, codec: str, owned: bool) -> dict[str, Any]:
-    """Write every row; returns the codec used for the activation (and, for ``auto``, why)."""
+def _write_rows(path: Path, batches, layout: StoreLayout, chunking: Chunking, storage: tuple[str, str],
+                owned: bool) -> dict[str, Any]:
+    """Write every row; returns the codec used for the activation (and, for ``auto``, why).
+    ``storage`` is (precision, codec)."""
     from .encoding import choose_codec, precision_attrs
+
+    num_examples, tokens, nodes, node_mean = layout.num_examples, layout.tokens, layout.nodes, layout.node_mean
+    chunk_bytes, flush_bytes, min_chunk_bytes = chunking.chunk_bytes, chunking.flush_bytes, chunking.min_chunk_bytes
+    precision, codec = storage
 
     num_nodes = len(nodes["index"])
     ce = chunk_examples(tokens, num_nodes, target=chunk_bytes, total=num_examples, minimum=min_chunk_bytes)

@@ -1,12 +1,19 @@
-"""Method results: one group per (method, task) under ``methods/``, written atomically."""
+"""Method results: one group per (method, task) under ``methods/``, written atomically.
+
+A task is keyed ``suite:task`` (``methods/hardconcrete/python:for_while``). Stores written before
+keyed it by its bare name (``methods/hardconcrete/for_while``); such a group reads under the key its
+provenance names (``list_methods``, ``open_method``), and replacing it (``--overwrite``) moves it to
+the new key.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import attrs
 import numpy as np
 
 from ..errors import CircuitlabError, UnknownNameError
@@ -28,16 +35,39 @@ def method_group(method: str, task: str) -> str:
 
 
 def list_methods(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """(method, task) of every method result in the store, sorted."""
-    root = Path(path) / METHODS
-    found = []
+    """(method, task key) of every method result in the store, sorted."""
+    return sorted(_groups(Path(path)))
+
+
+def _groups(path: Path) -> dict[tuple[str, str], str]:
+    """(method, task key) -> the group's folder name under ``methods/<method>/``."""
+    root = path / METHODS
+    found: dict[tuple[str, str], str] = {}
     if root.is_dir():
         for m in sorted(os.listdir(root)):
             if (root / m).is_dir() and not m.startswith("."):
                 for t in sorted(os.listdir(root / m)):
                     if not t.startswith(".") and (root / m / t / "zarr.json").exists():
-                        found.append((m, t))
+                        found.setdefault((m, _group_key(root / m / t, t)), t)
     return found
+
+
+def _group_key(group: Path, name: str) -> str:
+    """The task key of a group: its folder name, or for a group keyed by a bare task name (stores
+    written before tasks were keyed ``suite:task``) the ``suite:task`` its provenance names."""
+    if ":" in name:
+        return name
+    try:
+        task = json.loads((group / "zarr.json").read_text(encoding="utf-8"))["attributes"]["provenance"]["task"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return name
+    return task if isinstance(task, str) and task.rpartition(":")[2] == name else name
+
+
+def _old_group(path: Path, method: str, task: str) -> Path | None:
+    """The group a store written before ``suite:task`` keys holds for (method, task), if any."""
+    name = _groups(path).get((method, task)) if ":" in task else None
+    return None if name is None or name == task else path / METHODS / method / name
 
 
 def open_method(path: str | os.PathLike, method: str, task: str) -> xr.Dataset:
@@ -46,6 +76,8 @@ def open_method(path: str | os.PathLike, method: str, task: str) -> xr.Dataset:
     path = Path(path)
     root_attrs(path)
     group = method_group(method, task)
+    if not (path / group / "zarr.json").exists() and (old := _old_group(path, method, task)) is not None:
+        group = old.relative_to(path).as_posix()
     if not (path / group / "zarr.json").exists():
         raise UnknownNameError("method result", f"{method}/{task}", [f"{m}/{t}" for m, t in list_methods(path)])
     fix = rewrite_method(method, task)
@@ -113,20 +145,74 @@ def _result_arrays(scores, kept, method: str, task: str) -> tuple[np.ndarray, np
     return scores, kept_arr
 
 
-def add_method_result(store_path: str | os.PathLike, *, method: str, task: str, scores, kept, loss: float,
-                      edges: int, nodes: int, provenance: dict, edge_list=None, overwrite: bool = False,
-                      run=None) -> Path:
-    """Add one method's result for one task to a store recorded by ``circuitlab record``.
+@attrs.frozen(kw_only=True)
+class MethodResult:
+    """One method's result for one task, as a store holds it (``methods/<method>/<task>``).
 
-    ``scores``: float (num_nodes,) mask scores; ``kept``: bool (num_nodes,) kept set; ``edge_list``: the
-    circuit's edges as (source, destination) flat node indices (``circuitlab.prune.edges.edge_list``) or
-    node names (``Circuit.edges``); without it, ``compare`` rebuilds the edges from the recorded run.
+    ``scores``: float (num_nodes,) mask scores; ``kept``: bool (num_nodes,) kept set (tensors or
+    arrays); ``edge_list``: the circuit's edges as (source, destination) flat node indices
+    (``circuitlab.prune.edges.edge_list``) or node names (``Circuit.edges``); without it, ``compare``
+    rebuilds the edges from the recorded run."""
+
+    method: str
+    task: str
+    scores: Any = attrs.field(eq=False)
+    kept: Any = attrs.field(eq=False)
+    loss: float
+    edges: int
+    nodes: int
+    provenance: dict = attrs.field(factory=dict)
+    edge_list: Any = None
+
+
+def add_circuit(store_path: str | os.PathLike, circuit: Any, method: str, *, run=None, overwrite: bool = False,
+                provenance: dict | None = None) -> Path:
+    """Add a circuit to a store under ``method``: a ``circuitlab.prune.Circuit``, or its JSON document
+    (``Circuit.to_json()``: a ``circuits/<suite>.<task>.json`` file, a bench cell's ``circuit``), keyed
+    by its task's ``suite:task``.
+
+    ``provenance`` is added to the circuit's own. ``run`` and ``overwrite`` as for ``add_method_result``."""
+    from ..prune.circuit import task_key
+
+    doc = circuit if isinstance(circuit, dict) else None
+    if doc is None:
+        scores, kept, edges = circuit.scores, circuit.kept, [list(e) for e in circuit.edge_pairs]
+        loss, n_edges, n_nodes, prov = circuit.loss, circuit.edge_count, circuit.node_count, circuit.provenance
+        task = circuit.key
+    else:
+        space = _space_of(Path(store_path), run)
+        kept = np.zeros(space.num_nodes, bool)
+        kept[[space.index(n) for n in doc["nodes"]]] = True
+        scores, edges = np.asarray(doc["scores"], np.float32), doc["edges"]
+        loss, n_edges, n_nodes, prov = doc["loss"], doc["edge_count"], doc["node_count"], doc["provenance"]
+        task = task_key(doc.get("suite") or "", doc["task"])
+    result = MethodResult(method=method, task=task, scores=scores, kept=kept, loss=loss, edges=n_edges,
+                          nodes=n_nodes, provenance={**prov, **(provenance or {})}, edge_list=edges)
+    return add_method_result(store_path, result, run=run, overwrite=overwrite)
+
+
+def _space_of(path: Path, run) -> NodeSpace:
+    """The node layout of the run (when given) or of the store."""
+    if run is not None:
+        from ..train.runs import RunInfo, read_run
+
+        info = run if isinstance(run, RunInfo) else read_run(run)
+        return NodeSpace.from_config(info.model)
+    return node_space(open_store(path))
+
+
+def add_method_result(store_path: str | os.PathLike, result: MethodResult, *, overwrite: bool = False,
+                      run=None) -> Path:
+    """Add one method's result for one task (a ``MethodResult``) to a store recorded by ``circuitlab record``.
+
     The node layout is checked against the store before anything is written. If ``run`` (a RunInfo or
     run folder) is given, the model identity is checked too, and a missing store is first recorded
     (``ensure_store``); without ``run`` the store must exist. The result goes into its own group
     ``methods/<method>/<task>``, written in a temporary folder and renamed into place: it never touches
     another method's data, and an existing result is an error unless ``overwrite``.
     """
+    method, task, loss, edges, nodes = result.method, result.task, result.loss, result.edges, result.nodes
+    provenance, edge_list = result.provenance, result.edge_list
     import xarray as xr
 
     path = Path(store_path)
@@ -140,7 +226,7 @@ def add_method_result(store_path: str | os.PathLike, *, method: str, task: str, 
         ensure_store(path, info)  # checks the model identity; records the store if it is missing
         space = NodeSpace.from_config(info.model)
     store_attrs = root_attrs(path)
-    scores, kept_arr = _result_arrays(scores, kept, method, task)
+    scores, kept_arr = _result_arrays(result.scores, result.kept, method, task)
     ds = open_store(path)
     stored = _check_nodes(path, ds, space, len(scores))
     if int(nodes) != int(kept_arr.sum()):
@@ -164,10 +250,13 @@ def add_method_result(store_path: str | os.PathLike, *, method: str, task: str, 
                "has_edge_list": edge_list is not None,
                "provenance": json.loads(json.dumps(provenance, default=str)), "created": now()})
     target = path / group
-    if target.exists() and not overwrite:
+    old = _old_group(path, method, task)
+    if (target.exists() or old is not None) and not overwrite:
         raise CircuitlabError(f"store {str(path)!r} already has a result for method {method!r} on task {task!r}; "
                               "pass --overwrite to replace it, or use another method label")
     _write_result(result, path, target, overwrite)
+    if old is not None:  # replaced: the result now lives under its suite:task key
+        remove_tree(old)
     return target
 
 

@@ -8,15 +8,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 
 from ..config import RecordConfig
 from ..errors import CircuitlabError
 from ..files import remove_tree, sibling_tmp
 from ..model.nodes import NodeSpace
-from .io import install_store, write_dataset
+from .io import StoreLayout, install_store, write_dataset
 from .schema import (
-    CHUNK_BYTES,
     CORPUS,
     SIDES,
     ExampleBatch,
@@ -117,30 +117,43 @@ def _corpus_rows(model, corpus_ids, starts, window: int, tokens: int, split_code
         pos += k
 
 
-def record_store(out: str | os.PathLike, model, tokenizer, info, *,
-                 tasks: Sequence[tuple[str, str, Sequence[Any]]] = (), corpus_ids: np.ndarray | None = None,
-                 corpus_windows: int = 256, window: int | None = None, seed: int = 0, node_mean=None,
-                 node_mean_info: dict | None = None, overwrite: bool = False, batch_size: int = 32,
-                 chunk_bytes: int = CHUNK_BYTES, progress=None, precision: str = "float32",
-                 codec: str = "auto") -> Path:
-    """Record every node's activation on task prompt pairs and corpus windows into a new store.
+@attrs.frozen(kw_only=True)
+class RecordInputs:
+    """What ``record_store`` records, besides the model.
 
     ``tasks``: (task name, split, PromptPair list) triples; both prompts of every pair become examples.
-    ``corpus_ids``: the token ids of the corpus' validation split, from which ``corpus_windows`` windows of
-    ``window`` tokens (default: the model's context) are drawn (``circuitlab.data.windows``, sorted).
-    ``node_mean``: (num_nodes,) mean activations used for ablation (default:
-    ``circuitlab.prune.ablation.node_means``).
-    ``precision``, ``codec``: how activations are stored (``RecordConfig``, ``circuitlab.store.encoding``).
-    The forward passes run in this thread while a writer thread compresses and writes the previous batch.
+    ``corpus_ids``: the token ids of the corpus' validation split, from which ``RecordConfig.corpus_windows``
+    windows of ``RecordConfig.window`` tokens (capped at the model's context) are drawn
+    (``circuitlab.data.windows``, sorted). ``node_mean``: (num_nodes,) mean activations used for
+    ablation (default: ``circuitlab.prune.ablation.node_means``), described by ``node_mean_info``."""
+
+    tasks: Sequence[tuple[str, str, Sequence[Any]]] = ()
+    corpus_ids: np.ndarray | None = attrs.field(default=None, eq=False)
+    node_mean: Any = attrs.field(default=None, eq=False)
+    node_mean_info: dict | None = None
+
+
+def record_store(out: str | os.PathLike, model, tokenizer, info, config: RecordConfig | None = None, *,
+                 inputs: RecordInputs | None = None, overwrite: bool = False, progress=None) -> Path:
+    """Record every node's activation on task prompt pairs and corpus windows into a new store.
+
+    ``config`` says how many corpus windows of how many tokens (seeded by ``seed``), and how
+    activations are stored (``precision``, ``codec``: ``circuitlab.store.encoding``); ``config.tasks``,
+    ``pairs`` and ``splits`` are ``record_run``'s to pick the ``inputs``. The forward passes run in this
+    thread while a writer thread compresses and writes the previous batch.
     """
     from ..config import to_dict
     from ..data.windows import window_starts
 
+    config = config or RecordConfig()
+    inputs = inputs or RecordInputs()
+    tasks, corpus_ids, node_mean, node_mean_info = inputs.tasks, inputs.corpus_ids, inputs.node_mean, inputs.node_mean_info
+    corpus_windows, seed, batch_size = config.corpus_windows, config.seed, config.batch_size
     out = Path(out)
     _check_can_record(out, info, overwrite)
     space = NodeSpace.from_config(model.config)
     n_ctx = model.config.n_ctx
-    window = min(window or n_ctx, n_ctx)
+    window = min(config.window or n_ctx, n_ctx)
     task_names = list(dict.fromkeys(t for t, _, _ in tasks))
     splits = list(dict.fromkeys([s for _, s, _ in tasks] + ["val"]))
     encoded = _encode_tasks(tasks, tokenizer, n_ctx)
@@ -175,9 +188,10 @@ def record_store(out: str | os.PathLike, model, tokenizer, info, *,
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = sibling_tmp(out)
     try:
-        write_dataset(tmp, batches(), num_examples=num_examples, tokens=tokens, nodes=node_coords(space),
-                      node_mean=node_mean, attributes=attributes, chunk_bytes=chunk_bytes, precision=precision,
-                      codec=codec, owned=True)  # each batch is a fresh array from _record_rows
+        layout = StoreLayout(num_examples=num_examples, tokens=tokens, nodes=node_coords(space), node_mean=node_mean,
+                             attributes=attributes)
+        write_dataset(tmp, batches(), layout, precision=config.precision, codec=config.codec,
+                      owned=True)  # each batch is a fresh array from _record_rows
         return install_store(tmp, out, overwrite)
     finally:
         remove_tree(tmp)
@@ -219,14 +233,13 @@ def record_run(out: str | os.PathLike, run, config: RecordConfig | None = None, 
     info = run if isinstance(run, RunInfo) else read_run(run)  # cheap checks first: no torch yet
     out = Path(out)
     _check_can_record(out, info, overwrite)
-    model, tok, info = load_model(info.path)
+    model, tok, info = load_model(info.path, need_tokenizer=True)
     task_sets = _task_sets(info, tok, config, note)
     corpus_ids = None
     if config.corpus_windows > 0:
         corpus_ids = encode_split(load_corpus(info.train.corpus), tok, "val")
-    return record_store(out, model, tok, info, tasks=task_sets, corpus_ids=corpus_ids,
-                        corpus_windows=config.corpus_windows, window=config.window, seed=config.seed,
-                        overwrite=overwrite, progress=progress, precision=config.precision, codec=config.codec)
+    return record_store(out, model, tok, info, config, inputs=RecordInputs(tasks=task_sets, corpus_ids=corpus_ids),
+                        overwrite=overwrite, progress=progress)
 
 
 def ensure_store(path: str | os.PathLike, run, *, note=None, config: RecordConfig | None = None) -> Path:

@@ -56,3 +56,8 @@ __all__ = [
     "suite_names", "suite_tasks", "task_accuracy", "task_context_for_run", "task_loss", "taskset_path",
     "taskset_root", "token_pieces", "write_taskset",
 ]
+
+
+from .. import _callable_module  # noqa: E402  (circuitlab.tasks(...) is the API function: docs/api.md)
+
+_callable_module(__name__)

@@ -1,4 +1,4 @@
-"""The task loss (paper-spec §4.1) and the one right-minus-wrong logit difference everything uses.
+"""The task loss (Gao et al. 2025, §2.2) and the one right-minus-wrong logit difference everything uses.
 
 For each prompt, the binary cross-entropy over the two candidate tokens at the last position:
 ``softplus(-(logit[right] - logit[wrong]))``. circuitlab reports the **mean over prompts** (both

@@ -112,15 +112,21 @@ def mined_tasks(tasks: list[Task], context: TaskContext, flag: str = "--mine-fro
 
 
 def suite_names() -> list[str]:
+    """Every usable suite, by the name its tasks are keyed with (``DIST:SUITE`` where two distributions
+    register one suite name)."""
     return plugins.get_registry().names("suite")
 
 
 def suite_tasks(suite: str, context: TaskContext | None = None) -> list[Task]:
-    """All tasks of one registered suite (unknown suite: UnknownNameError with did-you-mean).
+    """All tasks of one registered suite, ``SUITE`` or ``DIST:SUITE`` (unknown suite: UnknownNameError
+    with did-you-mean). Each task's ``suite`` is the suite's name in the registry (``SUITE``, or
+    ``DIST:SUITE`` where two distributions register it), so ``Task.qualname`` is its key.
 
     The suite's code is checked as it runs: an exception in its factory, ``tasks()`` or a task's
     generator, or a result that breaks the contract, is a ``PluginError`` naming the plugin."""
-    entry = plugins.get("suite", suite)
+    registry = plugins.get_registry()
+    entry = registry.get("suite", suite)
+    suite = registry.address(entry)
     built = calls.build(entry, "factory(context)", context if context is not None else default_task_context())
     if not callable(getattr(built, "tasks", None)):
         raise calls.violation(entry, f"factory(context) returned a {type(built).__name__} without tasks(); "
@@ -128,7 +134,7 @@ def suite_tasks(suite: str, context: TaskContext | None = None) -> list[Task]:
     with calls.calling(entry, "tasks()"):
         tasks = list(built.tasks())
     check_suite_tasks(entry, tasks)
-    # The registered name is authoritative: a task's qualified name is always "suite:task".
+    # The registry's name is authoritative: a task's key is always "suite:task".
     return [checked_task(entry, t if t.suite == suite else attrs.evolve(t, suite=suite)) for t in tasks]
 
 
@@ -194,25 +200,76 @@ def _tasks_or_skip(suite: str, context: TaskContext | None) -> list[Task]:
         return []
 
 
+def _spec_items(spec: str) -> list[tuple[str, str | None]]:
+    """(suite, task or None) per item of a ``--tasks`` list, without building any suite.
+
+    Items are ``SUITE``, ``SUITE:TASK``, ``DIST:SUITE``, ``DIST:SUITE:TASK``, or a bare ``TASK`` after
+    an item naming a task (``python:else_elif,if_equals``: both of suite python) when that suite has
+    it. A two-part item is ``SUITE:TASK`` when its head is a suite name, else ``DIST:SUITE``."""
+    registry = plugins.get_registry()
+    items: list[tuple[str, str | None]] = []
+    last_suite: str | None = None  # the suite of the last SUITE:TASK item, for bare task names after it
+    for raw in (part.strip() for part in spec.split(",")):
+        if not raw:
+            continue
+        parts = [p.strip() for p in raw.split(":")]
+        if len(parts) == 1:
+            if last_suite is not None and not _is_suite(registry, raw):
+                items.append((last_suite, raw))
+                continue
+            items.append((raw, None))
+            last_suite = None
+        elif len(parts) == 2 and not _is_suite(registry, parts[0]) and _is_suite(registry, raw):
+            items.append((raw, None))
+            last_suite = None
+        elif len(parts) in (2, 3):
+            suite = ":".join(parts[:-1])
+            items.append((suite, parts[-1]))
+            last_suite = suite
+        else:
+            raise CircuitlabError(f"--tasks item {raw!r} has too many ':'; write SUITE, SUITE:TASK, DIST:SUITE or "
+                                  "DIST:SUITE:TASK")
+    return items
+
+
+def _is_suite(registry, name: str) -> bool:
+    """Whether ``name`` (``SUITE`` or ``DIST:SUITE``) names a registered suite, usable or refused."""
+    qualifier, short = plugins.split_qualified(name)
+    if qualifier is None:
+        return short in registry.entries["suite"] or ("suite", short) in registry.conflicts
+    return f"{qualifier}:{short}" in registry.qualified["suite"]
+
+
 def check_suite(spec: str | None) -> None:
     """Fail early (did-you-mean) on an unknown suite in a ``--tasks`` spec, before any heavy work."""
     if spec and spec.strip() != "all":
-        plugins.get("suite", spec.partition(":")[0].strip())
+        for suite in dict.fromkeys(suite for suite, _ in _spec_items(spec)):
+            if suite != "all":
+                plugins.get("suite", suite)
 
 
 def resolve_tasks(spec: str | None, context: TaskContext | None = None) -> list[Task]:
-    """Tasks named by ``spec``: ``None``/``"all"`` (every suite), ``"SUITE"`` or ``"SUITE:task,task"``."""
+    """Tasks named by ``spec``: ``None``/``"all"`` (every suite), or a comma-separated list of
+    ``SUITE``, ``SUITE:TASK`` and ``DIST:SUITE[:TASK]`` items, which may mix suites
+    (``mined:mined_quote,python:else_elif``); a bare ``TASK`` after ``SUITE:TASK`` is of that suite.
+    Each task comes once, in the order named."""
     spec = (spec or "all").strip()
     if spec == "all":
         return [t for s in suite_names() for t in _tasks_or_skip(s, context)]
-    suite, _, names = spec.partition(":")
-    tasks = suite_tasks(suite.strip(), context)
-    if not names.strip():
-        return tasks
-    by_name = {t.name: t for t in tasks}
-    chosen = []
-    for name in (n.strip() for n in names.split(",") if n.strip()):
-        if name not in by_name:
-            raise UnknownNameError("task", name, by_name, f"(the tasks of suite {suite.strip()!r})")
-        chosen.append(by_name[name])
-    return chosen
+    built: dict[str, list[Task]] = {}
+    chosen: dict[str, Task] = {}
+    for suite, name in _spec_items(spec):
+        if suite == "all" and name is None:
+            tasks = [t for s in suite_names() for t in _tasks_or_skip(s, context)]
+        else:
+            if suite not in built:
+                built[suite] = suite_tasks(suite, context)
+            tasks = built[suite]
+            if name is not None:
+                by_name = {t.name: t for t in tasks}
+                if name not in by_name:
+                    raise UnknownNameError("task", name, by_name, f"(the tasks of suite {suite!r})")
+                tasks = [by_name[name]]
+        for task in tasks:
+            chosen.setdefault(task.qualname, task)
+    return list(chosen.values())

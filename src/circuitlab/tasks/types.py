@@ -1,7 +1,7 @@
 """Task records: prompt pairs with two contrast tokens, tasks, suites' context, and encoded batches.
 
 A task is a name, a one-line description and a seeded generator of prompt pairs. Prompt A expects
-token A and prompt B expects token B; the two prompts differ minimally (paper-spec §4.1).
+token A and prompt B expects token B; the two prompts differ minimally (Gao et al. 2025, §2.2).
 No torch here.
 """
 

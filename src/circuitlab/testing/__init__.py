@@ -1,6 +1,6 @@
 """The plugin author's kit: contract checks for the four plugin kinds, and tiny real components.
 
-``check_schedule``, ``check_mask``, ``check_objective`` and ``check_suite`` take the factory a plugin
+``check_schedule``, ``check_pruner`` (or ``check_mask``), ``check_objective`` and ``check_suite`` take the factory a plugin
 registers and run that kind's contract (``circuitlab.plugins.protocols``) on a tiny real model in a
 few seconds. Each returns a ``CheckReport``; a failed check raises ``PluginCheckError``, an
 ``AssertionError`` whose message lists every failed check and why::
@@ -21,7 +21,7 @@ what the mask checks prune: a tiny model, task batches cut from real code, node 
 Importing this module does not import torch.
 """
 
-from .masks import MaskBench, check_mask
+from .masks import MaskBench, check_mask, check_pruner
 from .objectives import check_objective
 from .registry import CHECKS, check_registered
 from .report import CheckReport, CheckResult, PluginCheckError
@@ -30,4 +30,4 @@ from .suites import check_suite
 from .tiny import TINY_CORPUS_FILES, TINY_MODEL, Tiny
 
 __all__ = ["CHECKS", "TINY_CORPUS_FILES", "TINY_MODEL", "CheckReport", "CheckResult", "MaskBench", "PluginCheckError", "Tiny",
-           "check_mask", "check_objective", "check_registered", "check_schedule", "check_suite"]
+           "check_mask", "check_objective", "check_pruner", "check_registered", "check_schedule", "check_suite"]

@@ -1,8 +1,8 @@
-"""``check_mask``: a mask parameterization against ``protocols.NodeMask`` (or ``NodeScorer``), on a tiny model.
+"""``check_pruner`` (also ``check_mask``): a pruner against ``protocols.PrunerMask`` (or ``PrunerScorer``), on a tiny model.
 
 A tiny GPT, a tiny task cut from real code (each prompt's right token is the token that really comes
 next; the contrast is the other prompt's), and the real pruning code: ``train_mask`` for optimised
-masks, ``GateGradients`` and ``fit`` for score-only ones, then ``prune_task`` end to end. Every call
+masks, ``GateGradients`` and ``fit`` for score-only ones, then ``search_circuit`` end to end. Every call
 goes through the checking wrapper pruning uses (``plugins.calls.build_mask``).
 """
 
@@ -99,7 +99,7 @@ def _check_members(entry: Entry, bench: MaskBench) -> str:
     for name in ("lr", "steps", "penalty_coef"):
         getattr(mask, name, None)  # the wrapper checks the optional defaults
     if mask.score_only:
-        return "score-only (NodeScorer): no parameters, gate or penalty to check"
+        return "score-only (PrunerScorer): no parameters, gate or penalty to check"
     params = mask.parameters()
     mask.gate()
     penalty = mask.penalty()
@@ -116,16 +116,16 @@ def _fit_or_train(entry: Entry, bench: MaskBench, seed: int = 0) -> Any:
     import torch
 
     from ..prune.gradients import GateGradients
-    from ..prune.search import train_mask
+    from ..prune.search import MaskTraining, train_mask
 
     mask = _build(entry, bench, seed)
     if mask.score_only:
         mask.fit(GateGradients(bench.evaluator, bench.objective, batch_pairs=8,
                                steps=getattr(mask, "steps", 1)))
     else:
-        train_mask(bench.model, bench.evaluator, mask, bench.objective, steps=10, lr=getattr(mask, "lr", 1e-2),
-                   coef=getattr(mask, "penalty_coef", 1e-3), batch_pairs=8,
-                   generator=torch.Generator().manual_seed(seed))
+        settings = MaskTraining(steps=10, lr=getattr(mask, "lr", 1e-2), coef=getattr(mask, "penalty_coef", 1e-3),
+                                batch_pairs=8)
+        train_mask(bench.evaluator, mask, bench.objective, settings, torch.Generator().manual_seed(seed))
     return mask.scores()
 
 
@@ -147,23 +147,24 @@ def _check_seed(entry: Entry, bench: MaskBench) -> None:
 def _check_prune(entry: Entry, bench: MaskBench) -> str:
     import torch
 
-    from ..prune.search import prune_task
+    from ..prune.search import TaskData, search_circuit
     from ..tasks.loss import loss_and_accuracy
 
     with torch.no_grad():
         full = loss_and_accuracy(bench.evaluator.diffs(torch.ones(bench.evaluator.num_nodes)))[0]
     target = full + 1e-6  # met by the full model at worst; the bisection walks the mask's ranking down to it
     config = PruneConfig(target_loss=target, steps=10, batch_pairs=8, retries=0, random_draws=1)
-    circuit = prune_task(bench.model, bench.train, bench.test, bench.values, config, task="tiny",
-                         mask_entry=entry, objective_entry=entry_for("objective", task_loss_objective, "binary_ce"))
+    data = TaskData(train=bench.train, test=bench.test, values=bench.values, task="tiny")
+    circuit = search_circuit(bench.model, data, config, mask_entry=entry,
+                             objective_entry=entry_for("objective", task_loss_objective, "binary_ce"))
     if not 0 <= circuit.node_count <= circuit.total_nodes:
         raise CheckFailed(f"the circuit has {circuit.node_count} of {circuit.total_nodes} nodes")
     return f"{circuit.node_count} of {circuit.total_nodes} nodes, {circuit.edge_count} edges"
 
 
-def check_mask(factory: Any, *, tiny: Tiny | None = None, name: str | None = None, entry: Entry | None = None,
-               raise_on_failure: bool = True) -> CheckReport:
-    """Check a mask-parameterization factory (optimised or score-only) against its contract.
+def check_pruner(factory: Any, *, tiny: Tiny | None = None, name: str | None = None, entry: Entry | None = None,
+                 raise_on_failure: bool = True) -> CheckReport:
+    """Check a pruner's factory (a trained mask or score-only) against its contract.
 
     Returns the report; raises ``PluginCheckError`` listing the failures unless ``raise_on_failure=False``.
     Takes a few seconds.
@@ -182,3 +183,6 @@ def check_mask(factory: Any, *, tiny: Tiny | None = None, name: str | None = Non
                needs=("optimises (10 steps) or fits, scores finite",))
     checks.run("prunes a tiny model end to end", lambda: _check_prune(entry, bench), needs=built)
     return checks.finish(raise_on_failure)
+
+
+check_mask = check_pruner  # the name before pruners had one noun

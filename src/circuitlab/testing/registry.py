@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from .. import plugins
 from ..errors import UnknownNameError
-from .masks import check_mask
+from .masks import check_pruner
 from .objectives import check_objective
 from .report import CheckReport
 from .schedules import check_schedule
@@ -14,28 +14,36 @@ from .suites import check_suite
 
 #: The check function of each plugin kind.
 CHECKS: dict[str, Callable[..., CheckReport]] = {
-    "sparsity": check_schedule, "pruner": check_mask, "objective": check_objective, "suite": check_suite,
+    "sparsity": check_schedule, "pruner": check_pruner, "objective": check_objective, "suite": check_suite,
 }
 
 
 def resolve(spec: str) -> list[plugins.Entry]:
-    """``NAME`` (every kind that has it), ``KIND:NAME``, or ``all`` (every registered name)."""
+    """``NAME`` (every kind that has it), ``DIST:NAME`` (``circuitlab-example:margin``), ``KIND:NAME``
+    (``sparsity:topk``, ``objective:circuitlab-example:margin``), or ``all`` (every usable entry)."""
     registry = plugins.get_registry()
     if spec == "all":
-        return [registry.entries[k][n] for k in plugins.KINDS for n in registry.names(k)]
-    kind, sep, name = spec.rpartition(":")
-    if sep:
-        if kind not in plugins.KINDS:
-            raise UnknownNameError("plugin kind", kind, plugins.KINDS, "Use KIND:NAME, e.g. sparsity:topk.")
-        return [registry.get(kind, name)]
-    found = [registry.entries[k][name] for k in plugins.KINDS if name in registry.entries[k]]
+        return [e for k in plugins.KINDS for e in sorted(registry.all_entries(k), key=registry.address)]
+    head, sep, rest = spec.partition(":")
+    if sep and head in plugins.KINDS:
+        return [registry.get(head, rest)]
+    qualifier, name = plugins.split_qualified(spec)
+    found = [registry.get(k, spec) for k in plugins.KINDS
+             if (name in registry.entries[k] if qualifier is None else spec_in(registry, k, spec))]
     if not found:
-        for k in plugins.KINDS:  # a conflicting name: its error names both plugins
-            if (k, name) in registry.conflicts:
-                registry.get(k, name)
-        every = {n for k in plugins.KINDS for n in registry.names(k)}
-        raise UnknownNameError("plugin name", name, every, "Names come from 'circuitlab plugins'; 'all' checks all.")
+        for k in plugins.KINDS:  # a refused or unusable name: its error names both registrations
+            if (k, name) in registry.conflicts or (qualifier and (k, f"{qualifier}:{name}") in registry.repeated):
+                registry.get(k, spec)
+        every = {n for k in plugins.KINDS for n in [*registry.names(k), *registry.qualified[k]]}
+        raise UnknownNameError("plugin name", spec, every, "Names come from 'circuitlab plugins' (NAME, DIST:NAME or "
+                               "KIND:NAME, e.g. sparsity:topk); 'all' checks all.")
     return found
+
+
+def spec_in(registry: plugins.Registry, kind: str, qualified: str) -> bool:
+    """Whether ``DIST:NAME`` is a usable entry of ``kind``."""
+    qualifier, name = plugins.split_qualified(qualified)
+    return f"{qualifier}:{name}" in registry.qualified[kind]
 
 
 def check_registered(spec: str) -> list[CheckReport]:

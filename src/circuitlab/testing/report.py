@@ -15,6 +15,7 @@ import attrs
 
 from ..errors import CircuitlabError
 from ..plugins import KIND_LABELS, Entry
+from ..plugins.calls import what_happened
 
 
 class CheckFailed(Exception):
@@ -107,9 +108,10 @@ class Checks:
         except (CheckFailed, CircuitlabError) as exc:
             self.report.results.append(CheckResult(check=check, status="FAIL", detail=self._short(str(exc))))
             return None
-        except Exception as exc:  # the plugin raised something the wrappers did not turn into a message
-            self.report.results.append(CheckResult(check=check, status="FAIL",
-                                                   detail=f"raised {type(exc).__name__}: {exc}"))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # the plugin raised (or sys.exit()ed) past the wrappers: a failed check
+            self.report.results.append(CheckResult(check=check, status="FAIL", detail=what_happened(exc)))
             return None
         detail = value if isinstance(value, str) else ""
         self.report.results.append(CheckResult(check=check, status="pass", detail=detail))

@@ -1,4 +1,4 @@
-"""Weight-sparse training (paper-spec §2) with pluggable sparsity schedules.
+"""Weight-sparse training (Gao et al. 2025, §2.2, A.2) with pluggable sparsity schedules.
 
 One step: forward and cross-entropy; backward; gradients scaled to RMS 1; AdamW (betas 0.9/0.95,
 eps 0.1, weight decay 0.1); then the schedule's ``apply`` enforces its masks. The learning rate is
@@ -28,6 +28,7 @@ from ..files import check_writable_dir, write_bytes, write_json, write_safetenso
 from ..interrupts import Interrupted, deferred_signals
 from ..machine import machine_provenance
 from ..plugins import calls
+from ..provenance import build_provenance
 from . import distributed
 from .checkpoint import CHECKPOINT, keep_weights, load_checkpoint, save_checkpoint
 from .distributed import Dist
@@ -176,13 +177,11 @@ def _start(config: TrainConfig, out: Path, model_config: ModelConfig | None, res
     schedule = calls.build_schedule(schedule_entry, config)  # checks every call: errors name the plugin
     opt = make_optimizer(model, config)
     meta = json.loads(json.dumps({"train": to_dict(config), "model": to_dict(mcfg)}))  # as stored: lists, not tuples
-    provenance = {
-        "circuitlab_version": __version__, "plugins": [schedule_entry.provenance()], "seed": config.seed,
-        "corpus": {"root": corpus.root, "hash": corpus.hash, "files": len(corpus.files),
-                   "skipped": corpus.skipped_counts(), "train_tokens": len(train_ids), "val_tokens": len(val_ids)},
-        "tokenizer_hash": tokenizer_hash(tok), "torch_version": torch.__version__, "device": str(device),
-        "world_size": dist.world, "machine": machine_provenance(),
-    }
+    provenance = build_provenance(
+        plugins=[schedule_entry], machine=machine_provenance(), seed=config.seed,
+        corpus={"root": corpus.root, "hash": corpus.hash, "files": len(corpus.files),
+                "skipped": corpus.skipped_counts(), "train_tokens": len(train_ids), "val_tokens": len(val_ids)},
+        tokenizer_hash=tokenizer_hash(tok), device=str(device), world_size=dist.world)
     train_model = model
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel

@@ -65,11 +65,12 @@ def require_tokenizer(info: RunInfo) -> Path:
     return path
 
 
-def load_model(path: str | Path, device: Any = "cpu", *, need_tokenizer: bool = True):
+def load_model(path: str | Path, device: Any = "cpu", *, need_tokenizer: bool = False):
     """Load a finished run: (GPT in eval mode, tokenizer, RunInfo).
 
-    Without a tokenizer file the run is refused, unless ``need_tokenizer=False`` (token-id work
-    only); the tokenizer is then ``None``."""
+    The tokenizer is ``None`` for a run without a tokenizer file (an imported checkpoint): logits
+    from token ids need none. Callers that turn text into ids pass ``need_tokenizer=True``, which
+    refuses such a run with one line saying how to supply a tokenizer."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -132,3 +133,32 @@ def cached_run_dir(config: TrainConfig, model_config: ModelConfig) -> Path:
     plugin = plugins.cache_identity("sparsity", config.sparsity)
     h = config_hash(config, model_config) if plugin is None else config_hash(config, model_config, plugin)
     return cache_dir() / "runs" / f"{config.preset}-{config.sparsity}-d{config.density:g}-{h}"
+
+
+def ensure_model(config: TrainConfig, model_config: ModelConfig | None = None, *, path: Path | None = None,
+                 init: bool = False, progress: bool = True) -> tuple[Path, bool]:
+    """Train the model of ``config``, or reuse the finished one already there: (run folder, reused).
+
+    ``path`` defaults to the cache folder of the config (``cached_run_dir``); an interrupted training
+    resumes from its checkpoint. ``init=True`` writes the untrained model of the config instead (the
+    random-init control): same shape, tokenizer and seed, no training steps."""
+    from ..log import logger
+    from .loop import init_run, train_run
+
+    model_config = model_config or config.model_config()
+    path = Path(path) if path is not None else cached_run_dir(config, model_config)
+    if (path / "model.safetensors").exists() and (path / "config.json").exists():
+        logger.info(f"reusing cached model {path}")
+        return path, True
+    if init:
+        if path.exists():  # an interrupted write of the untrained control: start it again
+            import shutil
+
+            shutil.rmtree(path)
+        logger.info(f"writing the untrained model into {path}")
+        init_run(config, path, model_config=model_config)
+        return path, False
+    resume = (path / "checkpoint.safetensors").exists()
+    logger.info(f"{'resuming' if resume else 'training'} model into {path}")
+    train_run(config, path, model_config=model_config, resume=resume, progress=progress)
+    return path, False

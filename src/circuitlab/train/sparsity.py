@@ -1,9 +1,9 @@
 """Helpers for sparsity-schedule plugins: which parameters are sparse, and exact top-k masking.
 
-The ``topk`` schedule (paper-spec §2.1) covers every weight matrix, the embedding, the unembedding
+The ``topk`` schedule (Gao et al. 2025, §2.2) covers every weight matrix, the embedding, the unembedding
 and all linear biases. RMSNorm gains, the bigram table, the attention-sink logits and the optional
 position embedding stay dense. Block matrices keep at least ``min_per_neuron`` weights per neuron:
-``c_fc`` and ``c_attn`` per output row, both ``c_proj`` per input column (paper-spec §2.1).
+``c_fc`` and ``c_attn`` per output row, both ``c_proj`` per input column (ibid., A.2).
 
 torch is imported lazily so that plugin modules importing this stay cheap.
 """

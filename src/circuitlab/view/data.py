@@ -19,7 +19,7 @@ from ..errors import CircuitlabError
 from ..files import read_json
 from ..log import logger
 from ..model.nodes import NodeSpace
-from ..prune.circuit import CIRCUIT_KIND
+from ..prune.circuit import CIRCUIT_KIND, CircuitDocument
 
 SITES = BLOCK_SITES + ("final",)
 _WEIGHT_OF = {("attn.v", "attn.out"): "attn.c_proj", ("mlp.in", "mlp.neuron"): "mlp.c_fc",
@@ -42,6 +42,8 @@ def read_circuit_file(path: str | Path) -> tuple[dict, dict | None]:
     if not isinstance(doc, dict) or doc.get("kind") != CIRCUIT_KIND:
         raise CircuitlabError(f"{str(path)!r} is not a circuit (no kind={CIRCUIT_KIND!r}); pass a circuits/<task>.json "
                               "written by 'circuitlab prune' or 'run', or a bench's cells/<id>.json")
+    # Every key the pages read is checked here, once: a document that does not fit is one line naming the key.
+    CircuitDocument.from_json(doc, str(path) if cell is None else f"{path}: circuit")
     return doc, cell
 
 
@@ -51,7 +53,8 @@ def read_circuit(path: str | Path) -> dict:
 
 
 def store_label(method: str) -> str:
-    """A circuit's ``pruner/objective`` as the store labels it (``PruneConfig.method``)."""
+    """A circuit's method as the store labels it (``PruneConfig.method``): circuits write that label;
+    older circuit files wrote ``pruner/objective``."""
     pruner, _, objective = method.partition("/")
     return pruner if objective in ("", "binary_ce") else f"{pruner}+{objective}"
 
@@ -135,15 +138,18 @@ def _circuit_method(circuit: dict, space: NodeSpace | None, model) -> dict:
                    frequency=seeds.get("frequency"), n_seeds=seeds.get("n"))  # nodes shaded by keep frequency
 
 
-def _store_methods(store: Path, task: str, skip: str, space: NodeSpace, model) -> list[dict]:
-    """Every other method's result for ``task`` in the store."""
+def _store_methods(store: Path, circuit: dict, skip: str, space: NodeSpace, model) -> list[dict]:
+    """Every other method's result for the circuit's task (key ``suite:task``) in the store."""
     import numpy as np
 
     from ..store import list_methods, open_method, read_values
 
+    task = circuit["task"]
+    key = f"{circuit['suite']}:{task}" if circuit.get("suite") else task
     out = []
     for method, t in list_methods(store):
-        if t != task or method == skip:
+        # a bare name: a result stored before tasks were keyed suite:task, whose suite is not known
+        if t not in (key, task) or method == skip:
             continue
         ds = open_method(store, method, t)
         kept = np.flatnonzero(read_values(ds["kept"], "kept"))
@@ -197,13 +203,18 @@ def _means(names: list[str], space, store: Path | None, model, tok, info) -> tup
     return {}, "no store and no run with a tokenizer: mean activations are not available"
 
 
-def page_data(circuit_path: str | Path, *, store: str | Path | None = None, model_dir: str | Path | None = None,
-              config: ViewConfig | None = None) -> dict:
-    """The JSON document behind one circuit page."""
+def page_data(circuit_path: str | Path | dict, *, store: str | Path | None = None,
+              model_dir: str | Path | None = None, config: ViewConfig | None = None) -> dict:
+    """The JSON document behind one circuit page: of a circuit file, or of a circuit document
+    (``Circuit.to_json()``, for a circuit shown in a notebook)."""
     from .ablate import node_ablations
 
     config = config or ViewConfig()
-    circuit = read_circuit(circuit_path)
+    if isinstance(circuit_path, dict):  # a document in memory is checked as a file is
+        circuit, circuit_path = circuit_path, None
+        CircuitDocument.from_json(circuit, "circuit document")
+    else:
+        circuit, circuit_path = read_circuit(circuit_path), str(circuit_path)
     store = Path(store) if store is not None else None
     if store is not None and not store.exists():
         raise CircuitlabError(f"--store {str(store)!r} does not exist; record one with 'circuitlab record'")
@@ -213,7 +224,7 @@ def page_data(circuit_path: str | Path, *, store: str | Path | None = None, mode
         space = _store_space(store, circuit)
     methods = [_circuit_method(circuit, space, model)]
     if store is not None:
-        methods += _store_methods(store, circuit["task"], methods[0]["label"], space, model)
+        methods += _store_methods(store, circuit, methods[0]["label"], space, model)
     names = sorted({n for m in methods for n in m["nodes"]}, key=lambda n: (space.index(n) if space else n))
     notes = {}
     if no_run:
@@ -240,7 +251,7 @@ def page_data(circuit_path: str | Path, *, store: str | Path | None = None, mode
         [v["layer"] for v in nodes.values() if v["layer"] is not None] or [0])
     keys = ("task", "suite", "method", "node_count", "edge_count", "loss", "accuracy", "train_loss", "target_loss",
             "reached", "full_model_loss", "full_model_accuracy", "validations", "total_nodes", "interchange")
-    return {"kind": "circuitlab-view", "circuit": {k: circuit.get(k) for k in keys}, "file": str(circuit_path),
+    return {"kind": "circuitlab-view", "circuit": {k: circuit.get(k) for k in keys}, "file": circuit_path,
             "run": None if info is None else str(info.path), "store": None if store is None else str(store),
             "n_layer": n_layer, "sites": list(SITES), "nodes": nodes, "methods": methods, "ablation": ablation,
             "notes": {k: v for k, v in notes.items() if v}}

@@ -1,95 +1,122 @@
-"""HTML of the circuit page: one file with its data, script and styles inline.
+"""HTML of the pages: Jinja2 templates (``templates/``) with autoescaping on, one file each.
 
-A Content-Security-Policy meta tag forbids every fetch (``default-src 'none'``), so the page can make no
-network request even by mistake; it needs none: fonts are the system's, the graph is inline SVG.
+Every value from a document (a circuit file, a summary, a bench cell, the store) reaches the HTML
+through the templates' autoescaping, or inside the page's JSON data block, where ``<`` and ``>``
+are written as ``\\u003c`` and ``\\u003e`` (no ``</script>`` can close it); the page's script puts
+that data on screen with ``textContent`` and ``setAttribute`` only, never as markup.
+
+A Content-Security-Policy meta tag is the second wall. It forbids every fetch (``default-src
+'none'``), so the page can make no network request even by mistake; it needs none: fonts are the
+system's, the graph is inline SVG. Scripts and styles run only when their sha256 is in the policy
+(the page's own ``circuit.js`` and ``page.css``, inlined so the file stands alone): an injected
+``<script>``, ``onerror=`` attribute, ``javascript:`` link or ``style`` attribute does nothing.
+Trusted Types are required, so even the page's own script could not write markup from a string.
 """
 
 from __future__ import annotations
 
-import html
+import base64
+import hashlib
 import json
+import math
+import os
+from functools import cache
 from importlib import resources
-
-CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; "
-       "connect-src 'none'; form-action 'none'; base-uri 'none'")
+from urllib.parse import quote
 
 
 def static(name: str) -> str:
     return resources.files("circuitlab.view").joinpath("static", name).read_text(encoding="utf-8")
 
 
+def source_hash(text: str) -> str:
+    """The CSP source that allows exactly this inline script or style."""
+    return f"'sha256-{base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()}'"
+
+
+def csp(script: str | None, style: str) -> str:
+    """The page's policy: nothing fetched, only these inline script and style blocks run."""
+    scripts = source_hash(script) if script is not None else "'none'"
+    return (f"default-src 'none'; script-src {scripts}; "
+            f"style-src {source_hash(style)}; img-src data:; connect-src 'none'; form-action 'none'; base-uri 'none'; "
+            "require-trusted-types-for 'script'; trusted-types 'none'")
+
+
 def embed_json(obj) -> str:
-    """JSON safe inside a <script> element: no ``</script>``, no ``<!--``."""
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c").replace(">", "\\u003e")
+    """JSON safe inside a <script> element: no ``</script>``, no ``<!--``; a non-finite number (a store
+    attribute, an activation) is null, which the page shows as n/a."""
+    return json.dumps(_finite(obj), separators=(",", ":"), allow_nan=False).replace("<", "\\u003c").replace(
+        ">", "\\u003e")
 
 
-def head(title: str) -> str:
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{html.escape(title)}</title>\n<style>{static('page.css')}</style></head>\n")
+def _finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+@cache
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("circuitlab.view", "templates"), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def render(template: str, *, script: str | None = None, **values) -> str:
+    """A page from ``templates/<template>``; ``script`` (trusted, from ``static/``) is inlined and hashed."""
+    from markupsafe import Markup
+
+    style = static("page.css")
+    for text, tag in ((style, "</style"), (script or "", "</script")):
+        if tag in text.lower():  # the inlined files are circuitlab's own; this keeps them from closing their block
+            raise ValueError(f"an inlined file holds {tag}>")
+    return _environment().get_template(template).render(
+        csp=Markup(csp(script, style)), style=Markup(style), script=Markup(script or ""), **values)
 
 
 def circuit_page(data: dict) -> str:
+    from markupsafe import Markup
+
     c = data["circuit"]
     title = f"circuit: {c.get('suite') + ':' if c.get('suite') else ''}{c.get('task')} ({c.get('method')})"
-    return head(title) + f"""<body>
-<header><h1>{html.escape(title)}</h1>
-<table class="summary"><tbody id="summary"></tbody></table><ul id="notes"></ul></header>
-<div class="controls">
-  <span id="methods-box"><label>method <select id="method-a"></select></label>
-  <label>compare with <select id="method-b"><option value="-1">(none)</option></select></label></span>
-  <label><input type="checkbox" id="residual" checked> residual edges</label>
-  <span class="legend"><span><span class="swatch" style="background:#1a7f37"></span>positive weight</span>
-  <span><span class="swatch" style="background:#cf222e"></span>negative weight</span>
-  <span id="legend-diff" hidden><span><span class="swatch" style="background:#8250df"></span>both</span>
-  <span><span class="swatch" style="background:#0969da"></span>only A</span>
-  <span><span class="swatch" style="background:#d4770b"></span>only B</span></span></span>
-  <span id="shown" class="muted"></span>
-</div>
-<main><div id="canvas"><svg id="graph" xmlns="http://www.w3.org/2000/svg"></svg></div>
-<aside id="details"></aside></main>
-<div id="tip" hidden></div>
-<script type="application/json" id="circuit-data">{embed_json(data)}</script>
-<script>{static('circuit.js')}</script>
-</body></html>
-"""
+    return render("circuit.html", script=static("circuit.js"), title=title, data=Markup(embed_json(data)))
 
 
-def _cell(value) -> str:
+def _cell(value) -> dict:
     if value is None:
-        return "<td>n/a</td>"
+        return {"text": "n/a", "bad": False}
     if isinstance(value, bool):
-        return "<td>yes</td>" if value else '<td class="bad">no</td>'
+        return {"text": "yes" if value else "no", "bad": not value}
     if isinstance(value, float):
-        return f"<td>{value:.4g}</td>"
-    return f"<td>{html.escape(str(value))}</td>"
+        return {"text": f"{value:.4g}", "bad": False}
+    return {"text": str(value), "bad": False}
+
+
+def href(path: str) -> str:
+    """A relative link to a file: percent-encoded, and starting with ``./`` or ``../`` so no part of a file
+    name can read as a scheme (``javascript:``)."""
+    link = quote(path.replace(os.sep, "/"))
+    return link if link.startswith(("./", "../")) else "./" + link
 
 
 def bench_page(title: str, rows: list[dict], columns: list[str], summaries: list[dict]) -> str:
     """The index of a bench: one row of figures per circuit, linking its page and its JSON."""
-    head_cells = "".join(f"<th>{html.escape(c)}</th>" for c in ["circuit", *columns, "json"])
-    body = []
-    for r in rows:
-        link = (f'<a href="{html.escape(r["page"])}">{html.escape(r["name"])}</a>' if r.get("page")
-                else html.escape(r["name"]))
-        cells = "".join(_cell(r["figures"].get(c)) for c in columns)
-        body.append(f'<tr><td class="name">{link}</td>{cells}'
-                    f'<td class="name"><a href="{html.escape(r["json"])}">json</a></td></tr>')
-    sums = "".join(
-        f"<li>{html.escape(s['path'])}: {s.get('n_reached', 'n/a')} of {s.get('n_circuits', 'n/a')} circuits reached "
-        f"the target; geomean edges {_num(s.get('geomean_edges'))}, nodes {_num(s.get('geomean_nodes'))}</li>"
-        for s in summaries)
-    return head(title) + f"""<body>
-<header><h1>{html.escape(title)}</h1>
-<p class="muted">{len(rows)} circuits. Each name opens its circuit page; json is the circuit file itself.</p>
-<ul id="notes">{sums}</ul></header>
-<table class="bench"><thead><tr>{head_cells}</tr></thead><tbody>
-{chr(10).join(body)}
-</tbody></table>
-</body></html>
-"""
+    shown = [{"name": r["name"], "page": href(r["page"]) if r.get("page") else None, "json": href(r["json"]),
+              "cells": [_cell(r["figures"].get(c)) for c in columns]} for r in rows]
+    sums = [{"path": s["path"], "n_reached": _count(s.get("n_reached")), "n_circuits": _count(s.get("n_circuits")),
+             "geomean_edges": _num(s.get("geomean_edges")), "geomean_nodes": _num(s.get("geomean_nodes"))}
+            for s in summaries]
+    return render("bench.html", title=title, header=["circuit", *columns, "json"], rows=shown, summaries=sums)
+
+
+def _count(x) -> str:
+    return "n/a" if x is None else str(x)
 
 
 def _num(x) -> str:
-    return "n/a" if x is None else f"{x:.1f}"
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.1f}"

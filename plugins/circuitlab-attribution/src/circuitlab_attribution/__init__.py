@@ -1,6 +1,6 @@
 """Attribution patching as circuitlab pruners: ``attribution`` (EAP) and ``attribution_ig`` (EAP-IG).
 
-Both are score-only masks (``circuitlab.plugins.NodeScorer``): nothing is optimised. circuitlab
+Both are score-only pruners (``circuitlab.plugins.PrunerScorer``): nothing is optimised. circuitlab
 hands ``fit`` the pruning objective as a function of the node gates (``GateGradients``), where every
 node's activation is ``ablated + gate * (x - ablated)``, ``ablated`` being the node's mean over
 corpus tokens (or zero with ``--ablation zero``). The gradient of the objective with respect to node
@@ -36,8 +36,8 @@ from typing import Any
 
 from circuitlab import hookimpl
 
-#: Score-only masks need plugin API 2 (docs/plugins.md, "Compatibility").
-CIRCUITLAB_PLUGIN_API = 2
+#: Score-only pruners need plugin API 2, the register_pruners hook API 3 (docs/plugins.md, "Compatibility").
+CIRCUITLAB_PLUGIN_API = 3
 
 __version__ = "0.1.0"
 
@@ -84,6 +84,6 @@ class AttributionPatchingIG(AttributionPatching):
 
 
 @hookimpl
-def register_mask_parameterizations(register):
+def register_pruners(register):
     register("attribution", AttributionPatching)
     register("attribution_ig", AttributionPatchingIG)

@@ -1,7 +1,7 @@
 """Example circuitlab plugin: one of each plugin kind, as small as each can be. Copy it to start.
 
 - ``topk_geometric`` (sparsity schedule): the paper's per-matrix top-k, annealed geometrically.
-- ``ste`` (mask parameterization): a straight-through sigmoid mask.
+- ``ste`` (pruner): a straight-through sigmoid mask.
 - ``margin`` (pruning objective): a hinge on the right-minus-wrong logit difference.
 - ``loops`` (task suite): one task, ``for_while``: ``for NAME`` -> `` in`` vs ``while NAME`` -> ``:\\n``.
 
@@ -20,7 +20,7 @@ from circuitlab.sparsity import kept_count, nonzero_densities, sparse_parameters
 from circuitlab.tasks import PromptPair, Task
 
 #: The plugin API this module was written for (docs/plugins.md, "Compatibility").
-CIRCUITLAB_PLUGIN_API = 2
+CIRCUITLAB_PLUGIN_API = 3
 
 
 # ---- sparsity schedule ------------------------------------------------------------------------
@@ -56,7 +56,7 @@ class GeometricTopK:
         pass
 
 
-# ---- mask parameterization --------------------------------------------------------------------
+# ---- pruner ------------------------------------------------------------------------------------
 
 
 class STEMask:
@@ -148,7 +148,7 @@ def register_sparsity_schedules(register):
 
 
 @hookimpl
-def register_mask_parameterizations(register):
+def register_pruners(register):
     register("ste", STEMask)
 
 

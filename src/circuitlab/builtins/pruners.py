@@ -1,7 +1,7 @@
-"""Built-in node-mask parameterizations for ``circuitlab prune --pruner NAME``.
+"""Built-in pruners for ``circuitlab prune --pruner NAME``: three parameterizations of node masks.
 
 Each factory takes ``num_nodes`` and a seeded ``torch.Generator`` and returns a mask object with the
-protocol documented in ``circuitlab.hookspecs.register_mask_parameterizations``. Defaults for the
+protocol documented in ``circuitlab.plugins.hookspecs.register_pruners``. Defaults for the
 learning rate, the number of steps and the penalty coefficient are class attributes (``lr``,
 ``steps``, ``penalty_coef``); the pruner uses them unless ``--lr``/``--steps``/``--penalty-coef``
 override them. torch is imported inside methods, so importing this module stays cheap.
@@ -157,7 +157,7 @@ class SigmoidMask:
 
 
 @hookimpl
-def register_mask_parameterizations(register):
+def register_pruners(register):
     register("heaviside", HeavisideMask)
     register("hardconcrete", HardConcreteMask)
     register("sigmoid", SigmoidMask)
