@@ -88,7 +88,7 @@ def test_prune_seeds_on_the_tiny_run_writes_the_distribution_and_interchange(tin
                                   "--target-loss", "0.6", "--seeds", "2", "--out", out, *FAST], capsys)
     assert code == 0, err
     assert "interchange" in stdout and "jaccard" in stdout
-    doc = json.loads((out / "circuits" / "copy_digit.json").read_text())
+    doc = json.loads((out / "circuits" / "toy.copy_digit.json").read_text())
     seeds, ic = doc["seeds"], doc["interchange"]
     assert seeds["n"] == 2 and seeds["seeds"] == [0, 1] and seeds["sizes"][0] == doc["node_count"]
     assert set(seeds["core"]) <= set(seeds["union"]) and set(doc["nodes"]) <= set(seeds["union"])
@@ -115,7 +115,7 @@ def test_prune_seeds_on_the_tiny_run_writes_the_distribution_and_interchange(tin
         assert requests == [(tmp_path / "c.html").resolve().as_uri()]
         tab.close()
     # The figures again, from the written circuit; a circuit of another model is refused.
-    code, stdout, err = run_main(["interchange", out / "circuits" / "copy_digit.json", "--json"], capsys)
+    code, stdout, err = run_main(["interchange", out / "circuits" / "toy.copy_digit.json", "--json"], capsys)
     assert code == 0, err
     assert json.loads(stdout) == ic
     doc["provenance"]["run_config_hash"] = "0" * 16
@@ -214,7 +214,7 @@ def test_prune_checkpoints_gives_one_row_per_kept_checkpoint(tracked_run, tmp_pa
     assert doc["steps"] == [10, 20, 30] and [r["step"] for r in doc["rows"]] == [10, 20, 30]
     assert all(r["task"] == "copy_digit" and r["val_loss"] > 0 for r in doc["rows"])
     assert doc["rows"][-1]["jaccard_final"] == 1.0
-    assert (tmp_path / "track.png").exists() and (tmp_path / "step-000010" / "circuits" / "copy_digit.json").exists()
+    assert (tmp_path / "track.png").exists() and (tmp_path / "step-000010" / "circuits" / "toy.copy_digit.json").exists()
 
 
 @pytest.mark.usefixtures("toy_registry")

@@ -55,11 +55,11 @@ def seed_distribution(circuits: list[Circuit], core_share: float = 0.5) -> dict[
     counts: collections.Counter = collections.Counter()
     order: dict[str, int] = {}
     for c in circuits:
-        counts.update(c.nodes)
-        order.update(zip(c.nodes, c.kept.nonzero().flatten().tolist(), strict=True))
+        counts.update(c.node_names)
+        order.update(zip(c.node_names, c.kept.nonzero().flatten().tolist(), strict=True))
     names = sorted(counts, key=lambda name: (-counts[name], order[name]))
     frequency = {name: counts[name] / n for name in names}
-    matrix = [[jaccard(a.nodes, b.nodes) for b in circuits] for a in circuits]
+    matrix = [[jaccard(a.node_names, b.node_names) for b in circuits] for a in circuits]
     off = [matrix[i][j] for i in range(n) for j in range(i + 1, n)]
     sizes = [c.node_count for c in circuits]
     return {"n": n, "seeds": [circuit_seed(c) for c in circuits], "core_share": core_share,
