@@ -132,12 +132,13 @@ def test_bad_seed_counts_are_one_line_errors(tmp_path, capsys, flag, value):
 
 def _planted_task(planted):
     from circuitlab.prune.backups import PreparedTask
+    from circuitlab.prune.search import TaskData
     from circuitlab.tasks import Task
 
     model, train, test, means = planted
     task = Task(name="planted", description="the planted cue", generate=lambda n, seed: [], suite="test")
-    return PreparedTask(run=None, model=model, task=task, train=train, test=test, values=means,
-                        provenance={"task": "test:planted"})
+    data = TaskData(train=train, test=test, values=means, task="planted", suite="test", provenance={})
+    return PreparedTask(run=None, model=model, task=task, data=data, provenance={"task": "test:planted"})
 
 
 def test_backups_stop_when_the_target_is_unreachable(planted, tmp_path):

@@ -65,7 +65,7 @@ def prepare_task(run: str | Path, config: PruneConfig) -> PreparedTask:
     if len(tasks) != 1:
         raise CircuitlabError(f"--task {config.tasks!r} selects {len(tasks)} tasks; name one as SUITE:task")
     task = tasks[0]
-    data = prepare_one(loaded, task, config, context=context)
+    data = prepare_one(loaded, task, config, context=context, announce=False)
     if isinstance(data, Skipped):
         fix = "pick a task it solves or lower --min-accuracy" if data.accuracy is not None else \
             "pick another task ('circuitlab tasks --model RUN' lists the usable ones)"

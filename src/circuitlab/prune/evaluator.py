@@ -106,7 +106,12 @@ class Evaluator:
     def full_diffs(self):
         """The unpruned model's logit differences, (n,), from the reference logits (no forward pass).
 
-        The same numbers as ``diffs(ones)``: a gate of exactly 1 returns every activation unchanged."""
+        The same numbers as ``diffs(ones)``: a gate of exactly 1 returns every activation unchanged. With
+        excluded nodes (``ablated``) every gate is not 1, so the pass is run."""
+        if getattr(self, "allowed", None) is not None:
+            import torch
+
+            return self.diffs(torch.ones_like(self.values))
         return logit_diff(self.reference, self.batch.target, self.batch.contrast)
 
     def hard_gate(self, kept):
