@@ -198,6 +198,9 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 8
     ckpt_every: int = attrs.field(default=50, validator=at_least(1))
+    # Keep the weights every this many steps as a run folder of their own (checkpoints/step-NNNNNN);
+    # None keeps only the resumable checkpoint, as before. Left out of config.json and the hash at None.
+    keep_every: int | None = _extension(None, at_least(1))
     corpus: str | None = None  # folder of .py files; None = the running interpreter's stdlib
     # Corpus files larger than this are skipped. Added after models were cached: hashed only when changed.
     max_file_bytes: int = attrs.field(default=1 << 20, validator=at_least(1), metadata={"hash_if_changed": True})
@@ -258,6 +261,12 @@ class PruneConfig:
     # Folders of .py files for tasks mined from code (omitted from config.json and cell keys while None):
     mine_from: str | None = _extension(None)  # cut them from this folder instead of the held-out corpus files
     eval_on: str | None = _extension(None)  # also score each circuit on its task cut from this folder
+    # Pruning seeds per task (prune.seeds): seed, seed + 1, ..., seed + seeds - 1. The circuit document
+    # is seed's circuit, with the distribution over all of them under "seeds". 1 keeps run fast.
+    seeds: int = _extension(1, at_least(1))
+    core_share: float = _extension(0.5, unit_interval)  # the core: nodes kept by at least this share of seeds
+    # Nodes ablated whatever the mask says (LAYER.SITE.INDEX names): what backup rounds exclude.
+    exclude: tuple[str, ...] = attrs.field(default=(), converter=_tuple, metadata=_OMIT_AT_DEFAULT)
 
     @property
     def method(self) -> str:

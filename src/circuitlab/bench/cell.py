@@ -22,6 +22,7 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
     from ..provenance import build_provenance
     from ..prune.evaluator import Evaluator
     from ..prune.faithfulness import circuit_curve, faithfulness_curves
+    from ..prune.interchange import interchange, interchange_row
     from ..prune.necessity import model_faithfulness
     from ..prune.search import search_circuit
     from ..prune.task import LoadedModel, Skipped, prepare_task
@@ -43,6 +44,8 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
         curves["circuit_relative"] = circuit_curve(te, circuit.scores, circuit.node_count)
         to_model = model_faithfulness(te, circuit.kept, draws=max(config.random_draws, 3), seed=config.seed + 2)
     circuit_doc = circuit.to_json()
+    circuit_doc["interchange"] = interchange(model, data.test.to(loaded.device), circuit.kept,
+                                             draws=config.random_draws, seed=config.seed + 2)
     prov = circuit.provenance
     return {
         **base, "status": "done",
@@ -50,7 +53,8 @@ def compute_cell(cell: Cell, config: PruneConfig, model_doc: dict) -> dict[str, 
                        "real_task_accuracy": prov["solved"]["accuracy"], "verdict": prov["solved"]["verdict"]},
         "result": {**circuit.row(), "k": circuit.node_count, "edge_counts": circuit_doc["edge_counts"],
                    "validations": circuit_doc["validations"], "prune_seconds": circuit.seconds,
-                   "beats_full_model": bool(circuit.loss < circuit.full_model_loss - BEATS_MARGIN), **to_model},
+                   "beats_full_model": bool(circuit.loss < circuit.full_model_loss - BEATS_MARGIN), **to_model,
+                   **interchange_row(circuit_doc)},
         "faithfulness": curves,
         "circuit": circuit_doc,
         "provenance": build_provenance(plugins=prov["plugins"][:2], machine=prov["machine"],

@@ -27,7 +27,8 @@ _MODEL = ("model_id", "group", "kind", "preset", "sparsity", "density", "width",
           "val_loss", "config_hash", "twin")
 _RESULT = ("reached", "nodes", "edges", "weight_edges", "residual_edges", "k", "loss", "accuracy", "train_loss",
            "target_loss", "full_model_loss", "full_model_accuracy", "sufficiency", "necessity", "random_loss",
-           "beats_full_model", "prune_seconds", "necessity_random", "loss_gap_to_full", "kl_to_full")
+           "beats_full_model", "prune_seconds", "necessity_random", "loss_gap_to_full", "kl_to_full",
+           "interchange_accuracy", "interchange_shift", "random_interchange_accuracy", "random_interchange_shift")
 COLUMNS = (
     "cell_id", *_MODEL, "task", "pruner", "objective", "control", "prune_seed", "ablation", "freeze_norm",
     "nonsense", "status", "reason", "real_task_accuracy", "verdict", *_RESULT, "all_ablated",

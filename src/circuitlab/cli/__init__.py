@@ -24,7 +24,9 @@ from ..files import os_error_text
 from ..interrupts import Interrupted, raising_signals
 from ..log import logger, show_on_stderr
 from . import options
+from .backups import backups_cmd
 from .bench import bench_cmd
+from .interchange import interchange_cmd
 from .interop import export_graph_cmd, import_oai_circuit_cmd, import_oai_cmd, import_replication_cmd
 from .plugins import plugins_cmd
 from .prune import prune_cmd, run_cmd
@@ -76,7 +78,7 @@ def cli() -> None:
 # Each command module imports torch only inside its command body.
 for _command in (plugins_cmd, train_cmd, tasks_cmd, prune_cmd, run_cmd, record_cmd, compare_cmd, top_cmd,
                  bench_cmd, import_oai_cmd, import_oai_circuit_cmd, export_graph_cmd,
-                 import_replication_cmd, view_cmd):
+                 import_replication_cmd, view_cmd, backups_cmd, interchange_cmd):
     cli.add_command(_command)
 
 

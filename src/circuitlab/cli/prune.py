@@ -54,6 +54,11 @@ def prune_options(min_accuracy: float):
                      "lies above it, borderline when the interval contains it (pruned and flagged), and "
                      "skipped when the interval lies below it."),
         setting(PruneConfig, "seed", help="Seed of the mask search."),
+        setting(PruneConfig, "seeds", help="Prune each task with this many seeds (--seed, --seed + 1, ...): the "
+                                           "circuit JSON gains 'seeds' (per-node keep frequency, core, union, "
+                                           "sizes, pairwise Jaccard); the circuit is --seed's."),
+        setting(PruneConfig, "core_share", help="With --seeds: the core is the nodes kept by at least this share "
+                                                "of the seeds."),
         setting(PruneConfig, "steps", help="Mask optimisation steps. [default: the pruner's]"),
         setting(PruneConfig, "lr", help="Mask learning rate. [default: the pruner's]"),
         setting(PruneConfig, "penalty_coef", help="Coefficient of the mask penalty (kept-node count). "
@@ -114,6 +119,7 @@ def print_table(summary: dict) -> None:
             click.echo(f"not reached: {_key(r)}: even the full model's loss is {r['full_model_loss']:.4f} "
                        f"(target {r['target_loss']:g}); its row is the full model")
     print_transfer(rows)
+    print_trust(rows)
     for s in summary["skipped"]:
         acc = "n/a" if s.get("accuracy") is None else f"{s['accuracy']:.3f}"
         click.echo(f"skipped: {_key(s)} (accuracy {acc}): {s['reason']}")
@@ -145,6 +151,28 @@ def _loss_acc(loss: float | None, accuracy: float | None) -> str:
     return "n/a" if loss is None else f"{loss:.3f} / {accuracy:.2f}"
 
 
+def _fig(x: float | None, fmt: str = ".2f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def print_trust(rows: list[dict]) -> None:
+    """Interchange figures (circuit against random node sets of its size) and, with --seeds, the seed
+    distribution of each circuit."""
+    rows = [r for r in rows if r.get("interchange_accuracy") is not None or r.get("seeds")]
+    if not rows:
+        return
+    w = max(len(r["task"]) for r in rows + [{"task": "interchange"}])
+    click.echo(f"{'interchange':<{w}}  {'accuracy':>8}  {'shift':>7}  {'random acc.':>11}  {'random shift':>12}"
+               f"  {'seeds':>5}  {'core':>5}  {'union':>5}  {'sizes':>11}  {'jaccard':>7}")
+    for r in rows:
+        s = r.get("seeds") or {}
+        sizes = f"{s['size_min']}-{s['size_max']}" if s else ""
+        click.echo(f"{r['task']:<{w}}  {_fig(r.get('interchange_accuracy')):>8}  "
+                   f"{_fig(r.get('interchange_shift')):>7}  {_fig(r.get('random_interchange_accuracy')):>11}  "
+                   f"{_fig(r.get('random_interchange_shift')):>12}  {s.get('n', 1):>5}  {s.get('core', ''):>5}  "
+                   f"{s.get('union', ''):>5}  {sizes:>11}  {_fig(s.get('jaccard_mean')) if s else '':>7}")
+
+
 def print_transfer(rows: list[dict]) -> None:
     """The ``--eval-on`` figures next to the held-out ones: does each circuit keep its accuracy there?"""
     moved = [r for r in rows if r.get("transfer")]
@@ -167,18 +195,24 @@ def print_transfer(rows: list[dict]) -> None:
 @prune_options(min_accuracy=0.0)
 @click.option("--out", default=None, metavar="DIR",
               help="Where circuits/<suite>.<task>.json and summary.json go. [default: DIR/pruned/PRUNER-OBJECTIVE]")
-def prune_cmd(model_dir, store, overwrite, json_, out, **settings):
+@click.option("--checkpoints", is_flag=True,
+              help="Prune the tasks at every checkpoint kept by 'train --keep-checkpoints' and at the final model; "
+                   "prints one row per task and checkpoint, writes track.json and track.png.")
+def prune_cmd(model_dir, store, overwrite, json_, out, checkpoints, **settings):
     """Prune a trained model to the smallest node circuit per task that reaches --target-loss.
 
     Optimises node masks on each task's train pairs, ranks nodes by mask score, bisects the node
     count to the smallest circuit whose train loss reaches the target, and reports its held-out test
-    loss, edges and validations (sufficiency, necessity, a random circuit of the same size).
+    loss, edges and validations (sufficiency, necessity, a random circuit of the same size), and its
+    interchange figures (patching its nodes from the pair's other prompt).
     """
     from ..jobs import prune_job
     from ..train.runs import read_run
 
     config = prune_config(settings)
     info = read_run(model_dir)
+    if checkpoints:
+        return _track(info, config, store, out, json_)
     if out is None:
         out = info.path / "pruned" / f"{config.pruner}-{config.objective}".replace(":", ".")  # DIST:NAME names
     guard_outputs(out, store, config, model_dir)
@@ -187,6 +221,30 @@ def prune_cmd(model_dir, store, overwrite, json_, out, **settings):
         emit_json(summary)
     else:
         print_table(summary)
+
+
+def _track(info, config: PruneConfig, store, out, json_) -> None:
+    from ..errors import CircuitlabError
+    from ..prune.track import track_circuits
+
+    if store is not None:
+        raise CircuitlabError("--store and --checkpoints exclude each other; add the final model's circuits to a "
+                              "store with a plain 'circuitlab prune --store'")
+    if out is None:
+        out = info.path / "track" / f"{config.pruner}-{config.objective}"
+    doc = track_circuits(info.path, config, out)
+    if json_:
+        emit_json(doc)
+        return
+    w = max([len(r["task"]) for r in doc["rows"]] + [4])
+    click.echo(f"{'task':<{w}}  {'step':>6}  {'val loss':>8}  {'full acc.':>9}  {'nodes':>6}  {'loss':>7}  "
+               f"{'reached':>7}  {'jaccard w/ final':>16}")
+    for r in doc["rows"]:
+        reached = "" if r["reached"] is None else ("yes" if r["reached"] else "NO")
+        click.echo(f"{r['task']:<{w}}  {r['step']:>6}  {_fig(r['val_loss'], '.4f'):>8}  "
+                   f"{_fig(r['full_model_accuracy'], '.3f'):>9}  {r['nodes'] if r['nodes'] is not None else '-':>6}  "
+                   f"{_fig(r['loss'], '.4f'):>7}  {reached:>7}  {_fig(r['jaccard_final']):>16}")
+    click.echo(f"results in {doc['out']} (track.json, track.png, one folder per checkpoint)")
 
 
 @click.command("run")

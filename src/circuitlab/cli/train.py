@@ -23,12 +23,15 @@ from .options import RegistryName, emit_json, json_option, setting
 @click.option("--out", default=None, metavar="DIR", help="Run folder. [default: runs/PRESET-SPARSITY-dDENSITY-sSEED]")
 @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
 @setting(TrainConfig, "ckpt_every", help="Steps between checkpoints.")
+@setting(TrainConfig, "keep_every", "--keep-checkpoints", "keep_every", metavar="EVERY",
+         help="Keep the weights every EVERY steps as run folders under checkpoints/ (for 'circuitlab prune "
+              "--checkpoints'). [default: keep only the final model]")
 @setting(TrainConfig, "seed", help="Seed of the initialisation and the batch order.")
 @setting(TrainConfig, "max_file_bytes", help="Corpus files larger than this are skipped (and counted).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @json_option
-def train_cmd(sparsity, density, preset, corpus, steps, batch_size, lr, out, resume, ckpt_every, seed, max_file_bytes,
-              quiet, json_):
+def train_cmd(sparsity, density, preset, corpus, steps, batch_size, lr, out, resume, ckpt_every, keep_every, seed,
+              max_file_bytes, quiet, json_):
     """Train the sparse GPT-2 core on real Python code.
 
     Writes model.safetensors, config.json (with provenance), tokenizer.json and a resumable
@@ -39,7 +42,7 @@ def train_cmd(sparsity, density, preset, corpus, steps, batch_size, lr, out, res
     from ..train import run_summary, train_run
 
     cfg = TrainConfig.for_preset(preset, sparsity=sparsity, density=density, corpus=corpus, steps=steps,
-                                 batch_size=batch_size, lr=lr, ckpt_every=ckpt_every, seed=seed,
+                                 batch_size=batch_size, lr=lr, ckpt_every=ckpt_every, keep_every=keep_every, seed=seed,
                                  max_file_bytes=max_file_bytes)
     if out is None:
         out = f"runs/{preset}-{sparsity}-d{cfg.density:g}-s{seed}"

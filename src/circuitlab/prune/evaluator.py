@@ -27,7 +27,9 @@ class Evaluator:
     """Masked forward passes over one TaskBatch that return the last-position logits only."""
 
     def __init__(self, model, batch: TaskBatch, values: torch.Tensor, *, freeze_norm: bool = False,
-                 chunk: int = 128):
+                 chunk: int = 128, ablated: torch.Tensor | None = None):
+        """``ablated`` (num_nodes,) bool: nodes ablated whatever the gate says (``PruneConfig.exclude``);
+        the reference logits stay the unpruned model's."""
         import torch
 
         self.model, self.batch, self.values, self.chunk = model, batch, values, chunk
@@ -49,6 +51,7 @@ class Evaluator:
                     self.norm_scale[rows, : s.shape[1]] = s
             else:
                 self.reference = self._run(ones, None)  # (N, vocab)
+        self.allowed = None if ablated is None or not bool(ablated.any()) else (~ablated.bool()).to(values.device)
 
     def _chunk(self, gate, r, record_scale):
         """Last-position logits (len(r), vocab) of the rows ``r``, padded to their own longest prompt."""
@@ -58,6 +61,8 @@ class Evaluator:
         last = b.last[r]
         ids = b.ids[r, : int(last.max()) + 1]
         scale = None if self.norm_scale is None else self.norm_scale[r]
+        if getattr(self, "allowed", None) is not None:
+            gate = gate * self.allowed
         inner = ablation_hook(self.space, gate, self.values, scale)
         box: dict[str, Any] = {}
 
@@ -101,7 +106,12 @@ class Evaluator:
     def full_diffs(self):
         """The unpruned model's logit differences, (n,), from the reference logits (no forward pass).
 
-        The same numbers as ``diffs(ones)``: a gate of exactly 1 returns every activation unchanged."""
+        The same numbers as ``diffs(ones)``: a gate of exactly 1 returns every activation unchanged. With
+        excluded nodes (``ablated``) every gate is not 1, so the pass is run."""
+        if getattr(self, "allowed", None) is not None:
+            import torch
+
+            return self.diffs(torch.ones_like(self.values))
         return logit_diff(self.reference, self.batch.target, self.batch.contrast)
 
     def hard_gate(self, kept):

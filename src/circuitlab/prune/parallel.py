@@ -25,13 +25,22 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
+
 from ..config import PruneConfig
 from ..errors import CircuitlabError
 from ..log import logger
 from .search import TaskData
 
-#: One task to prune: its place in the task list and its prepared data (``prune.task.prepare_task``).
-TaskJob = tuple[int, TaskData]
+
+@attrs.frozen(kw_only=True)
+class TaskJob:
+    """One task to prune: its place in the task list, its prepared data (``prune.task.prepare_task``),
+    and its settings when they differ from the pool's (another pruning seed, excluded nodes)."""
+
+    index: int
+    data: TaskData
+    config: PruneConfig | None = None
 
 
 def available_cores() -> int:
@@ -87,14 +96,14 @@ def _prune_in_worker(job: TaskJob) -> tuple[int, Any]:
     w = _worker
     if "error" in w:
         raise CircuitlabError(f"a pruning worker could not start: {w['error']}")
-    index, data = job
+    index = job.index
     try:
-        circuit = search_circuit(w["model"], data, w["config"], progress=True, mask_entry=w["mask_entry"],
-                                 objective_entry=w["objective_entry"])
+        circuit = search_circuit(w["model"], job.data, job.config or w["config"], progress=True,
+                                 mask_entry=w["mask_entry"], objective_entry=w["objective_entry"])
     except CircuitlabError as exc:  # re-raised as its plain message: every error class unpickles from that
         raise CircuitlabError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a plugin's or torch's error, as one picklable line
-        raise CircuitlabError(f"pruning {data.suite}:{data.task} failed in a worker: {type(exc).__name__}: {exc}") from None
+        raise CircuitlabError(f"pruning {job.data.suite}:{job.data.task} failed in a worker: {type(exc).__name__}: {exc}") from None
     return index, circuit
 
 
@@ -125,9 +134,9 @@ def prune_tasks(model, run: str, jobs: list[TaskJob], config: PruneConfig, mask_
         logger.info("pruning in one process: the pruner or objective is registered in this process only")
         n = 1
     if n <= 1:
-        for index, data in jobs:
-            yield index, search_circuit(model, data, config, progress=True, mask_entry=mask_entry,
-                                        objective_entry=objective_entry)
+        for job in jobs:
+            yield job.index, search_circuit(model, job.data, job.config or config, progress=True,
+                                            mask_entry=mask_entry, objective_entry=objective_entry)
         return
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait

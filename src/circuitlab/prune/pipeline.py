@@ -22,6 +22,8 @@ from ..files import write_json
 from ..log import logger
 from ..machine import machine_provenance
 from .circuit import Circuit, circuit_file_stem, circuit_row, geomean, task_key
+from .interchange import interchange_row
+from .seeds import seeds_row
 from .task import LoadedModel, Skipped, prepare_task
 
 
@@ -127,13 +129,25 @@ def _tasks(info, config: PruneConfig) -> tuple[Any, list, Any]:
     return context, tasks, Transfer(info, config, tasks) if config.eval_on is not None else None
 
 
+def _circuit_doc(circuit: Circuit, seeds: dict | None, model, test, config: PruneConfig) -> dict[str, Any]:
+    """The circuit's JSON document with its interchange figures and, with several seeds, their distribution."""
+    from .interchange import interchange
+
+    doc = circuit.to_json()
+    doc["interchange"] = interchange(model, test, circuit.kept, draws=config.random_draws, seed=config.seed + 2)
+    if seeds is not None:
+        doc["seeds"] = seeds
+    return doc
+
+
 def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finished,
                  extra_provenance: dict) -> dict[str, Any]:
     from .. import plugins
     from ..provenance import build_provenance, run_fields
     from ..tasks import check_suite, pairs_source
     from .ablation import ablation_values
-    from .parallel import prune_tasks
+    from .parallel import TaskJob, prune_tasks
+    from .seeds import collect_seeds, seed_jobs
 
     t_start = time.perf_counter()
     check_suite(config.tasks)  # did-you-mean before loading anything
@@ -160,13 +174,14 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
         if isinstance(data, Skipped):
             skipped.append(data.to_json())
         else:
-            jobs.append((i, data))
+            jobs += seed_jobs(TaskJob(index=i, data=data), config)  # one job per pruning seed (prune.seeds)
     # Each circuit is written (and handed to the store) as soon as it finishes, so an interrupt keeps it.
-    values_of = {i: data.values for i, data in jobs}
+    values_of = {job.index: job.data.values for job in jobs}
+    test_of = {job.index: job.data.test for job in jobs}
     with contextlib.closing(prune_tasks(loaded.model, loaded.info.path, jobs, config, mask_entry,
                                         objective_entry)) as finished:
-        for i, circuit in finished:
-            doc = circuit.to_json()
+        for i, circuit, seeds in collect_seeds(finished, config):
+            doc = _circuit_doc(circuit, seeds, loaded.model, test_of[i].to(loaded.device), config)
             if transfer is not None and (figures := transfer.figures(loaded.model, loaded.tokenizer, circuit,
                                                                      values_of[i], loaded.device)) is not None:
                 doc["transfer"] = figures
@@ -195,5 +210,5 @@ def _circuit_paths(tasks: list, out: Path) -> list[Path]:
 
 def _row(doc: dict, task, path: Path) -> dict:
     """A circuit's summary row, with its verdict, suite and file."""
-    return {**circuit_row(doc), **verdict_fields(doc["provenance"].get("solved")), "suite": task.suite,
-            "file": str(path)}
+    return {**circuit_row(doc), **interchange_row(doc), **seeds_row(doc),
+            **verdict_fields(doc["provenance"].get("solved")), "suite": task.suite, "file": str(path)}

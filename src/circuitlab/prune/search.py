@@ -251,6 +251,8 @@ def _attempt(tr: Evaluator, config: PruneConfig, mask_entry, objective, gen, coe
                                                                patience=config.patience),
                              gen, progress=progress, label=task)
     scores = mask.scores().detach().float().cpu()
+    if tr.allowed is not None:  # excluded nodes rank last: a circuit never counts them
+        scores = scores.masked_fill(~tr.allowed.cpu(), float("-inf"))
     # A trained mask keeps the nodes scoring > 0 by itself, and the search starts there; a score-only
     # mask keeps none by itself, so the search walks up its ranking from one node.
     kept_by_itself = 0 if mask.score_only else int((scores > 0).sum())
@@ -312,6 +314,21 @@ def suite_provenance(suite: str) -> list[dict]:
         return []
 
 
+def excluded_nodes(model, config: PruneConfig):
+    """``config.exclude`` as a (num_nodes,) bool tensor, or None; an unknown node name is one line."""
+    import torch
+
+    from ..model.nodes import NodeSpace
+
+    if not config.exclude:
+        return None
+    space = NodeSpace.from_config(model.config)
+    out = torch.zeros(space.num_nodes, dtype=torch.bool)
+    for name in config.exclude:
+        out[space.index(name)] = True
+    return out
+
+
 @attrs.frozen(kw_only=True)
 class TaskData:
     """One task's encoded pairs, ablation values and circuit provenance: what the mask search needs.
@@ -352,8 +369,9 @@ def search_circuit(model, data: TaskData, config: PruneConfig | None = None, *, 
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        tr = Evaluator(model, train, values, freeze_norm=config.freeze_norm)
-        te = Evaluator(model, test, values, freeze_norm=config.freeze_norm)
+        ablated = excluded_nodes(model, config)  # nodes ablated from the start (backups), or None
+        tr = Evaluator(model, train, values, freeze_norm=config.freeze_norm, ablated=ablated)
+        te = Evaluator(model, test, values, freeze_norm=config.freeze_norm, ablated=ablated)
         best, attempts = _best_attempt(tr, config, mask_entry, objective_entry, progress, task)
         circuit = build_circuit(tr, te, best, attempts, config, data=data,
                                 plugins=[mask_entry, objective_entry, *suite_provenance(suite)],

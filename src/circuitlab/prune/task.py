@@ -157,9 +157,10 @@ def judge_task(loaded: LoadedModel, task, config: PruneConfig, context) -> Judge
 
 
 def prepare_task(loaded: LoadedModel, task, config: PruneConfig, *, context=None, values=None,
-                 extra_provenance: dict | None = None) -> TaskData | Skipped:
+                 extra_provenance: dict | None = None, announce: bool = True) -> TaskData | Skipped:
     """Everything ``prune_task`` does before the mask search: the pairs, the full model's verdict,
-    the nonsense control, encoding, ablation values and the circuit's provenance.
+    the nonsense control, encoding, ablation values and the circuit's provenance. ``announce``: log
+    the task's "prune ..." progress line (``circuitlab backups`` logs its rounds instead).
 
     ``context``: the run's task context (``circuitlab.tasks.task_context_for_run``; built when None).
     ``values``: ablation values already computed for this model (``mean``/``zero``: the same for every
@@ -189,8 +190,9 @@ def prepare_task(loaded: LoadedModel, task, config: PruneConfig, *, context=None
         test_pairs = tuple(nonsense_pairs(test_pairs, nonsense_seed(task.qualname)))
         full = {**full_model_verdict(loaded, test_pairs, config.min_accuracy), "real_task": full,
                 "verdict": full["verdict"]}
-    logger.info(f"prune {task.qualname} ({len(train_pairs)} train / {len(test_pairs)} test pairs, "
-                f"full model: loss {full['loss']:.3f}, accuracy {full['accuracy']:.3f})")
+    if announce:
+        logger.info(f"prune {task.qualname} ({len(train_pairs)} train / {len(test_pairs)} test pairs, "
+                    f"full model: loss {full['loss']:.3f}, accuracy {full['accuracy']:.3f})")
     n_ctx = info.model.n_ctx
     train = encode_pairs(list(train_pairs), loaded.tokenizer, max_len=n_ctx)
     test = encode_pairs(list(test_pairs), loaded.tokenizer, max_len=n_ctx)

@@ -15,6 +15,46 @@ from ..errors import CircuitlabError
 from ..files import write_safetensors
 
 CHECKPOINT = "checkpoint.safetensors"
+#: Kept weights (``TrainConfig.keep_every``): ``checkpoints/step-NNNNNN/``, each a run folder of its own.
+KEPT = "checkpoints"
+
+
+def kept_dir(out: Path, step: int) -> Path:
+    return Path(out) / KEPT / f"step-{step:06d}"
+
+
+def keep_weights(out: Path, step: int, model: Any, run_doc: dict, val_loss: float) -> Path:
+    """Write the weights after ``step`` steps as the run folder ``checkpoints/step-NNNNNN`` (config.json
+    with ``final.steps`` and ``final.val_loss``, model.safetensors, and the run's tokenizer and corpus
+    manifest), built in a temporary folder and renamed into place. An existing one is kept: a resumed
+    run recomputes the same weights."""
+    import os
+    import shutil
+    import tempfile
+
+    from ..files import write_json
+
+    dest = kept_dir(out, step)
+    if (dest / "model.safetensors").exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        for name in ("tokenizer.json", "corpus_manifest.json"):
+            if (Path(out) / name).exists():
+                shutil.copyfile(Path(out) / name, tmp / name)
+        state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()}
+        write_safetensors(tmp / "model.safetensors", state,
+                          {"circuitlab_version": __version__, "config": json.dumps(run_doc["model"], sort_keys=True)})
+        write_json(tmp / "config.json", {**run_doc, "status": "complete",
+                                         "final": {"steps": step, "val_loss": val_loss, "checkpoint_of": str(out)}})
+        if dest.exists():  # an incomplete folder (no weights) from a crash: replaced
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 def save_checkpoint(path: Path, model: Any, opt: Any, schedule: Any, step: int, history: list, meta: dict) -> None:

@@ -30,7 +30,7 @@ from ..machine import machine_provenance
 from ..plugins import calls
 from ..provenance import build_provenance
 from . import distributed
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT, keep_weights, load_checkpoint, save_checkpoint
 from .distributed import Dist
 from .runs import RUN_KIND
 
@@ -243,6 +243,9 @@ def _loop(s: Session, progress: bool) -> float:
                 s.history.append({"step": s.step + 1, "val_loss": val, "train_loss": loss_value, "density": density})
                 if progress:
                     bar.write(f"step {s.step + 1}: val loss {val:.4f}, density {density:.4f}", file=sys.stderr)
+            if dist.main and c.keep_every and not last and (s.step + 1) % c.keep_every == 0:
+                keep_weights(s.out, s.step + 1, s.model, {"kind": RUN_KIND, **s.meta, "provenance": s.provenance},
+                             s.val_loss())
             signum = received()
             if dist.main and (last or signum or (s.step + 1) % c.ckpt_every == 0):
                 save_checkpoint(s.out / CHECKPOINT, s.model, s.opt, s.schedule, s.step, s.history, s.meta)

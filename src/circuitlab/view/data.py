@@ -131,9 +131,11 @@ def _circuit_method(circuit: dict, space: NodeSpace | None, model) -> dict:
     edges = [tuple(e) for e in circuit.get("edges", [])]
     weights = ([None] * len(edges) if model is None or space is None
                else edge_weights(model, space, [(space.index(a), space.index(b)) for a, b in edges]))
+    seeds = circuit.get("seeds") or {}
     return _method(store_label(circuit["method"]), "circuit file", names, scores, edges, weights,
                    loss=circuit.get("loss"), node_count=circuit.get("node_count"),
-                   edge_count=circuit.get("edge_count"))
+                   edge_count=circuit.get("edge_count"),
+                   frequency=seeds.get("frequency"), n_seeds=seeds.get("n"))  # nodes shaded by keep frequency
 
 
 def _store_methods(store: Path, circuit: dict, skip: str, space: NodeSpace, model) -> list[dict]:
@@ -248,7 +250,7 @@ def page_data(circuit_path: str | Path | dict, *, store: str | Path | None = Non
     n_layer = model.config.n_layer if model is not None else 1 + max(
         [v["layer"] for v in nodes.values() if v["layer"] is not None] or [0])
     keys = ("task", "suite", "method", "node_count", "edge_count", "loss", "accuracy", "train_loss", "target_loss",
-            "reached", "full_model_loss", "full_model_accuracy", "validations", "total_nodes")
+            "reached", "full_model_loss", "full_model_accuracy", "validations", "total_nodes", "interchange")
     return {"kind": "circuitlab-view", "circuit": {k: circuit.get(k) for k in keys}, "file": circuit_path,
             "run": None if info is None else str(info.path), "store": None if store is None else str(store),
             "n_layer": n_layer, "sites": list(SITES), "nodes": nodes, "methods": methods, "ablation": ablation,

@@ -108,7 +108,9 @@ function draw() {
   }
   for (const n of view.names) {
     const p = L.pos[n];
-    const c = el("circle", { cx: p.x, cy: p.y, r: R, class: "node " + view.member(n), "data-name": n },
+    const freq = view.a.frequency ? view.a.frequency[n] : undefined;  // share of pruning seeds keeping n
+    const c = el("circle", { cx: p.x, cy: p.y, r: R, class: "node " + view.member(n), "data-name": n,
+                             ...(freq === undefined ? {} : { "fill-opacity": (0.2 + 0.8 * freq).toFixed(2) }) },
                  nodeLayer, true);
     c.addEventListener("mouseenter", (ev) => tooltip(n, ev, view));
     c.addEventListener("mousemove", (ev) => moveTip(ev));
@@ -126,6 +128,7 @@ function scoreLines(n, view) {
   for (const m of view.b ? [view.a, view.b] : [view.a]) {
     const s = m.scores[n];
     out.push(`mask score (${m.label}): ${s === undefined ? "not kept" : fmt(s)}`);
+    if (m.frequency) out.push(`kept by ${Math.round(100 * (m.frequency[n] || 0))}% of ${m.n_seeds} pruning seeds`);
   }
   return out;
 }
