@@ -105,8 +105,9 @@ def test_worker_errors_cross_the_pool_as_one_picklable_line(monkeypatch):
 
     from circuitlab.errors import CircuitlabError, UnknownNameError
     from circuitlab.prune import parallel, search
+    from circuitlab.prune.parallel import TaskJob
 
-    job = (0, search.TaskData(train=None, test=None, values=None, task="t", suite="s", provenance={}))
+    job = TaskJob(index=0, data=search.TaskData(train=None, test=None, values=None, task="t", suite="s", provenance={}))
     monkeypatch.setattr(parallel, "_worker", {"error": "OSError: model.safetensors: No such file"})
     with pytest.raises(CircuitlabError, match="could not start: OSError") as info:
         parallel._prune_in_worker(job)

@@ -153,16 +153,10 @@ def load(run: PathLike, *, device: str = "cpu") -> LoadedModel:
 
     A run without ``tokenizer.json`` loads too (``tokenizer`` is None): its logits are there, and what
     needs text (tasks, pruning, recording) says how to add a tokenizer."""
-    import torch
-
+    from .prune.task import torch_device
     from .train.runs import load_model
 
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise CircuitlabError(f"device {device!r} is not a torch device ({exc}); use cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CircuitlabError(f"device {device!r}: CUDA is not available here; use device='cpu'")
+    dev = torch_device(device)
     model, tok, info = load_model(run, dev, need_tokenizer=False)
     return LoadedModel(model=model, tokenizer=tok, info=info, device=dev)
 

@@ -53,8 +53,7 @@ class StoreWriter:
         info = read_run(model_doc["run"])
         path = store_path(self.out, model_doc["model_id"])
         ensure_store(path, info, note=logger.info, config=record_config(self.spec))
-        circuit = {**doc["circuit"], "task": doc["cell"]["task"]}  # the store keys the cell's task as SUITE:TASK
-        add_circuit(path, circuit, doc["method_label"], run=info, overwrite=True,
+        add_circuit(path, doc["circuit"], doc["method_label"],  # keyed by the circuit's suite:task run=info, overwrite=True,
                     provenance={"bench_cell": doc["cell_id"], "bench_spec": self.spec.source})
         self.ledger[doc["cell_id"]] = str(path.relative_to(self.out))
         write_json(self.ledger_path, self.ledger)

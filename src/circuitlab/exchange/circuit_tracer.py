@@ -61,12 +61,16 @@ def _clerps(names: list[str], store: Path | None, top: int) -> dict[str, str]:
     return out
 
 
-def _node(node_id: str, feature: int, layer: str, pos: int, kind: str, js_id: str, clerp: str, *,
-          activation: float | None = None, prob: float = 0.0, target: bool = False) -> dict:
-    """One entry of ``nodes[]`` with every field of circuit-tracer's ``Node``."""
+#: The fields of circuit-tracer's ``Node`` that every node of an export shares unless it says otherwise.
+_NODE_DEFAULTS = {"token_prob": 0.0, "is_target_logit": False, "run_idx": 0, "reverse_ctx_idx": 0, "influence": None,
+                  "activation": None}
+
+
+def _node(node_id: str, feature: int, layer: str, pos: int, kind: str, **fields) -> dict:
+    """One entry of ``nodes[]`` with every field of circuit-tracer's ``Node`` (``fields``: ``jsNodeId``,
+    ``clerp``, and any default to override)."""
     return {"node_id": node_id, "feature": feature, "layer": layer, "ctx_idx": pos, "feature_type": kind,
-            "token_prob": prob, "is_target_logit": target, "run_idx": 0, "reverse_ctx_idx": 0, "jsNodeId": js_id,
-            "clerp": clerp, "influence": None, "activation": activation}
+            **_NODE_DEFAULTS, **fields}
 
 
 def graph_document(circuit: dict, model, tok, info, *, slug: str, config: GraphExportConfig,
@@ -105,16 +109,17 @@ def graph_document(circuit: dict, model, tok, info, *, slug: str, config: GraphE
         nid, layer, i = node_id(n)
         ids_of[n] = nid
         a = float(acts[i])
-        nodes.append(_node(nid, i, layer, pos, FEATURE_TYPE, f"{layer}_{i}-0", clerp[n],
+        nodes.append(_node(nid, i, layer, pos, FEATURE_TYPE, jsNodeId=f"{layer}_{i}-0", clerp=clerp[n],
                            activation=a if math.isfinite(a) else None))
     last_token = int(ids[0, pos])
-    nodes.append(_node(f"E_{last_token}_{pos}", pos, "E", pos, "embedding", f"E_{last_token}-{pos}",
-                       tok.decode([last_token])))
+    nodes.append(_node(f"E_{last_token}_{pos}", pos, "E", pos, "embedding", jsNodeId=f"E_{last_token}-{pos}",
+                       clerp=tok.decode([last_token])))
     logit_layer = str(n_layer + 1)
     for vocab, is_target in ((target, True), (contrast, False)):
         prob = float(probs[vocab])
-        nodes.append(_node(f"{logit_layer}_{vocab}_{pos}", vocab, logit_layer, pos, "logit", f"L_{vocab}-{pos}",
-                           f'Output "{tok.decode([vocab])}" (p={prob:.3f})', prob=prob, target=is_target))
+        nodes.append(_node(f"{logit_layer}_{vocab}_{pos}", vocab, logit_layer, pos, "logit", jsNodeId=f"L_{vocab}-{pos}",
+                           clerp=f'Output "{tok.decode([vocab])}" (p={prob:.3f})', token_prob=prob,
+                           is_target_logit=is_target))
     edges = [tuple(e) for e in circuit.get("edges", []) if e[0] in ids_of and e[1] in ids_of]
     weights = edge_weights(model, space, [(space.index(s), space.index(d)) for s, d in edges])
     links = [{"source": ids_of[s], "target": ids_of[d], "weight": w} for (s, d), w in zip(edges, weights, strict=True)

@@ -125,11 +125,12 @@ def add_to_store(doc: dict, store: str | Path, run: Path, *, overwrite: bool = F
     """Add an imported circuit to an activation store as method ``openai-<sweep>``."""
     from ..prune.circuit import task_key
     from ..store import add_method_result
+    from ..store.methods import MethodResult
 
     label = doc["method"].partition("/")[0]  # files written before the one label said "openai-<sweep>/binary_ce"
-    return add_method_result(store, method=label, task=task_key(doc.get("suite") or "", doc["task"]),
-                             scores=doc["scores"],
-                             kept=[s > 0 for s in doc["scores"]], loss=doc["loss"] if doc["loss"] is not None
-                             else float("nan"), edges=doc["edge_count"], nodes=doc["node_count"],
-                             provenance=doc["provenance"], edge_list=[tuple(e) for e in doc["edges"]],
-                             overwrite=overwrite, run=run)
+    result = MethodResult(method=label, task=task_key(doc.get("suite") or "", doc["task"]), scores=doc["scores"],
+                          kept=[s > 0 for s in doc["scores"]],
+                          loss=doc["loss"] if doc["loss"] is not None else float("nan"), edges=doc["edge_count"],
+                          nodes=doc["node_count"], provenance=doc["provenance"],
+                          edge_list=[tuple(e) for e in doc["edges"]])
+    return add_method_result(store, result, overwrite=overwrite, run=run)

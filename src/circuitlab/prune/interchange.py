@@ -65,12 +65,14 @@ def _donors(acts: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch
     return acts[partner].gather(1, idx), valid
 
 
-def _patched_diffs(model, ids: torch.Tensor, last: torch.Tensor, target: torch.Tensor, contrast: torch.Tensor,
-                   space: NodeSpace, donor: torch.Tensor | None, valid: torch.Tensor | None,
-                   nodes: torch.Tensor | None) -> torch.Tensor:
-    """Logit differences at each row's last position, with ``nodes`` (N,) bool patched from ``donor``
-    (None: the clean run)."""
+def _patched_diffs(model, rows: tuple, space: NodeSpace, patch: tuple | None = None) -> torch.Tensor:
+    """Logit differences at each row's last position. ``rows`` is (ids, last, target, contrast) of a
+    chunk; ``patch`` is (donor, valid, nodes): ``nodes`` (N,) bool patched from ``donor`` where
+    ``valid`` (None: the clean run)."""
     import torch
+
+    ids, last, target, contrast = rows
+    donor, valid, nodes = patch if patch is not None else (None, None, None)
 
     locs = space.by_hook()
     box: dict[str, Any] = {}
@@ -145,10 +147,10 @@ def interchange(model, batch: TaskBatch, kept: torch.Tensor, *, draws: int = MIN
                 target, contrast = batch.target[r], batch.contrast[r]
                 acts = record_activations(model, ids, space)
                 donor, valid = _donors(acts, last)
-                clean_parts.append(_patched_diffs(model, ids, last, target, contrast, space, None, None, None).cpu())
+                rows = (ids, last, target, contrast)
+                clean_parts.append(_patched_diffs(model, rows, space).cpu())
                 for j, s in enumerate(sets):
-                    patched_parts[j].append(_patched_diffs(model, ids, last, target, contrast, space, donor, valid,
-                                                           s.to(device)).cpu())
+                    patched_parts[j].append(_patched_diffs(model, rows, space, (donor, valid, s.to(device))).cpu())
     finally:
         model.train(was_training)
     clean = torch.cat(clean_parts)

@@ -236,9 +236,7 @@ def _split_batch(batch: ExampleBatch, n: int) -> tuple[ExampleBatch, ExampleBatc
 
 @attrs.frozen(kw_only=True)
 class StoreLayout:
-    """What a new store holds besides its rows: how many examples of how many tokens, the node
-    coordinates (``schema.node_coords``), the ablation means and the root attributes."""
-
+    """What a new store holds besides its rows: examples, tokens, node coordinates, means, root attributes."""
     num_examples: int
     tokens: int
     nodes: dict = attrs.field(eq=False)  # coordinate name -> (num_nodes,) array
@@ -249,7 +247,6 @@ class StoreLayout:
 @attrs.frozen(kw_only=True)
 class Chunking:
     """How rows are buffered and chunked on their way to disk (sizes in bytes)."""
-
     chunk_bytes: int = CHUNK_BYTES  # target size of one activation chunk
     flush_bytes: int = 64 << 20  # rows buffered before an append
     min_chunk_bytes: int = MIN_CHUNK_BYTES
