@@ -133,6 +133,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def write_figure(path: str | os.PathLike, fig, dpi: int = 110) -> None:
+    """A matplotlib figure written atomically to ``path`` as PNG (through ``write_bytes``)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    write_bytes(path, buf.getvalue())
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

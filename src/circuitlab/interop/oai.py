@@ -79,16 +79,14 @@ def _refusal(exc: Exception) -> str:
     return (m.group(1) if m else text.strip().splitlines()[0] if text.strip() else type(exc).__name__)[:200]
 
 
-def load_weights(path: Path) -> dict[str, Any]:
-    """``final_model.pt`` as {name: tensor}, weights-only and memory-mapped; one-line errors."""
+def torch_load_weights_only(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)``, memory-mapped where the file allows: tensors and plain
+    containers only. A pickle with anything else, or a file that is no torch checkpoint, is one line."""
     import pickle
     import zipfile
 
     import torch
 
-    if not path.is_file():
-        raise CircuitlabError(f"{str(path)!r} does not exist; an OpenAI checkpoint folder holds {CONFIG_FILE} "
-                              f"and {WEIGHTS_FILE}")
     try:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -105,6 +103,17 @@ def load_weights(path: Path) -> dict[str, Any]:
             AttributeError) as exc:  # a foreign file trips the unpickler in many ways
         raise CircuitlabError(f"{str(path)!r} is not a readable torch checkpoint ({_refusal(exc)}); "
                               "download it again") from None
+    return state
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """``final_model.pt`` as {name: tensor}, weights-only and memory-mapped; one-line errors."""
+    import torch
+
+    if not path.is_file():
+        raise CircuitlabError(f"{str(path)!r} does not exist; an OpenAI checkpoint folder holds {CONFIG_FILE} "
+                              f"and {WEIGHTS_FILE}")
+    state = torch_load_weights_only(path)
     if isinstance(state, dict) and set(state) == {"model"} and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):

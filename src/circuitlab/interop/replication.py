@@ -28,7 +28,7 @@ from .. import __version__
 from ..config import AFRAC_LOCATIONS, ImportConfig, ModelConfig, to_dict
 from ..errors import CircuitlabError
 from ..files import read_json, sha256_file
-from .oai import _refusal, _tokenizer_hash, read_tokenizer, write_run
+from .oai import _tokenizer_hash, read_tokenizer, torch_load_weights_only, write_run
 
 SOURCE_FORMAT = "jacobcd52/sparse_pretrain_public"
 CONFIG_FILE = "config.json"
@@ -158,8 +158,6 @@ def circuitlab_name(name: str, model: ModelConfig) -> str | None:
 
 def read_state(path: Path) -> dict[str, Any]:
     """A state dict from safetensors or a weights-only torch file; one-line errors."""
-    import pickle
-    import zipfile
 
     import torch
 
@@ -172,21 +170,7 @@ def read_state(path: Path) -> dict[str, Any]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise CircuitlabError(f"{str(path)!r} is not a readable safetensors file "
                                   f"({str(exc).splitlines()[0][:120]}); download it again") from None
-    try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CircuitlabError(f"{str(path)!r} holds more than tensors, and weights-only loading refused it "
-                              f"({_refusal(exc)}); circuitlab never unpickles arbitrary objects: re-save the "
-                              "weights as a plain state dict of tensors") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, IndexError, KeyError, TypeError,
-            AttributeError) as exc:  # a foreign file trips the unpickler in many ways
-        raise CircuitlabError(f"{str(path)!r} is not a readable torch checkpoint ({_refusal(exc)}); "
-                              "download it again") from None
+    state = torch_load_weights_only(path)
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise CircuitlabError(f"{str(path)!r} is not a state dict of named tensors (got {type(state).__name__}); "
                               f"pass a checkpoint folder of {SOURCE_FORMAT}")

@@ -178,7 +178,7 @@ def plot_backups(summary: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..files import write_bytes
+    from ..files import write_figure
 
     rows = summary["rounds"]
     x = [r["round"] for r in rows if r["reached"]]
@@ -197,10 +197,6 @@ def plot_backups(summary: dict, path: Path) -> Path:
     ax.set_title(f"backups: {summary['task']} ({summary['seeds']} seeds)", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    write_figure(path, fig)
     plt.close(fig)
-    write_bytes(path, buf.getvalue())
     return path

@@ -89,14 +89,13 @@ def track_circuits(run: str | Path, config: PruneConfig, out: str | Path) -> dic
 
 def plot_track(doc: dict, path: Path) -> Path:
     """Per task: circuit nodes and Jaccard with the final circuit against the training step."""
-    import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..files import write_bytes
+    from ..files import write_figure
 
     tasks = list(dict.fromkeys(r["task"] for r in doc["rows"]))
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -111,8 +110,6 @@ def plot_track(doc: dict, path: Path) -> Path:
     bx.set_ylim(-0.05, 1.05)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    write_figure(path, fig)
     plt.close(fig)
-    write_bytes(path, buf.getvalue())
     return path
