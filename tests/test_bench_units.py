@@ -227,6 +227,32 @@ def test_an_unreached_control_never_enters_a_ratio():
     assert summary["freeze_norm"]["node_ratio"] == pytest.approx(60 / 40)
 
 
+def test_seed_sets_compare_the_nodes_each_pruning_seed_keeps_and_the_report_shows_them(tmp_path: Path):
+    from circuitlab.bench.controls import interchange_summary, seed_sets
+    from circuitlab.bench.report import write_report
+    from circuitlab.bench.table import RESULTS, read_table, write_table
+
+    kept = {(0, 0): ["a", "b", "c"], (0, 1): ["a", "b", "d"], (0, 2): ["a", "e"], (1, 0): ["x"], (1, 1): ["x"]}
+    rows = [_row(f"topk-{ts}", "topk", 3.6, "t", len(names), seed=ps, train_seed=ts, kept_nodes=names,
+                 interchange_accuracy=0.8, interchange_shift=2.0, random_interchange_accuracy=0.1 * (ps + 1), loss=0.1)
+            for (ts, ps), names in kept.items()]
+    rows.append(_row("topk-2", "topk", 3.6, "t", 5, kept_nodes=None, loss=0.1))  # a table without node names
+    rows.append(_row("topk-1", "topk", 3.6, "t", 2944, seed=2, reached=False, kept_nodes=None, loss=0.3))
+    (line,) = seed_sets(rows)
+    # Model 0: Jaccards 2/4, 1/4, 1/4; core {a, b} (kept by >= half of 3 seeds), union {a..e}. Model 1: 1, {x}, {x}.
+    assert line["models"] == 2 and line["seeds"] == [2, 3]
+    assert line["jaccard_mean"] == pytest.approx(((0.5 + 0.25 + 0.25) / 3 + 1.0) / 2)
+    assert line["jaccard_min"] == 0.25 and line["core_mean"] == 1.5 and line["union_mean"] == 3.0
+    (swap,) = interchange_summary(rows)
+    assert swap["cells"] == 5 and swap["accuracy"] == pytest.approx(0.8) and swap["above_random"] == 5
+    write_table(tmp_path / RESULTS, rows)
+    assert read_table(tmp_path / RESULTS)[0]["kept_nodes"] == ["a", "b", "c"]  # a JSON column, read back
+    doc = write_report(tmp_path, n_boot=10)
+    report = (tmp_path / "report.md").read_text()
+    assert doc["seed_sets"][0]["union_mean"] == 3.0
+    assert "## Circuits across pruning seeds (which nodes)" in report and "## Interchange" in report
+
+
 def test_prune_pipeline_runs_the_nonsense_control_with_task_mean_ablation(tiny_run: Path, tmp_path: Path):
     from circuitlab.config import PruneConfig
     from circuitlab.prune.pipeline import prune_model

@@ -122,3 +122,42 @@ def test_train_config_round_trips_through_json(cfg):
 def test_unknown_config_keys_are_refused():
     with pytest.raises(CircuitlabError, match="unknown key"):
         from_dict(ModelConfig, {"d_modle": 3})
+
+
+@given(shape=st.fixed_dictionaries({
+    "n_layer": st.integers(1, 3), "attn_sink": st.booleans(), "pos_emb": st.booleans(), "bias": st.booleans(),
+    "norm": st.sampled_from(["rms", "layer"]), "afrac": st.sampled_from([None, 0.5]),
+    "d_pos_emb": st.sampled_from([None, 4])}),
+       lengths=st.lists(st.integers(1, 12), min_size=1, max_size=5), seed=st.integers(0, 1000),
+       gate_seed=st.integers(0, 1000))
+def test_last_final_matches_the_full_pass_at_each_rows_last_position(shape, lengths, seed, gate_seed):
+    """GPT.last_final computes the last block at one position per row; with any node hook (here an
+    ablation mix with random gates) it gives the full pass's final residual at those positions."""
+    from circuitlab.prune.ablation import ablation_hook
+
+    if shape["d_pos_emb"] is not None:
+        shape = {**shape, "pos_emb": False}
+    torch.manual_seed(seed)
+    cfg = attrs.evolve(TINY, **shape)
+    model = GPT(cfg).eval()
+    for p in model.parameters():  # non-trivial norms, biases and sink logits
+        torch.nn.init.normal_(p, std=0.3)
+    last = torch.tensor([n - 1 for n in lengths])
+    idx = torch.randint(0, 64, (len(lengths), max(lengths)))
+    space = NodeSpace.from_config(cfg)
+    g = torch.Generator().manual_seed(gate_seed)
+    hook = ablation_hook(space, torch.rand(space.num_nodes, generator=g), torch.randn(space.num_nodes, generator=g))
+    full = {}
+
+    def keep_final(name, x):
+        x = hook(name, x)
+        if name == "final":
+            full["final"] = x
+        return x
+
+    with torch.no_grad():
+        model(idx, hook=keep_final)
+        fast = model.last_final(idx, last, hook)
+    rows = torch.arange(len(lengths))
+    assert fast.shape == (len(lengths), cfg.d_model)
+    torch.testing.assert_close(fast, full["final"][rows, last], rtol=1e-4, atol=1e-5)

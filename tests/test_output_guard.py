@@ -109,11 +109,14 @@ def command(name: str, out: str, src: Path, run: Path, root: Path) -> list[str]:
         "view": ["view", root / "c.json", "--out", out],
         "view-bench": ["view", "--bench", root / "bench", "--out", out],
         "plot": ["compare", root / "store.zarr", "--plot", out],
+        "backups": ["backups", "--model", run, "--task", TASK, "--seeds", "2", "--rounds", "1", "--out", out],
+        "prune-checkpoints": ["prune", "--model", run, "--pruner", "heaviside", "--tasks", TASK, "--checkpoints",
+                              "--out", out],
     }[name]
 
 
 FOLDER_COMMANDS = ["train", "train-resume", "prune", "prune-store", "run", "record", "bench", "export-mib",
-                   "import-oai", "import-replication", "import-oai-circuit"]
+                   "import-oai", "import-replication", "import-oai-circuit", "backups", "prune-checkpoints"]
 FILE_COMMANDS = ["view", "view-bench", "plot", "export-graph"]
 
 
@@ -181,3 +184,23 @@ def test_a_page_circuitlab_wrote_may_be_replaced(tmp_path: Path):
     page = tmp_path / "index.html"
     page.write_text(bench_page("t", [], [], []))
     assert has_marker(page, "page") and guard_output(page, "page") == page
+
+
+def test_backups_and_track_folders_are_recognised_by_their_own_files(tmp_path: Path):
+    """A rerun of `backups` or `prune --checkpoints` continues in its own folder; any other folder is refused."""
+    import json
+
+    finished, partial, track, partial_track = (tmp_path / n for n in ("b1", "b2", "t1", "t2"))
+    for folder in (finished, partial, track, partial_track / "step-000100" / "circuits"):
+        folder.mkdir(parents=True)
+    (finished / "backups.json").write_text(json.dumps({"kind": "circuitlab-backups"}))
+    (partial / "round-000.json").write_text(json.dumps({"kind": "circuitlab-backup-round"}))
+    (track / "track.json").write_text(json.dumps({"kind": "circuitlab-track"}))
+    assert has_marker(finished, "backups") and has_marker(partial, "backups")
+    assert has_marker(track, "track") and has_marker(partial_track, "track")
+    assert not has_marker(track, "backups") and not has_marker(finished, "track")
+    (partial / "round-001.json").write_text('{"kind": "something else"}')
+    assert not has_marker(partial, "backups")
+    for folder, kind in ((partial, "backups"), (finished, "track")):
+        with pytest.raises(CircuitlabError, match="--out"):
+            guard_output(folder, kind)

@@ -222,3 +222,42 @@ def test_prune_checkpoints_gives_one_row_per_kept_checkpoint(tracked_run, tmp_pa
 def test_prune_checkpoints_of_a_run_without_them_is_one_line(tiny_run, capsys):
     code, _, err = run_main(["prune", "--model", tiny_run, "--checkpoints", "--pruner", "heaviside"], capsys)
     assert_one_line_error(code, err, "no kept checkpoints", "--keep-checkpoints")
+
+
+@pytest.mark.usefixtures("toy_registry")
+def test_compare_shows_the_stored_seed_distribution_and_interchange(tiny_run, tmp_path, capsys):
+    store = tmp_path / "s.zarr"
+    code, _, err = run_main(["prune", "--model", tiny_run, "--pruner", "heaviside", "--tasks", "toy", "--target-loss",
+                             "0.6", "--seeds", "2", "--out", tmp_path / "out", "--store", store, *FAST], capsys)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "out" / "circuits" / "toy.copy_digit.json").read_text())
+    code, stdout, err = run_main(["compare", store, "--json"], capsys)
+    assert code == 0, err
+    shown = json.loads(stdout)["tasks"]["toy:copy_digit"]["methods"]["heaviside"]
+    assert shown["seeds"]["n"] == 2 and shown["seeds"]["sizes"] == doc["seeds"]["sizes"]
+    assert shown["seeds"]["core"] == len(doc["seeds"]["core"]) and shown["seeds"]["union"] == len(doc["seeds"]["union"])
+    assert shown["interchange"]["accuracy"] == doc["interchange"]["circuit"]["accuracy"]
+    assert shown["interchange"]["random_accuracy"] == doc["interchange"]["random"]["accuracy"]
+    code, stdout, err = run_main(["compare", store], capsys)
+    assert code == 0, err
+    assert "interchange acc (random)" in stdout and "core/union" in stdout
+
+
+@pytest.mark.usefixtures("toy_registry")
+def test_the_python_api_reaches_seeds_interchange_backups_and_track(tiny_run, tracked_run, tmp_path):
+    import circuitlab
+    from circuitlab.errors import CircuitlabError
+
+    settings = {"target_loss": 0.6, "steps": 15, "n_train": 24, "n_test": 12, "min_accuracy": 0.0}
+    m = circuitlab.load(tiny_run)
+    s = circuitlab.seeds(m, "toy:copy_digit", n=2, pruner="heaviside", **settings)
+    assert [c.provenance["prune_config"]["seed"] for c in s.circuits] == [0, 1]
+    assert s.distribution["sizes"] == [c.node_count for c in s.circuits] and s.circuit is s.circuits[0]
+    ic = circuitlab.interchange(m, s.circuit)
+    assert ic["nodes"] == s.circuit.node_count and len(ic["random"]["draws"]) >= 3
+    b = circuitlab.backups(m, "toy:copy_digit", tmp_path / "b", seeds=2, rounds=1, pruner="heaviside", **settings)
+    assert b["task"] == "toy:copy_digit" and len(b["rounds"]) == 1 and (tmp_path / "b" / "backups.json").exists()
+    t = circuitlab.track(tracked_run, "toy", tmp_path / "t", pruner="heaviside", **settings)
+    assert t["steps"] == [10, 20, 30] and (tmp_path / "t" / "track.json").exists()
+    with pytest.raises(CircuitlabError, match="--out"):
+        circuitlab.backups(m, "toy:copy_digit", tmp_path, seeds=2, rounds=1, pruner="heaviside", **settings)

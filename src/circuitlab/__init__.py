@@ -2,7 +2,8 @@
 
 Nothing here imports torch, so ``circuitlab --help`` stays fast. The Python API (``circuitlab.api``,
 docs/api.md) is loaded on first use: ``circuitlab.load``, ``circuitlab.tasks``, ``circuitlab.prune``,
-``circuitlab.record``, ``circuitlab.compare`` and ``circuitlab.Circuit``.
+``circuitlab.record``, ``circuitlab.compare``, ``circuitlab.seeds``, ``circuitlab.interchange``,
+``circuitlab.backups``, ``circuitlab.track`` and ``circuitlab.Circuit``.
 """
 
 import sys
@@ -27,7 +28,8 @@ hookimpl = pluggy.HookimplMarker("circuitlab")
 
 #: Names of the Python API that are not modules of their own (``tasks``, ``prune`` and ``compare`` are:
 #: they are ``_ApiModule``s, callable).
-_API_NAMES = ("load", "record", "Circuit", "Comparison", "LoadedModel", "TaskList", "TaskSkipped")
+_API_NAMES = ("load", "record", "seeds", "interchange", "backups", "track", "Circuit", "Comparison", "LoadedModel",
+              "SeedCircuits", "TaskList", "TaskSkipped")
 _CALLABLE_MODULES = ("tasks", "prune", "compare")
 
 
@@ -59,4 +61,4 @@ def _callable_module(name: str) -> None:
 
 
 __all__ = ["OLDEST_PLUGIN_API_VERSION", "PLUGIN_API_VERSION", "__version__", "hookimpl", "load", "record", "tasks",
-           "prune", "compare", "Circuit"]
+           "prune", "compare", "seeds", "interchange", "backups", "track", "Circuit"]

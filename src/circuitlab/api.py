@@ -9,6 +9,10 @@
     c.nodes, c.edges, c.to_networkx(), c.save("if_equals.json")
     store = circuitlab.record(m, "acts.zarr", tasks="python:if_equals")
     circuitlab.compare(store, c, other)                 # node and edge Jaccard, activation statistics
+    s = circuitlab.seeds(m, "python:if_equals", n=5)    # five pruning seeds: core, union, Jaccard
+    circuitlab.interchange(m, c)                        # patch the circuit across each pair's prompts
+    circuitlab.backups(m, "python:if_equals", "backups/", seeds=5, rounds=10)
+    circuitlab.track(m, "python:if_equals", "track/")   # circuits at every kept checkpoint
 
 ``circuitlab.tasks``, ``circuitlab.prune`` and ``circuitlab.compare`` are also the modules of those names;
 calling one calls the function here (``circuitlab._ApiModule``). This module sits at the top of the
@@ -31,6 +35,7 @@ from . import view  # noqa: F401  (installs the page a Circuit shows in Jupyter:
 from .config import PruneConfig, RecordConfig
 from .errors import CircuitlabError, UnknownNameError
 from .prune.circuit import Circuit
+from .prune.seeds import SeedCircuits
 from .prune.task import LoadedModel as _PruneModel
 from .tasks.types import Task
 from .train.runs import RunInfo
@@ -113,10 +118,19 @@ class Comparison:
     def methods(self):
         import pandas as pd
 
-        rows = [{"task": t, "method": m, **{k: v for k, v in s.items() if k != "provenance"}}
-                for t, r in self.doc["tasks"].items() for m, s in r["methods"].items()]
+        rows = []
+        for t, r in self.doc["tasks"].items():
+            for m, s in r["methods"].items():
+                ic, sd = s.get("interchange") or {}, s.get("seeds") or {}
+                rows.append({"task": t, "method": m, **{k: v for k, v in s.items() if k != "provenance"},
+                             "interchange_accuracy": ic.get("accuracy"),
+                             "random_interchange_accuracy": ic.get("random_accuracy"),
+                             "seeds": sd.get("n"), "seed_core": sd.get("core"), "seed_union": sd.get("union"),
+                             "seed_jaccard_mean": sd.get("jaccard_mean")})
         return pd.DataFrame(rows, columns=["task", "method", "loss", "nodes", "edges", "mean_abs_activation",
-                                           "activation_frequency", "edge_list"])
+                                           "activation_frequency", "edge_list", "interchange_accuracy",
+                                           "random_interchange_accuracy", "seeds", "seed_core", "seed_union",
+                                           "seed_jaccard_mean"])
 
     @property
     def pairs(self):
@@ -189,18 +203,7 @@ def prune(model: LoadedModel | PathLike, task: Task | str, *, pruner: str = "hea
     ``steps``, ``ablation``, ``min_accuracy``, ``seed`` ...); an unknown one is an error naming the valid
     ones. Raises ``TaskSkipped`` when the full model does not solve the task (pass ``min_accuracy=0``
     to prune it anyway) or its tokenizer cannot express it."""
-    loaded = model if isinstance(model, LoadedModel) else load(model)
-    config = _record(PruneConfig, "prune", {"pruner": pruner, "objective": objective}, settings,
-                     refused={"tasks": "the task is prune's second argument",
-                              "jobs": "prune() prunes one task in this process",
-                              "eval_on": "use 'circuitlab prune --eval-on' for transfer figures",
-                              "device": "the model's device is chosen by circuitlab.load(run, device=...)"})
-    config = attrs.evolve(config, device=str(loaded.device))
-    from . import plugins
-
-    plugins.get("pruner", config.pruner)  # an unknown name: did-you-mean before any work
-    plugins.get("objective", config.objective)
-    resolved = _task(loaded, task, config)
+    loaded, config, resolved = _prune_setup(model, task, pruner, objective, settings)
     result = _prune_task(loaded, resolved, config)
     if not isinstance(result, Circuit):
         raise TaskSkipped(resolved.qualname, result)
@@ -237,8 +240,110 @@ def compare(store: PathLike, *circuits: Circuit, overwrite: bool = False) -> Com
     return Comparison(compare_store(store))
 
 
+def seeds(model: LoadedModel | PathLike, task: Task | str, *, n: int = 5, pruner: str = "heaviside",
+          objective: str = "binary_ce", **settings: Any) -> SeedCircuits:
+    """Prune one task with ``n`` pruning seeds (``seed``, ``seed + 1`` ...), as ``circuitlab prune --seeds N``
+    does, in this process. Returns a ``SeedCircuits``: ``.circuits`` (seed order), ``.circuit`` (the first
+    seed's) and ``.distribution`` (per-node frequency, the core kept in at least ``core_share`` of the
+    seeds, the union, sizes and pairwise Jaccard: the circuit JSON's ``"seeds"``). ``settings`` as for
+    ``prune``. Raises ``TaskSkipped`` as ``prune`` does."""
+    from .prune.seeds import prune_seeds
+    from .prune.task import Skipped, prepare_task
+    from .tasks import task_context_for_run
+
+    loaded, config, resolved = _prune_setup(model, task, pruner, objective, {**settings, "seeds": n})
+    context = task_context_for_run(loaded.info, config.mine_from, "mine_from")
+    if loaded.tokenizer is None:
+        loaded = attrs.evolve(loaded, tokenizer=context.tokenizer)
+    data = prepare_task(loaded, resolved, config, context=context)
+    if isinstance(data, Skipped):
+        raise TaskSkipped(resolved.qualname, data)
+    with _threads(config):
+        return prune_seeds(loaded.model, data.train, data.test, data.values, config, task=data.task,
+                           suite=data.suite, provenance=data.provenance)
+
+
+def interchange(model: LoadedModel | PathLike, circuit: Circuit, *, draws: int = 3) -> dict[str, Any]:
+    """Interchange figures of a circuit on its task's test pairs (``circuitlab interchange``): patch the
+    circuit's nodes from each pair's other prompt and report how often the prediction follows
+    (``accuracy``) and the mean logit-difference shift, for the circuit and for ``draws`` random node
+    sets of its size. The circuit must come from this model."""
+    from .prune.interchange import circuit_interchange
+
+    return circuit_interchange(circuit.to_json(), _info(model).path, draws=draws)
+
+
+def backups(model: LoadedModel | PathLike, task: Task | str, out: PathLike, *, seeds: int = 5, rounds: int = 10,
+            pruner: str = "heaviside", objective: str = "binary_ce", **settings: Any) -> dict[str, Any]:
+    """Backup circuits (``circuitlab backups``): each round prunes the task with ``seeds`` seeds, then
+    ablates the node kept most often from then on, until the target is missed or ``rounds`` rounds
+    pass. Writes under ``out`` (a rerun continues) and returns the ``backups.json`` document: per
+    round the excluded node, sizes and losses, and the backup depth."""
+    from .outputs import guard_output
+    from .prune.backups import backup_circuits
+
+    loaded, config, resolved = _prune_setup(model, task, pruner, objective, {**settings, "seeds": seeds})
+    out = Path(out)
+    guard_output(out, "backups", inputs=(loaded.info.path, config.mine_from))
+    with _threads(config):
+        return backup_circuits(loaded.info.path, attrs.evolve(config, tasks=resolved.qualname), rounds, out)
+
+
+def track(model: LoadedModel | PathLike, tasks: str, out: PathLike, *, pruner: str = "heaviside",
+          objective: str = "binary_ce", **settings: Any) -> dict[str, Any]:
+    """Circuits over training (``circuitlab prune --checkpoints``): prune ``tasks`` (``--tasks`` syntax)
+    at every checkpoint the run kept (``train --keep-checkpoints``) and at the final model. Writes under
+    ``out`` and returns the track document: per task and checkpoint, validation loss, full-model
+    accuracy, circuit size and loss, and the Jaccard with the final circuit."""
+    from .outputs import guard_output
+    from .prune.track import track_circuits
+
+    info = _info(model)
+    config = _record(PruneConfig, "track", {"pruner": pruner, "objective": objective, "tasks": tasks}, settings)
+    out = Path(out)
+    guard_output(out, "track", inputs=(info.path, config.mine_from))
+    return track_circuits(info.path, config, out)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Internals
+
+
+def _prune_setup(model: LoadedModel | PathLike, task: Task | str, pruner: str, objective: str,
+                 settings: dict) -> tuple[LoadedModel, PruneConfig, Task]:
+    """The loaded model, the prune settings and the resolved task of ``prune``, ``seeds`` and ``backups``;
+    an unknown name or setting fails here, before any work."""
+    loaded = model if isinstance(model, LoadedModel) else load(model)
+    config = _record(PruneConfig, "prune", {"pruner": pruner, "objective": objective}, settings,
+                     refused={"tasks": "the task is prune's second argument",
+                              "jobs": "prune() prunes one task in this process",
+                              "eval_on": "use 'circuitlab prune --eval-on' for transfer figures",
+                              "device": "the model's device is chosen by circuitlab.load(run, device=...)"})
+    config = attrs.evolve(config, device=str(loaded.device))
+    from . import plugins
+
+    plugins.get("pruner", config.pruner)  # an unknown name: did-you-mean before any work
+    plugins.get("objective", config.objective)
+    return loaded, config, _task(loaded, task, config)
+
+
+class _threads:
+    """``config.threads`` torch threads inside the block, the caller's number after it."""
+
+    def __init__(self, config: PruneConfig):
+        self.threads = config.threads
+
+    def __enter__(self):
+        import torch
+
+        self.old = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.old)
 
 
 def _info(model: LoadedModel | PathLike) -> RunInfo:
@@ -280,7 +385,6 @@ def _task(loaded: LoadedModel, task: Task | str, config: PruneConfig) -> Task:
 def _prune_task(loaded: LoadedModel, task: Task, config: PruneConfig) -> Circuit | Any:
     """One task of one model under one config, through ``circuitlab.prune.prune_task`` (the path of
     ``circuitlab prune``, ``run`` and ``bench``): the ``Circuit``, or its ``Skipped`` record."""
-    import torch
 
     from .prune.task import prune_task
     from .tasks import task_context_for_run
@@ -288,13 +392,8 @@ def _prune_task(loaded: LoadedModel, task: Task, config: PruneConfig) -> Circuit
     context = task_context_for_run(loaded.info, config.mine_from, "mine_from")  # needs the run's tokenizer
     if loaded.tokenizer is None:
         loaded = attrs.evolve(loaded, tokenizer=context.tokenizer)
-    old_threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
+    with _threads(config):
         return prune_task(loaded, task, config, context=context)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _label(circuit: Circuit) -> str:
@@ -314,5 +413,5 @@ def _add_circuit(store: Path, circuit: Circuit, overwrite: bool) -> None:
     add_circuit(store, circuit, _label(circuit), run=run, overwrite=overwrite)
 
 
-__all__ = ["Circuit", "Comparison", "LoadedModel", "TaskList", "TaskSkipped", "compare", "load", "prune", "record",
-           "tasks"]
+__all__ = ["Circuit", "Comparison", "LoadedModel", "SeedCircuits", "TaskList", "TaskSkipped", "backups", "compare",
+           "interchange", "load", "prune", "record", "seeds", "tasks", "track"]

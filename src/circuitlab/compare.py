@@ -2,7 +2,9 @@
 
 For every task and every pair of methods with a result for it: node-set and edge-set Jaccard; for each
 method: its loss, node and edge counts, and the mean |activation| and activation frequency of the
-nodes it kept. The activation statistics are taken over the valid tokens of the task's recorded
+nodes it kept; where the result carries them (circuits added by ``prune --store``), its interchange
+figures against random node sets of its size, and its distribution over pruning seeds (``--seeds``:
+core and union sizes, circuit sizes, mean pairwise Jaccard). The activation statistics are taken over the valid tokens of the task's recorded
 examples (both prompts of every pair), or over the corpus windows when the task was not recorded.
 Jaccard of two empty sets is 1.
 """
@@ -86,6 +88,23 @@ def _task_code(recorded: list[str], task: str) -> int | None:
     return bare[0] if len(bare) == 1 else None
 
 
+def _figures(figures: dict[str, Any]) -> dict[str, Any]:
+    """A stored result's interchange and seed figures (``store.MethodResult.figures``), None where absent."""
+    ic, seeds = figures.get("interchange") or {}, figures.get("seeds") or {}
+    c, r = ic.get("circuit") or {}, ic.get("random") or {}
+    out: dict[str, Any] = {
+        "interchange": None if not c else {"accuracy": c.get("accuracy"), "logit_diff_shift": c.get("logit_diff_shift"),
+                                           "random_accuracy": r.get("accuracy"),
+                                           "random_logit_diff_shift": r.get("logit_diff_shift")},
+        "seeds": None}
+    if seeds:
+        out["seeds"] = {"n": seeds.get("n"), "core": len(seeds.get("core") or []),
+                        "union": len(seeds.get("union") or []), "sizes": seeds.get("sizes"),
+                        "jaccard_mean": seeds.get("jaccard_mean"), "jaccard_min": seeds.get("jaccard_min"),
+                        "core_share": seeds.get("core_share")}
+    return out
+
+
 def compare_store(path: str | os.PathLike) -> dict[str, Any]:
     """The comparison as one JSON-able document (see the module docstring)."""
     path = Path(path)
@@ -127,6 +146,7 @@ def compare_store(path: str | os.PathLike) -> dict[str, Any]:
                 "mean_abs_activation": float(mean_abs[kept].mean()) if kept.any() else None,
                 "activation_frequency": float(freq[kept].mean()) if kept.any() else None,
                 "edge_list": edges is not None, "provenance": a.get("provenance", {}),
+                **_figures(a.get("figures") or {}),
             }
         pairs = []
         for a_, b_ in itertools.combinations(sorted(methods), 2):
@@ -155,6 +175,20 @@ def format_table(result: dict[str, Any]) -> str:
         for m, s in r["methods"].items():
             lines.append(f"  {m:<{w}}  {_fmt(s['loss']):>9}  {_fmt(s['nodes']):>6}  {_fmt(s['edges']):>7}  "
                          f"{_fmt(s['mean_abs_activation']):>9}  {_fmt(s['activation_frequency'], '.3f'):>6}")
+        trust = [(m, s) for m, s in r["methods"].items() if s.get("interchange") or s.get("seeds")]
+        if trust:
+            lines.append(f"  {'method':<{w}}  {'interchange acc (random)':>24}  {'shift (random)':>15}  "
+                         f"{'seeds':>5}  {'core/union':>10}  {'sizes min-max':>13}  {'mean J':>6}")
+            for m, s in trust:
+                ic, sd = s.get("interchange") or {}, s.get("seeds") or {}
+                acc = f"{_fmt(ic.get('accuracy'), '.2f')} ({_fmt(ic.get('random_accuracy'), '.2f')})" if ic else "-"
+                shift = (f"{_fmt(ic.get('logit_diff_shift'), '.2f')} ({_fmt(ic.get('random_logit_diff_shift'), '.2f')})"
+                         if ic else "-")
+                sizes = sd.get("sizes") or []
+                lines.append(f"  {m:<{w}}  {acc:>24}  {shift:>15}  {_fmt(sd.get('n')):>5}  "
+                             f"{(str(sd['core']) + '/' + str(sd['union'])) if sd else '-':>10}  "
+                             f"{(str(min(sizes)) + '-' + str(max(sizes))) if sizes else '-':>13}  "
+                             f"{_fmt(sd.get('jaccard_mean'), '.2f'):>6}")
         if r["pairs"]:
             pw = max(len(f"{p['a']} vs {p['b']}") for p in r["pairs"])
             lines.append(f"  {'pair':<{pw}}  {'node J':>7}  {'edge J':>7}")

@@ -47,8 +47,8 @@ def _store_adder(store: Path, info, config: PruneConfig, out: Path, overwrite: b
     if not overwrite:
         _check_store_conflicts(Path(store), info, config, out)
 
-    def add(circuit) -> None:
-        add_circuit(store, circuit, config.method, run=info.path, overwrite=overwrite)
+    def add(doc: dict) -> None:  # the circuit document, with its interchange and seed figures
+        add_circuit(store, doc, config.method, run=info.path, overwrite=overwrite)
 
     def add_finished(doc: dict) -> None:
         if (config.method, task_key(doc.get("suite") or "", doc["task"])) not in list_methods(store):

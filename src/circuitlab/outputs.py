@@ -30,6 +30,8 @@ OUTPUT_KINDS: dict[str, tuple[str, str]] = {
     "plot": ("a PNG figure written by circuitlab", "the PNG's Software text chunk naming Matplotlib"),
     "circuits": ("a folder of circuitlab circuit files", "*.json circuit files with kind 'circuitlab-circuit'"),
     "graph": ("a circuit-tracer graph file written by circuitlab", "a JSON graph with metadata, nodes and links"),
+    "backups": ("a circuitlab backups folder", "backups.json or round-NNN.json files of 'circuitlab backups'"),
+    "track": ("a circuitlab checkpoint-track folder", "track.json, or step-NNNNNN/ prune output folders"),
 }
 #: Kinds that are one file rather than a folder.
 FILE_KINDS = ("page", "plot", "graph")
@@ -92,6 +94,16 @@ def has_marker(path: str | os.PathLike, kind: str) -> bool:
     if kind == "bench":
         doc = _json_doc(path / "spec.json")
         return isinstance(doc, dict) and {"name", "models", "prune", "tasks"} <= set(doc)
+    if kind == "backups":  # a finished run's summary, or the rounds an interrupted one finished
+        if _kind_of(_json_doc(path / "backups.json")) == "circuitlab-backups":
+            return True
+        rounds = sorted(path.glob("round-[0-9][0-9][0-9].json"))[:8]
+        return bool(rounds) and all(_kind_of(_json_doc(f)) == "circuitlab-backup-round" for f in rounds)
+    if kind == "track":  # a finished track, or the checkpoints an interrupted one pruned
+        if _kind_of(_json_doc(path / "track.json")) == "circuitlab-track":
+            return True
+        steps = sorted(p for p in path.glob("step-[0-9]*") if p.is_dir())[:8]
+        return bool(steps) and all(has_marker(p, "pruned") for p in steps)
     if kind == "mib":
         doc = _json_doc(path / "scores.json")
         return isinstance(doc, list) and all(isinstance(d, dict) and "method_name" in d for d in doc)

@@ -96,6 +96,67 @@ def seed_spread(rows: list[dict]) -> list[dict[str, Any]]:
     return out
 
 
+def _jaccard(a: set, b: set) -> float:
+    return 1.0 if not (a or b) else len(a & b) / len(a | b)
+
+
+def seed_sets(rows: list[dict], core_share: float = 0.5) -> list[dict[str, Any]]:
+    """Which nodes the circuits of one model and task keep across pruning seeds (``prune --seeds`` for the
+    bench): per (group, steps, task, method), over the trained models with at least two reached seeds, the
+    mean pairwise node Jaccard between seeds, and the core (nodes kept by at least ``core_share`` of a
+    model's seeds) and union sizes, each averaged over the models (training seeds). Rows without node
+    names (tables written before the ``kept_nodes`` column) are left out."""
+    per_model: dict[tuple, list[dict]] = defaultdict(list)
+    for r in primary(rows):
+        if r["kind"] == "trained" and r["reached"] and r.get("kept_nodes") is not None:
+            per_model[(r["group"], r["train_steps"], r["task"], r["pruner"], r["objective"], r["model_id"])].append(r)
+    by: dict[tuple, list[dict]] = defaultdict(list)
+    for (group, steps, task, pruner, objective, _), rs in per_model.items():
+        sets = [set(r["kept_nodes"]) for r in sorted(rs, key=lambda r: r["prune_seed"])]
+        if len(sets) < 2:
+            continue
+        counts: dict[str, int] = defaultdict(int)
+        for s_ in sets:
+            for name in s_:
+                counts[name] += 1
+        pairs = [_jaccard(a, b) for i, a in enumerate(sets) for b in sets[i + 1:]]
+        by[(group, steps, task, pruner, objective)].append({
+            "seeds": len(sets), "jaccard": statistics.fmean(pairs), "jaccard_min": min(pairs),
+            "core": sum(c >= core_share * len(sets) - 1e-12 for c in counts.values()), "union": len(counts),
+            "sizes": sorted(len(s_) for s_ in sets)})
+    out = []
+    for (group, steps, task, pruner, objective), ms in sorted(by.items(), key=str):
+        out.append({"group": group, "train_steps": steps, "task": task, "pruner": pruner, "objective": objective,
+                    "models": len(ms), "seeds": sorted({m["seeds"] for m in ms}),
+                    "jaccard_mean": statistics.fmean(m["jaccard"] for m in ms),
+                    "jaccard_min": min(m["jaccard_min"] for m in ms),
+                    "core_mean": statistics.fmean(m["core"] for m in ms),
+                    "union_mean": statistics.fmean(m["union"] for m in ms),
+                    "size_median": statistics.median(x for m in ms for x in m["sizes"])})
+    return out
+
+
+def interchange_summary(rows: list[dict]) -> list[dict[str, Any]]:
+    """Interchange accuracy of the reached circuits against random node sets of their size, per group and
+    method (trained models, primary cells with the figures): means over cells, and in how many cells the
+    circuit's accuracy is above the random sets' mean."""
+    by: dict[tuple, list[dict]] = defaultdict(list)
+    for r in primary(rows):
+        if r["kind"] == "trained" and r["reached"] and r.get("interchange_accuracy") is not None:
+            by[(r["group"], r["pruner"], r["objective"])].append(r)
+    out = []
+    for (group, pruner, objective), rs in sorted(by.items(), key=str):
+        rand = [r for r in rs if r.get("random_interchange_accuracy") is not None]
+        out.append({"group": group, "pruner": pruner, "objective": objective, "cells": len(rs),
+                    "accuracy": statistics.fmean(r["interchange_accuracy"] for r in rs),
+                    "random_accuracy": statistics.fmean(r["random_interchange_accuracy"] for r in rand) if rand else None,
+                    "shift": statistics.fmean(r["interchange_shift"] for r in rs if r["interchange_shift"] is not None)
+                    if any(r["interchange_shift"] is not None for r in rs) else None,
+                    "above_random": sum(r["interchange_accuracy"] > r["random_interchange_accuracy"] for r in rand),
+                    "with_random": len(rand)})
+    return out
+
+
 def _effect_scores(pruner: str) -> bool:
     """Whether a pruner's scores are signed effects (CMD ranks them by |score|, as MIB) or keep-logits."""
     from .. import plugins

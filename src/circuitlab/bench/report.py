@@ -161,6 +161,8 @@ def build_markdown(rows: list[dict], n_boot: int) -> tuple[str, dict]:
     matched = analysis.matched_loss(rows, n_boot=n_boot)
     ctl = controls.control_summary(rows)
     spread = controls.seed_spread(rows)
+    sets = controls.seed_sets(rows)
+    swaps = controls.interchange_summary(rows)
     faith = controls.faithfulness_summary(rows)
     beats = controls.beats_full_model(rows)
     md = ["# Benchmark report", "",
@@ -199,8 +201,26 @@ def build_markdown(rows: list[dict], n_boot: int) -> tuple[str, dict]:
           _table(["group", "density", "width", "steps", "task", "pruner", "train seeds", "prune seeds", "reached",
                   "min", "max", "max/min", "CV"],
                  [[s["group"], s["density"], s["width"], s["train_steps"], s["task"], s["pruner"], s["train_seeds"],
-                   s["prune_seeds"], s["reached"], s["min"], s["max"], s["spread"], s["cv"]] for s in spread]), ""]
-    return "\n".join(md), {"matched_summary": _matched_md(matched), "matched_loss": matched, "controls": ctl, "seed_spread": spread, "faithfulness": faith,
+                   s["prune_seeds"], s["reached"], s["min"], s["max"], s["spread"], s["cv"]] for s in spread]), "",
+          "## Circuits across pruning seeds (which nodes)", "",
+          "Per model and task, the circuits of its pruning seeds compared node by node: mean pairwise Jaccard, "
+          "the core (nodes kept by at least half of the seeds) and the union; averaged over the models (training "
+          "seeds) of each step budget. Reached circuits only; n/a: the table has no node names.", "",
+          _table(["group", "steps", "task", "pruner", "models", "seeds", "mean Jaccard", "min Jaccard", "core",
+                  "union", "median size"],
+                 [[s["group"], s["train_steps"], s["task"], s["pruner"], s["models"], s["seeds"], s["jaccard_mean"],
+                   s["jaccard_min"], s["core_mean"], s["union_mean"], s["size_median"]] for s in sets])
+          if sets else "n/a", "",
+          "## Interchange", "",
+          "Patching a circuit's nodes from the other prompt of each test pair: how often the prediction moves to "
+          "the other prompt's answer, for the circuit and for random node sets of its size (mean of >= 3 draws).",
+          "",
+          _table(["group", "pruner", "objective", "cells", "interchange accuracy", "random sets", "mean shift",
+                  "cells above random"],
+                 [[w["group"], w["pruner"], w["objective"], w["cells"], w["accuracy"], w["random_accuracy"],
+                   w["shift"], f"{w['above_random']} of {w['with_random']}"] for w in swaps]) if swaps else "n/a", ""]
+    return "\n".join(md), {"matched_summary": _matched_md(matched), "matched_loss": matched, "controls": ctl,
+                           "seed_spread": spread, "seed_sets": sets, "interchange": swaps, "faithfulness": faith,
                            "beats_full_model": beats}
 
 

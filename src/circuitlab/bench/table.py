@@ -22,7 +22,7 @@ RESULTS = "results.csv"
 VOLATILE = ("seconds", "prune_seconds", "worker", "run", "cell_file")
 JSON_COLUMNS = ("curve_fractions", "f_nodes_signed", "f_nodes_absolute", "ce_nodes_signed", "ce_nodes_absolute",
                 "f_edges_signed", "f_edges_absolute", "ce_edges_signed", "ce_edges_absolute",
-                "plugins", "prune_config", "circuit_factors", "f_circuit", "bisection")
+                "plugins", "prune_config", "circuit_factors", "f_circuit", "bisection", "kept_nodes")
 _MODEL = ("model_id", "group", "kind", "preset", "sparsity", "density", "width", "train_steps", "train_seed",
           "val_loss", "config_hash", "twin")
 _RESULT = ("reached", "nodes", "edges", "weight_edges", "residual_edges", "k", "loss", "accuracy", "train_loss",
@@ -34,7 +34,7 @@ COLUMNS = (
     "nonsense", "status", "reason", "real_task_accuracy", "verdict", *_RESULT, "all_ablated",
     "cpr_nodes", "cmd_nodes", "cpr_edges", "cmd_edges", "m_full", "m_empty", "ce_full", "ce_empty",
     "total_nodes", "total_edges", *JSON_COLUMNS[:9], "circuit_factors", "f_circuit", "max_f_circuit",
-    "overshoot_circuit", "bisection", "seconds",
+    "overshoot_circuit", "bisection", "kept_nodes", "seconds",
     "circuitlab_version", "torch_version", "plugins", "corpus_hash", "pairs_sha256", "prune_config", "spec_hash",
     "run", "worker", "cell_file",
 )
@@ -74,6 +74,8 @@ def cell_row(doc: dict, cell_file: str = "") -> dict[str, Any]:
         row.update({k: result.get(k) for k in _RESULT})
         row["all_ablated"] = result["validations"]["all_ablated"]
         row["bisection"] = (doc.get("circuit") or {}).get("bisection")  # (k, train loss) as evaluated
+        if result.get("reached"):  # the kept node names, for circuits across pruning seeds (controls.seed_sets)
+            row["kept_nodes"] = (doc.get("circuit") or {}).get("nodes")
         row["real_task_accuracy"] = doc["full_model"]["real_task_accuracy"]
         row["verdict"] = doc["full_model"].get("verdict")
         row.update(_curves(doc["faithfulness"]))

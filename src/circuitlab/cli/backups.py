@@ -68,6 +68,7 @@ def backups_cmd(model_dir, rounds, out, json_, **settings):
     or after --rounds rounds. A killed run continues after its last finished round when started again
     with the same flags. Prints one row per round; --json prints backups.json.
     """
+    from ..outputs import guard_output
     from ..prune.backups import backup_circuits
     from ..train.runs import read_run
     from .prune import prune_config
@@ -77,6 +78,7 @@ def backups_cmd(model_dir, rounds, out, json_, **settings):
     if out is None:
         stem = config.tasks.replace(":", "-").replace("/", "_")
         out = info.path / "backups" / f"{config.pruner}-{config.objective}" / stem
+    guard_output(out, "backups", inputs=(model_dir, config.mine_from))
     summary = backup_circuits(info.path, config, rounds, Path(out))
     if json_:
         emit_json(summary)

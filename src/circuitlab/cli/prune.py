@@ -225,13 +225,15 @@ def prune_cmd(model_dir, store, overwrite, json_, out, checkpoints, **settings):
 
 def _track(info, config: PruneConfig, store, out, json_) -> None:
     from ..errors import CircuitlabError
+    from ..outputs import guard_output
     from ..prune.track import track_circuits
 
     if store is not None:
         raise CircuitlabError("--store and --checkpoints exclude each other; add the final model's circuits to a "
                               "store with a plain 'circuitlab prune --store'")
     if out is None:
-        out = info.path / "track" / f"{config.pruner}-{config.objective}"
+        out = info.path / "track" / f"{config.pruner}-{config.objective}".replace(":", ".")
+    guard_output(out, "track", inputs=(info.path, config.mine_from))
     doc = track_circuits(info.path, config, out)
     if json_:
         emit_json(doc)

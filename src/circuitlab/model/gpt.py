@@ -120,26 +120,44 @@ class CausalSelfAttention(nn.Module):
         # learned per head, so a head can put its attention mass "nowhere" (Gao et al. 2025, A.1).
         self.sink_logit = nn.Parameter(torch.zeros(config.n_head)) if config.attn_sink else None
 
-    def forward(self, x: torch.Tensor, sites: Sites, hook: Hook | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sites: Sites, hook: Hook | None,
+                last: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d_in). With ``last`` (B,) position indices, only those positions' outputs are
+        computed: keys and values at every position, the query at ``last`` only. Returns (B, T, d_model),
+        or (B, 1, d_model) with ``last``."""
         B, T, _ = x.shape
         inner = self.n_head * self.d_head
-        q, k, v = self.c_attn(x).split(inner, dim=2)  # each (B, T, nh * hs)
+        if last is None:
+            q, k, v = self.c_attn(x).split(inner, dim=2)  # each (B, T, nh * hs)
+            Tq = T
+        else:
+            w, b = self.c_attn.weight, self.c_attn.bias
+            k, v = F.linear(x, w[inner:], None if b is None else b[inner:]).split(inner, dim=2)  # each (B, T, nh * hs)
+            x_last = x[torch.arange(B, device=x.device), last][:, None]  # (B, 1, d_in)
+            q = F.linear(x_last, w[:inner], None if b is None else b[:inner])  # (B, 1, nh * hs)
+            Tq = 1
         q = sites("attn.q", q, hook)
         k = sites("attn.k", k, hook)
         v = sites("attn.v", v, hook)
-        q = q.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
+        q = q.view(B, Tq, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
-        if self.sink_logit is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        if last is None:
+            visible = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T): causal
         else:
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)  # (B, nh, T, T)
-            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            att = att.masked_fill(~causal, float("-inf"))
-            sink = self.sink_logit.to(att.dtype).view(1, self.n_head, 1, 1).expand(B, -1, T, 1)  # (B, nh, T, 1)
+            visible = (torch.arange(T, device=x.device)[None, :] <= last[:, None])[:, None, None]  # (B, 1, 1, T)
+        if self.sink_logit is None:
+            if last is None:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)  # (B, nh, 1, hs)
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)  # (B, nh, Tq, T)
+            att = att.masked_fill(~visible, float("-inf"))
+            sink = self.sink_logit.to(att.dtype).view(1, self.n_head, 1, 1).expand(B, -1, Tq, 1)  # (B, nh, Tq, 1)
             att = torch.cat([sink, att], dim=-1).softmax(dim=-1)[..., 1:]  # drop the sink's (zero) value
-            y = att @ v  # (B, nh, T, hs)
-        y = y.transpose(1, 2).contiguous().view(B, T, inner)  # (B, T, nh * hs)
+            y = att @ v  # (B, nh, Tq, hs)
+        y = y.transpose(1, 2).contiguous().view(B, Tq, inner)  # (B, Tq, nh * hs)
         if hook is not None:
             y = hook(f"{sites.layer}.attn.y", y)
         return sites("attn.out", self.c_proj(y), hook)
@@ -186,11 +204,19 @@ class Block(nn.Module):
             x = torch.relu(x)
         return abs_topk(x, self.sites.k[site]) if site in self.sites.k else x
 
-    def forward(self, x: torch.Tensor, hook: Hook | None = None, pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hook: Hook | None = None, pos: torch.Tensor | None = None,
+                last: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d_model) -> (B, T, d_model); with ``last`` (B,), the block's output at those
+        positions only, (B, 1, d_model) (the attention still reads every position up to them)."""
         L = self.layer
         if hook is not None:
             x = hook(f"{L}.resid_in", x)
-        x = self.add(x, self.attn(self.read(x, pos, "attn", hook), self.sites, hook), "resid_post_attn")
+        a = self.attn(self.read(x, pos, "attn", hook), self.sites, hook, last)
+        if last is not None:
+            rows = torch.arange(x.shape[0], device=x.device)
+            x = x[rows, last][:, None]  # (B, 1, d_model)
+            pos = None if pos is None else pos[0, last][:, None]  # (B, 1, d_pos_emb)
+        x = self.add(x, a, "resid_post_attn")
         if hook is not None:
             x = hook(f"{L}.resid_mid", x)
         x = self.add(x, self.mlp(self.read(x, pos, "mlp", hook), self.sites, hook), "resid_post_mlp")
@@ -251,6 +277,32 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))  # (B*T, vocab)
         return logits, loss
+
+    def last_final(self, idx: torch.Tensor, last: torch.Tensor, hook: Hook | None = None) -> torch.Tensor:
+        """The final residual after ln_f at one position per row, (B, d_model): row b at ``last[b]``.
+
+        What a task loss reads, for less work than ``forward``: the last block computes its query,
+        attention output, MLP and residual writes at those positions only (keys and values at every
+        position). Hooks see (B, 1, ...) tensors from the last block's query on. The numbers match
+        ``forward``'s at those positions up to float rounding (other matrix shapes)."""
+        B, T = idx.shape
+        assert T <= self.config.n_ctx, f"sequence of {T} tokens is longer than n_ctx={self.config.n_ctx}"
+        x = self.wte(idx)  # (B, T, d_model)
+        pos = None
+        if self.wpe is not None:
+            pos = self.wpe(torch.arange(T, device=idx.device))[None]  # (1, T, width)
+            if self.config.d_pos_emb is None:
+                x, pos = x + pos, None
+        if not self.blocks:
+            x = x[torch.arange(B, device=idx.device), last][:, None]  # (B, 1, d_model)
+        for i, block in enumerate(self.blocks):
+            x = block(x, hook, pos, last if i == len(self.blocks) - 1 else None)
+        if hook is not None:
+            x = hook("final.resid", x)
+        x = self.ln_f(x, hook, "final.norm")
+        if hook is not None:
+            x = hook("final", x)
+        return x[:, 0]  # (B, d_model)
 
     def unembed(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Logits from final residuals x (..., d_model) at tokens idx (...): lm_head plus the bigram row."""

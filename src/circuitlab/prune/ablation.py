@@ -195,7 +195,8 @@ def ablation_hook(space: NodeSpace, gate: torch.Tensor, values: torch.Tensor,
     """A forward hook that mixes every node location: ``values + gate * (x - values)``.
 
     ``gate`` and ``values`` have shape (num_nodes,); a gate of 1 keeps a node, 0 ablates it.
-    ``norm_scale`` (B, T, 1), if given, replaces the final RMSNorm scale (``--freeze-norm``).
+    ``norm_scale`` (B, T, 1), or (B, 1, 1) for ``GPT.last_final``, if given, replaces the final RMSNorm
+    scale (``--freeze-norm``).
     """
     import torch
 

@@ -1,13 +1,13 @@
 """Masked forward passes over one encoded task batch, returning last-position logits only.
 
-Every node location's activation ``x`` becomes ``ablated + gate * (x - ablated)``; the pass stops at
-the final residual and unembeds only each prompt's last position (``GPT.unembed``), which is all the
-task loss needs.
+Every node location's activation ``x`` becomes ``ablated + gate * (x - ablated)``. The loss reads each
+prompt's last position only, so the pass is ``GPT.last_final``: the last block computes its query,
+attention output and MLP at that position only, and only that position is unembedded.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..model.nodes import NodeSpace
 from ..tasks.loss import logit_diff
@@ -17,10 +17,6 @@ if TYPE_CHECKING:
     import torch
 
     from ..tasks.types import TaskBatch
-
-
-class _Stop(Exception):
-    """Raised by the hook at ``final`` to skip the full-vocabulary unembedding of every position."""
 
 
 class Evaluator:
@@ -45,10 +41,9 @@ class Evaluator:
             if freeze_norm:
                 scales = []
                 self.reference = self._run(ones, None, record_scale=scales)
-                width = int(batch.last.max()) + 1
-                self.norm_scale = torch.zeros(n, width, 1, device=values.device)
+                self.norm_scale = torch.zeros(n, 1, 1, device=values.device)  # each prompt's last position
                 for rows, s in scales:
-                    self.norm_scale[rows, : s.shape[1]] = s
+                    self.norm_scale[rows] = s
             else:
                 self.reference = self._run(ones, None)  # (N, vocab)
         self.allowed = None if ablated is None or not bool(ablated.any()) else (~ablated.bool()).to(values.device)
@@ -64,23 +59,17 @@ class Evaluator:
         if getattr(self, "allowed", None) is not None:
             gate = gate * self.allowed
         inner = ablation_hook(self.space, gate, self.values, scale)
-        box: dict[str, Any] = {}
+        if record_scale is None:
+            hook = inner
+        else:
+            def hook(name, x):
+                if name == "final.norm":
+                    record_scale.append((r, x.detach()))  # (n, 1, 1): the last position's scale
+                return inner(name, x)
 
-        def hook(name, x):
-            if record_scale is not None and name == "final.norm":
-                record_scale.append((r, x.detach()))
-            x = inner(name, x)
-            if name == "final":
-                box["final"] = x
-                raise _Stop
-            return x
-
-        try:
-            self.model(ids, hook=hook)
-        except _Stop:
-            pass
+        final = self.model.last_final(ids, last, hook)  # (n, d_model)
         rows = torch.arange(len(r), device=ids.device)
-        return self.model.unembed(box["final"][rows, last], ids[rows, last])  # (n, d_model) -> (n, vocab)
+        return self.model.unembed(final, ids[rows, last])  # (n, d_model) -> (n, vocab)
 
     def _run(self, gate, rows, record_scale=None):
         import torch

@@ -2,9 +2,10 @@
 
 ``prune_model(run, config, out)`` prunes the tasks ``config.tasks`` selects of one run folder, each
 through the steps of ``prune.task.prune_task`` (the search in worker processes with ``--jobs``), and
-writes ``circuits/<suite>.<task>.json`` and ``summary.json`` under ``out``. ``on_circuit`` is called with each
-circuit as soon as it is written (``circuitlab.jobs`` uses it to add circuits to a store). Progress
-goes to the ``circuitlab`` logger.
+writes ``circuits/<suite>.<task>.json`` and ``summary.json`` under ``out``. ``on_circuit`` is called with
+each circuit's document (``Circuit.to_json()`` with its interchange and seed figures) as soon as it is
+written (``circuitlab.jobs`` uses it to add circuits to a store). Progress goes to the ``circuitlab``
+logger.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _summary(info, config: PruneConfig, rows: list, skipped: list, seconds: floa
 
 
 def prune_model(run: str | Path, config: PruneConfig, out: str | Path, *,
-                on_circuit: Callable[[Circuit], None] | None = None,
+                on_circuit: Callable[[dict], None] | None = None,
                 on_finished: Callable[[dict], None] | None = None,
                 extra_provenance: dict | None = None) -> dict[str, Any]:
     """Prune every task ``config`` selects in the run folder ``run``; write the results under ``out``.
@@ -187,7 +188,7 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
                 doc["transfer"] = figures
             write_json(paths[i], doc)
             if on_circuit is not None:
-                on_circuit(circuit)
+                on_circuit(doc)
             by_index[i] = _row(doc, tasks[i], paths[i])
     rows = [by_index[i] for i in sorted(by_index)]  # task order, whatever order the workers finished in
     suites = [plugins.get("suite", s) for s in dict.fromkeys(t.suite for t in tasks)

@@ -163,18 +163,26 @@ class MethodResult:
     nodes: int
     provenance: dict = attrs.field(factory=dict)
     edge_list: Any = None
+    # Figures a circuit document carries beside its nodes: "interchange" (prune.interchange) and, for
+    # circuits pruned with several seeds, "seeds" (prune.seeds). ``compare`` shows them.
+    figures: dict = attrs.field(factory=dict)
+
+
+#: The figures of a circuit document that a store keeps with its result (``MethodResult.figures``).
+FIGURES = ("interchange", "seeds")
 
 
 def add_circuit(store_path: str | os.PathLike, circuit: Any, method: str, *, run=None, overwrite: bool = False,
                 provenance: dict | None = None) -> Path:
     """Add a circuit to a store under ``method``: a ``circuitlab.prune.Circuit``, or its JSON document
     (``Circuit.to_json()``: a ``circuits/<suite>.<task>.json`` file, a bench cell's ``circuit``), keyed
-    by its task's ``suite:task``.
+    by its task's ``suite:task``. A document's interchange and seed figures (``FIGURES``) are kept too.
 
     ``provenance`` is added to the circuit's own. ``run`` and ``overwrite`` as for ``add_method_result``."""
     from ..prune.circuit import task_key
 
     doc = circuit if isinstance(circuit, dict) else None
+    figures: dict = {}
     if doc is None:
         scores, kept, edges = circuit.scores, circuit.kept, [list(e) for e in circuit.edge_pairs]
         loss, n_edges, n_nodes, prov = circuit.loss, circuit.edge_count, circuit.node_count, circuit.provenance
@@ -186,8 +194,10 @@ def add_circuit(store_path: str | os.PathLike, circuit: Any, method: str, *, run
         scores, edges = np.asarray(doc["scores"], np.float32), doc["edges"]
         loss, n_edges, n_nodes, prov = doc["loss"], doc["edge_count"], doc["node_count"], doc["provenance"]
         task = task_key(doc.get("suite") or "", doc["task"])
+        figures = {k: doc[k] for k in FIGURES if isinstance(doc.get(k), dict)}
     result = MethodResult(method=method, task=task, scores=scores, kept=kept, loss=loss, edges=n_edges,
-                          nodes=n_nodes, provenance={**prov, **(provenance or {})}, edge_list=edges)
+                          nodes=n_nodes, provenance={**prov, **(provenance or {})}, edge_list=edges,
+                          figures=figures)
     return add_method_result(store_path, result, run=run, overwrite=overwrite)
 
 
@@ -212,7 +222,7 @@ def add_method_result(store_path: str | os.PathLike, result: MethodResult, *, ov
     another method's data, and an existing result is an error unless ``overwrite``.
     """
     method, task, loss, edges, nodes = result.method, result.task, result.loss, result.edges, result.nodes
-    provenance, edge_list = result.provenance, result.edge_list
+    provenance, edge_list, figures = result.provenance, result.edge_list, result.figures
     import xarray as xr
 
     path = Path(store_path)
@@ -248,7 +258,8 @@ def add_method_result(store_path: str | os.PathLike, result: MethodResult, *, ov
                "task_code": task_codes.index(task) if task in task_codes else None,
                "loss": float(loss), "edges": int(edges), "nodes": int(nodes),
                "has_edge_list": edge_list is not None,
-               "provenance": json.loads(json.dumps(provenance, default=str)), "created": now()})
+               "provenance": json.loads(json.dumps(provenance, default=str)),
+               "figures": json.loads(json.dumps(figures, default=str)), "created": now()})
     target = path / group
     old = _old_group(path, method, task)
     if (target.exists() or old is not None) and not overwrite:
