@@ -47,10 +47,6 @@ POSITION_RULE = "aligned from the end; receiving positions without a donor count
 MIN_DRAWS = 3
 
 
-class _Stop(Exception):
-    """Raised at ``final``: only the last positions are unembedded."""
-
-
 def _donors(acts: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For rows in pairs (2i, 2i+1): each row's donor activations aligned from the end, (b, T, N), and
     where a donor position exists, (b, T) bool."""
@@ -75,25 +71,21 @@ def _patched_diffs(model, rows: tuple, space: NodeSpace, patch: tuple | None = N
     donor, valid, nodes = patch if patch is not None else (None, None, None)
 
     locs = space.by_hook()
-    box: dict[str, Any] = {}
+    rows_ = torch.arange(ids.shape[0], device=ids.device)
 
     def hook(name, x):
         loc = locs.get(name)
         if loc is not None and nodes is not None:
             s = slice(loc.offset, loc.offset + loc.size)
-            where = nodes[s][None, None, :] & valid[:, : x.shape[1], None]
-            x = torch.where(where, donor[:, : x.shape[1], s].to(x.dtype), x)
-        if name == "final":
-            box["final"] = x
-            raise _Stop
+            if x.shape[1] == 1:  # GPT.last_final's last block: each row's last position only
+                d, v = donor[rows_, last][:, None, s], valid[rows_, last][:, None]
+            else:
+                d, v = donor[:, : x.shape[1], s], valid[:, : x.shape[1]]
+            x = torch.where(nodes[s][None, None, :] & v[:, :, None], d.to(x.dtype), x)
         return x
 
-    try:
-        model(ids, hook=hook)
-    except _Stop:
-        pass
-    rows = torch.arange(ids.shape[0], device=ids.device)
-    return logit_diff(model.unembed(box["final"][rows, last], ids[rows, last]), target, contrast)
+    final = model.last_final(ids, last, hook)  # (n, d_model)
+    return logit_diff(model.unembed(final, ids[rows_, last]), target, contrast)
 
 
 def _random_sets(kept: torch.Tensor, draws: int, seed: int) -> list[torch.Tensor]:

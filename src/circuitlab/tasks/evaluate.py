@@ -64,8 +64,12 @@ def evaluate(model: Any, tokenizer: Any, pairs: Sequence[PromptPair], device: An
     with torch.no_grad():
         for start in range(0, len(pairs), batch_size):
             batch = encode_pairs(pairs[start:start + batch_size], tokenizer, max_len=max_len).to(device)
-            logits, _ = model(batch.ids)
-            diffs.append(logit_diff(last_logits(logits, batch), batch.target, batch.contrast).cpu())
+            if hasattr(model, "last_final"):  # circuitlab's GPT: the last block and unembedding at the last position only
+                rows = torch.arange(len(batch), device=batch.ids.device)
+                z = model.unembed(model.last_final(batch.ids, batch.last), batch.ids[rows, batch.last])  # (n, vocab)
+            else:
+                z = last_logits(model(batch.ids)[0], batch)
+            diffs.append(logit_diff(z, batch.target, batch.contrast).cpu())
     diff = torch.cat(diffs)
     loss, win = binary_ce_of_diff(diff), (diff > 0).float()
     low, high = wilson_interval(int(win.sum()), len(win))
