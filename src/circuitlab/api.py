@@ -32,6 +32,7 @@ from . import compare as _compare_module  # noqa: F401
 from . import prune as _prune_module  # noqa: F401
 from . import tasks as _tasks_module  # noqa: F401
 from . import view  # noqa: F401  (installs the page a Circuit shows in Jupyter: prune.circuit.HTML_RENDERER)
+from .compare import Comparison
 from .config import PruneConfig, RecordConfig
 from .errors import CircuitlabError, UnknownNameError
 from .prune.circuit import Circuit
@@ -104,58 +105,6 @@ class TaskSkipped(CircuitlabError):
         self.reason = record.reason
         hint = " (pass min_accuracy=0 to prune it anyway)" if record.verdict == "unsolved" else ""
         super().__init__(f"task {task!r} is not pruned: {self.reason}{hint}")
-
-
-@attrs.frozen
-class Comparison:
-    """What ``circuitlab compare STORE --json`` prints, with tables: per task, each method's loss, node
-    and edge counts and activation statistics (``methods``), and each pair of methods' node and edge
-    Jaccard (``pairs``)."""
-
-    doc: dict = attrs.field(repr=False)
-
-    @property
-    def methods(self):
-        import pandas as pd
-
-        rows = []
-        for t, r in self.doc["tasks"].items():
-            for m, s in r["methods"].items():
-                ic, sd = s.get("interchange") or {}, s.get("seeds") or {}
-                rows.append({"task": t, "method": m, **{k: v for k, v in s.items() if k != "provenance"},
-                             "interchange_accuracy": ic.get("accuracy"),
-                             "random_interchange_accuracy": ic.get("random_accuracy"),
-                             "seeds": sd.get("n"), "seed_core": sd.get("core"), "seed_union": sd.get("union"),
-                             "seed_jaccard_mean": sd.get("jaccard_mean")})
-        return pd.DataFrame(rows, columns=["task", "method", "loss", "nodes", "edges", "mean_abs_activation",
-                                           "activation_frequency", "edge_list", "interchange_accuracy",
-                                           "random_interchange_accuracy", "seeds", "seed_core", "seed_union",
-                                           "seed_jaccard_mean"])
-
-    @property
-    def pairs(self):
-        import pandas as pd
-
-        rows = [{"task": t, **p} for t, r in self.doc["tasks"].items() for p in r["pairs"]]
-        return pd.DataFrame(rows, columns=["task", "a", "b", "node_jaccard", "edge_jaccard"])
-
-    def plot(self, png: PathLike) -> Path:
-        """Circuit edges per task and method, as a bar chart in ``png`` (``circuitlab compare --plot``)."""
-        from .compare import plot_edges
-
-        return plot_edges(self.doc, png)
-
-    def to_json(self) -> dict:
-        return self.doc
-
-    def __repr__(self) -> str:
-        from .compare import format_table
-
-        return format_table(self.doc).rstrip()
-
-    def _repr_html_(self) -> str:
-        return (f"<p>store {self.doc['store']}</p>{self.methods.to_html(index=False)}"
-                f"{self.pairs.to_html(index=False)}")
 
 
 # ----------------------------------------------------------------------------------------------------

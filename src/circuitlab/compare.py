@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 
 from .errors import CircuitlabError
@@ -230,6 +231,54 @@ def plot_edges(result: dict[str, Any], png: str | os.PathLike) -> Path:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return png
+
+
+@attrs.frozen
+class Comparison:
+    """What ``circuitlab compare STORE --json`` prints, with tables: per task, each method's loss, node
+    and edge counts and activation statistics (``methods``), and each pair of methods' node and edge
+    Jaccard (``pairs``)."""
+
+    doc: dict = attrs.field(repr=False)
+
+    @property
+    def methods(self):
+        import pandas as pd
+
+        rows = []
+        for t, r in self.doc["tasks"].items():
+            for m, s in r["methods"].items():
+                ic, sd = s.get("interchange") or {}, s.get("seeds") or {}
+                rows.append({"task": t, "method": m, **{k: v for k, v in s.items() if k != "provenance"},
+                             "interchange_accuracy": ic.get("accuracy"),
+                             "random_interchange_accuracy": ic.get("random_accuracy"),
+                             "seeds": sd.get("n"), "seed_core": sd.get("core"), "seed_union": sd.get("union"),
+                             "seed_jaccard_mean": sd.get("jaccard_mean")})
+        return pd.DataFrame(rows, columns=["task", "method", "loss", "nodes", "edges", "mean_abs_activation",
+                                           "activation_frequency", "edge_list", "interchange_accuracy",
+                                           "random_interchange_accuracy", "seeds", "seed_core", "seed_union",
+                                           "seed_jaccard_mean"])
+
+    @property
+    def pairs(self):
+        import pandas as pd
+
+        rows = [{"task": t, **p} for t, r in self.doc["tasks"].items() for p in r["pairs"]]
+        return pd.DataFrame(rows, columns=["task", "a", "b", "node_jaccard", "edge_jaccard"])
+
+    def plot(self, png: str | os.PathLike) -> Path:
+        """Circuit edges per task and method, as a bar chart in ``png`` (``circuitlab compare --plot``)."""
+        return plot_edges(self.doc, png)
+
+    def to_json(self) -> dict:
+        return self.doc
+
+    def __repr__(self) -> str:
+        return format_table(self.doc).rstrip()
+
+    def _repr_html_(self) -> str:
+        return (f"<p>store {self.doc['store']}</p>{self.methods.to_html(index=False)}"
+                f"{self.pairs.to_html(index=False)}")
 
 
 from . import _callable_module  # noqa: E402  (circuitlab.compare(...) is the API function: docs/api.md)
