@@ -15,7 +15,7 @@
    assumes monotonicity only to be fast, not to be correct. The unpruned model's train loss comes
    free with the reference logits: when it misses the target, the search checks only k = 0 and the
    mask's own set (which can beat the unpruned model) and, if both miss, says so without walking up
-   to the whole model, and the mask is not retrained.
+   to the whole model; the mask is then retrained (below) like a collapsed one.
 4. Report the chosen circuit's loss and accuracy on held-out test pairs, its edges, and three
    validations (sufficiency, necessity, a random circuit of the same size): ``circuit.build_circuit``.
 
@@ -293,13 +293,10 @@ def _best_attempt(tr: Evaluator, config: PruneConfig, mask_entry, objective_entr
             best = attempt
         if attempt.lr is None or not attempt.collapsed(config):  # a score-only mask has nothing to retry
             break
-        if attempt.full_missed and attempt.k is None:  # the unpruned model misses the target, and so did the mask's own set
-            if progress:
-                logger.info(f"  {task}: the unpruned model's train loss {attempt.bisection[-1][1]:.4f} misses the "
-                            f"target {config.target_loss:g}; not retrying")
-            break
         if progress and i < config.retries:
             why = "not reached" if attempt.k is None else f"needed {attempt.k} nodes against the mask's {attempt.mask_nodes}"
+            if attempt.full_missed and attempt.k is None:  # a retrained mask keeps more nodes and can beat the model
+                why += f" (the unpruned model's train loss {attempt.bisection[-1][1]:.4f} misses it too)"
             logger.info(f"  {task}: {why}; retrying with penalty coefficient {attempt.coef * config.retry_factor:.2g}")
     return best, attempts
 
