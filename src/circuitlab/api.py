@@ -208,8 +208,8 @@ def seeds(model: LoadedModel | PathLike, task: Task | str, *, n: int = 5, pruner
     if isinstance(data, Skipped):
         raise TaskSkipped(resolved.qualname, data)
     with _threads(config):
-        return prune_seeds(loaded.model, data.train, data.test, data.values, config, task=data.task,
-                           suite=data.suite, provenance=data.provenance)
+        return prune_seeds(loaded.model, data.train, data.test, data.values, config,
+                           task=f"{data.suite}:{data.task}" if data.suite else data.task, provenance=data.provenance)
 
 
 def interchange(model: LoadedModel | PathLike, circuit: Circuit, *, draws: int = 3) -> dict[str, Any]:

@@ -255,9 +255,10 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, hook: Hook | None = None):
-        """idx: (B, T) token ids. Returns (logits (B, T, vocab), loss or None)."""
-        B, T = idx.shape
+    def embed(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token embeddings (B, T, d_model), with the added position embedding; and the concatenated
+        position embedding (1, T, d_pos_emb) that each block reads, or None."""
+        T = idx.shape[1]
         assert T <= self.config.n_ctx, f"sequence of {T} tokens is longer than n_ctx={self.config.n_ctx}"
         x = self.wte(idx)  # (B, T, d_model)
         pos = None
@@ -265,6 +266,11 @@ class GPT(nn.Module):
             pos = self.wpe(torch.arange(T, device=idx.device))[None]  # (1, T, width)
             if self.config.d_pos_emb is None:
                 x, pos = x + pos, None  # added once, broadcast over B
+        return x, pos
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, hook: Hook | None = None):
+        """idx: (B, T) token ids. Returns (logits (B, T, vocab), loss or None)."""
+        x, pos = self.embed(idx)  # (B, T, d_model), and (1, T, d_pos_emb) or None
         for block in self.blocks:
             x = block(x, hook, pos)
         if hook is not None:
@@ -285,14 +291,8 @@ class GPT(nn.Module):
         attention output, MLP and residual writes at those positions only (keys and values at every
         position). Hooks see (B, 1, ...) tensors from the last block's query on. The numbers match
         ``forward``'s at those positions up to float rounding (other matrix shapes)."""
-        B, T = idx.shape
-        assert T <= self.config.n_ctx, f"sequence of {T} tokens is longer than n_ctx={self.config.n_ctx}"
-        x = self.wte(idx)  # (B, T, d_model)
-        pos = None
-        if self.wpe is not None:
-            pos = self.wpe(torch.arange(T, device=idx.device))[None]  # (1, T, width)
-            if self.config.d_pos_emb is None:
-                x, pos = x + pos, None
+        B = idx.shape[0]
+        x, pos = self.embed(idx)  # (B, T, d_model), and (1, T, d_pos_emb) or None
         if not self.blocks:
             x = x[torch.arange(B, device=idx.device), last][:, None]  # (B, 1, d_model)
         for i, block in enumerate(self.blocks):

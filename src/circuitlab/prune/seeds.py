@@ -122,13 +122,15 @@ class SeedCircuits:
         return self.circuits[0]
 
 
-def prune_seeds(model, train, test, values, config: PruneConfig, *, task: str = "task", suite: str = "",
-                run=None, provenance: dict | None = None) -> SeedCircuits:
-    """Prune one task (encoded ``train``/``test`` pairs, ablation ``values``) with ``config.seeds`` seeds.
+def prune_seeds(model, train, test, values, config: PruneConfig, *, task: str = "task", run=None,
+                provenance: dict | None = None) -> SeedCircuits:
+    """Prune one task (encoded ``train``/``test`` pairs, ablation ``values``; ``task`` named ``SUITE:TASK``
+    or bare) with ``config.seeds`` seeds.
 
     With ``run`` (the model's run folder) the seeds are pruned in worker processes (``config.jobs``);
     without, one after the other in this process."""
-    job = TaskJob(index=0, data=TaskData(train=train, test=test, values=values, task=task, suite=suite,
+    suite, _, name = task.rpartition(":")  # "SUITE:TASK" or a bare task name
+    job = TaskJob(index=0, data=TaskData(train=train, test=test, values=values, task=name, suite=suite,
                                        provenance=provenance or {}))
     circuits = sorted((c for _, c in _prune_jobs(model, run, seed_jobs(job, config), config)), key=circuit_seed)
     return SeedCircuits(circuits=tuple(circuits), distribution=seed_distribution(circuits, config.core_share))
