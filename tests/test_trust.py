@@ -151,6 +151,8 @@ def test_backups_stop_when_the_target_is_unreachable(planted, tmp_path):
     assert first["reached"] and first["excluded"] in PLANTED and first["excluded_frequency"] == 1.0
     assert not second["reached"] and second["excluded"] is None
     assert summary["depth"] == summary["failed_round"] == 1 and summary["stop"] == "target not reached"
+    # Without a planted node the whole model misses too: the same round.
+    assert summary["model_misses_round"] == 1 and second["full_model_loss"] > config.target_loss
     assert summary["excluded"] == [first["excluded"]]
     assert (tmp_path / "backups.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "round-001.json").read_text())["excluded_before"] == [first["excluded"]]

@@ -29,6 +29,12 @@ def print_backups(summary: dict) -> None:
         click.echo(f"backup depth: {summary['depth']} (the task fails once {summary['depth']} node(s) are excluded)")
     else:
         click.echo(f"backup depth: at least {summary['depth_at_least']} ({summary['stop']})")
+    misses = summary.get("model_misses_round")
+    if misses is not None:
+        click.echo(f"the whole model, with the nodes excluded before round {misses} ablated, misses the target on the "
+                   f"test pairs from round {misses} (test loss {summary['rounds'][misses]['full_model_loss']:.4f})")
+    else:
+        click.echo("the whole model, with the excluded nodes ablated, meets the target on the test pairs in every round")
     click.echo(f"{summary['seconds_per_round']:.1f} s per round; results in {summary['out']} (backups.json, backups.png)")
 
 

@@ -8,6 +8,9 @@ other node misses the target, so no seed reaches it), when a circuit of no nodes
 ``rounds`` rounds. The **backup depth** is the number of nodes excluded when the task failed (the
 failing round's index; round 0 excludes nothing); a task that did not fail within ``rounds`` rounds
 has depth "at least ``rounds``" (``depth`` None, ``depth_at_least`` set).
+``model_misses_round`` is the first round whose whole model (the excluded nodes ablated, every other
+node kept) misses the target on the test pairs: a circuit can still reach the target after that,
+because ablating more nodes can undo the damage.
 
 The procedure is the backup-circuit analysis of Hao & Goldstein (``Anwen0507/sparse_pretrain_release``).
 
@@ -158,11 +161,16 @@ def backup_rounds(prepared: PreparedTask, config: PruneConfig, rounds: int, out:
         logger.info(f"round {r}: {'reached' if doc['reached'] else 'NOT reached'}; sizes {doc['size_min']}-"
                     f"{doc['size_max']}; excluding {doc['excluded']} next ({doc['seconds']:.1f}s)")
     failed = next((d["round"] for d in docs if not d["reached"]), None)
+    # Pruning can beat the damaged model: mean-ablating more nodes may undo what an excluded node broke,
+    # so the round from which the whole model (excluded nodes ablated, every other node kept) misses the
+    # target is a second depth, of the model's redundancy rather than of the search's.
+    model_misses = next((d["round"] for d in docs if d["full_model_loss"] > config.target_loss), None)
     summary = {"kind": BACKUPS_KIND, "model": None if prepared.run is None else str(prepared.run), "task": prepared.task.qualname,
                "seeds": config.seeds, "rounds_asked": rounds, "target_loss": config.target_loss,
                "excluded": [d["excluded"] for d in docs if d["excluded"] is not None],
                "failed_round": failed, "depth": failed,
                "depth_at_least": failed if failed is not None else sum(d["reached"] for d in docs),
+               "model_misses_round": model_misses,
                "stop": docs[-1]["stop"] or f"{rounds} round(s) done",
                "seconds_per_round": statistics.fmean(d["seconds"] for d in docs),
                "rounds": backup_rows(docs), "settings": settings, "out": str(out)}
@@ -193,7 +201,11 @@ def plot_backups(summary: dict, path: Path) -> Path:
     ax.set_ylabel("nodes")
     ax2 = ax.twinx()
     ax2.plot(x, [r["loss_mean"] for r in rows if r["reached"]], color="gray", marker=".", label="test loss (mean)")
+    ax2.plot([r["round"] for r in rows], [r["full_model_loss"] for r in rows], color="gray", linestyle=":",
+             label="whole model, excluded nodes ablated (test loss)")
+    ax2.axhline(summary["target_loss"], color="gray", linewidth=0.5)
     ax2.set_ylabel("test loss")
+    ax2.legend(fontsize=7, loc="upper right")
     ax.set_title(f"backups: {summary['task']} ({summary['seeds']} seeds)", fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
