@@ -193,7 +193,7 @@ def plot_backups(summary: dict, path: Path) -> Path:
     med = [r["size_median"] for r in rows if r["reached"]]
     lo = [r["size_median"] - r["size_min"] for r in rows if r["reached"]]
     hi = [r["size_max"] - r["size_median"] for r in rows if r["reached"]]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(6, 4.2))
     ax.errorbar(x, med, yerr=[lo, hi], marker="o", capsize=3, label="circuit nodes (median, min-max over seeds)")
     if summary["failed_round"] is not None:
         ax.axvline(summary["failed_round"], color="red", linestyle="--", label="target not reached")
@@ -205,10 +205,10 @@ def plot_backups(summary: dict, path: Path) -> Path:
              label="whole model, excluded nodes ablated (test loss)")
     ax2.axhline(summary["target_loss"], color="gray", linewidth=0.5)
     ax2.set_ylabel("test loss")
-    ax2.legend(fontsize=7, loc="upper right")
     ax.set_title(f"backups: {summary['task']} ({summary['seeds']} seeds)", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+    handles = [h for a in (ax, ax2) for h in a.get_legend_handles_labels()[0]]
+    fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=2, frameon=False)
+    fig.subplots_adjust(bottom=0.25)
     write_figure(path, fig)
     plt.close(fig)
     return path
