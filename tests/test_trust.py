@@ -172,6 +172,11 @@ def test_backups_command_resumes_after_its_last_finished_round(tiny_run, tmp_pat
     assert code == 0, err
     assert "continuing after 1 finished round" in err and "backup depth" in stdout
     assert (out / "round-000.json").read_bytes() == first  # kept, not pruned again
+    code, stdout, err = run_main(["view", out / "backups.json", "--out", tmp_path / "b.html"], capsys)
+    assert code == 0 and "with the plot" in stdout, err
+    assert "backup depth" in (tmp_path / "b.html").read_text()
+    code, _, err = run_main(["view", out / "backups.json", "--model", tiny_run, "--out", tmp_path / "c.html"], capsys)
+    assert_one_line_error(code, err, "--model apply to a circuit")
     two = json.loads((out / "backups.json").read_text())
     assert [r["round"] for r in two["rounds"]][:2] == [0, 1] or two["failed_round"] == 0
     if two["rounds"][0]["reached"]:
@@ -218,6 +223,12 @@ def test_prune_checkpoints_gives_one_row_per_kept_checkpoint(tracked_run, tmp_pa
     assert all(r["task"] == "copy_digit" and r["val_loss"] > 0 for r in doc["rows"])
     assert doc["rows"][-1]["jaccard_final"] == 1.0
     assert (tmp_path / "track.png").exists() and (tmp_path / "step-000010" / "circuits" / "toy.copy_digit.json").exists()
+    # view shows the table and the plot: one row per checkpoint.
+    page = tmp_path / "track.html"
+    code, stdout, err = run_main(["view", tmp_path / "track.json", "--out", page], capsys)
+    assert code == 0 and "3 rows, with the plot" in stdout, err
+    html = page.read_text()
+    assert html.count("<tr>") == 1 + 3 and 'src="data:image/png;base64,' in html and "copy_digit" in html
 
 
 @pytest.mark.usefixtures("toy_registry")

@@ -189,6 +189,27 @@ def test_hostile_bench_documents_stay_text(browser, tmp_path, capsys):
         Watched(browser, page_file).check(scripts=2)
 
 
+def test_hostile_backups_and_track_documents_stay_text(browser, tmp_path, capsys):
+    """backups.json and track.json with hostile values in every shown field, and a plot file that is not a PNG."""
+    for kind, key, image in (("circuitlab-backups", "rounds", "backups.png"), ("circuitlab-track", "rows", "track.png")):
+        folder = tmp_path / kind
+        folder.mkdir()
+        columns = ("round", "reached", "size_min", "excluded", "task", "step", "nodes", "loss", "jaccard_final")
+        rows = [{c: h for c in columns} for h in HOSTILE]
+        doc = {"kind": kind, key: rows, "task": HOSTILE[0], "model": HOSTILE[1], "steps": HOSTILE[2],
+               "depth": HOSTILE[3], "target_loss": HOSTILE[4], "model_misses_round": HOSTILE[5]}
+        (folder / "doc.json").write_text(json.dumps(doc))
+        (folder / image).write_text('<script>alert(1)</script>')  # not a PNG: left out
+        out = tmp_path / f"{kind}.html"
+        code, stdout, err = run_main(["view", folder / "doc.json", "--out", out], capsys)
+        assert code == 0 and f"{len(HOSTILE)} rows" in stdout and "plot" not in stdout, err
+        page = Watched(browser, out)
+        assert page.page.locator("table.bench tbody tr").count() == len(HOSTILE)
+        text = _all_strings(page.page)
+        assert all(h.strip() in text for h in HOSTILE)
+        page.check(scripts=0)
+
+
 def test_pages_allow_only_their_own_scripts_and_styles(browser, tmp_path):
     html = circuit_page({"circuit": {"task": "t"}, "nodes": {}, "methods": [{"label": "m", "nodes": [], "edges": []}],
                          "n_layer": 1, "sites": ["final"], "notes": {}})

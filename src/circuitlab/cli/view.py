@@ -38,9 +38,13 @@ def view_cmd(circuit: Path | None, bench: Path | None, store: Path | None, model
     score, mean activation; click it for its top-activating corpus examples (with --store) and the
     task-loss change when it alone is ablated (needs the run). With a store holding several methods
     for the task, a selector shows each and a diff colours nodes in both, only A or only B.
+
+    A backups.json ('circuitlab backups') or track.json ('prune --checkpoints') gets a page with its
+    table and plot instead.
     """
     from ..outputs import guard_output
     from ..view import write_bench, write_circuit_page
+    from ..view.rounds import is_round_document, write_round_page
 
     if (circuit is None) == (bench is None):
         raise CircuitlabError("pass either CIRCUIT.json or --bench DIR (see 'circuitlab view --help')")
@@ -53,6 +57,11 @@ def view_cmd(circuit: Path | None, bench: Path | None, store: Path | None, model
             raise CircuitlabError("--model applies to one circuit; a bench's pages use each circuit's own run")
         result = write_bench(bench, out, store=store, config=config)
         message = f"wrote {out} ({result['circuits']} circuits, a page each in {out.parent / 'circuits'})"
+    elif is_round_document(circuit):
+        if store is not None or model_dir is not None:
+            raise CircuitlabError("--store and --model apply to a circuit, not to a backups.json or track.json")
+        result = write_round_page(circuit, out)
+        message = f"wrote {out} ({result['rows']} rows{', with the plot' if result['plot'] else ''})"
     else:
         result = write_circuit_page(circuit, out, store=store, model_dir=model_dir, config=config)
         message = f"wrote {out} ({result['nodes']} nodes; methods: {', '.join(result['methods'])})"
