@@ -13,14 +13,16 @@ from pathlib import Path
 
 from ..errors import CircuitlabError
 from ..files import MAX_DOCUMENT_BYTES, read_json, read_regular, write_bytes
+from ..prune.backups import BACKUPS_KIND
+from ..prune.track import TRACK_KIND
 from .html import _cell, render
 
 # kind -> (key of the rows, plot beside the document, columns shown)
 ROUND_DOCUMENTS = {
-    "circuitlab-backups": ("rounds", "backups.png", (
+    BACKUPS_KIND: ("rounds", "backups.png", (
         "round", "reached", "size_min", "size_median", "size_max", "loss_mean", "train_loss_mean",
         "full_model_loss", "core", "jaccard_mean", "excluded", "excluded_frequency", "seconds")),
-    "circuitlab-track": ("rows", "track.png", (
+    TRACK_KIND: ("rows", "track.png", (
         "task", "step", "val_loss", "full_model_accuracy", "full_model_loss", "nodes", "edges", "loss",
         "reached", "jaccard_final")),
 }
@@ -38,7 +40,7 @@ def is_round_document(path: str | Path) -> bool:
 
 
 def _summary(doc: dict) -> list[str]:
-    if doc["kind"] == "circuitlab-backups":
+    if doc["kind"] == BACKUPS_KIND:
         depth = doc.get("depth")
         lines = [f"task {doc.get('task')}, {doc.get('seeds')} seeds per round, target {doc.get('target_loss')}",
                  f"backup depth: {depth}" if depth is not None else f"backup depth: at least {doc.get('depth_at_least')}"]
