@@ -279,8 +279,11 @@ def test_signals_during_training_checkpoint_and_resume_to_the_same_bytes(sig, co
 def test_sigterm_during_prune_keeps_finished_circuits_and_a_rerun_skips_them(run_copy: Path, tmp_path: Path):
     out = tmp_path / "pruned"
     cmd = [sys.executable, "-m", "circuitlab", "prune", "--model", str(run_copy), "--pruner", "heaviside",
-           "--tasks", "python:if_equals,for_while,var_if,else_elif", "--min-accuracy", "0", "--steps", "30",
-           "--n-train", "8", "--n-test", "4", "--out", str(out)]
+           "--tasks", "python:if_equals,for_while,var_if,else_elif", "--min-accuracy", "0", "--steps", "120",
+           "--n-train", "8", "--n-test", "4", "--jobs", "1", "--out", str(out)]
+    # One worker prunes the tasks in order, so when the first circuit lands three tasks are still to do
+    # (with workers side by side the first file can land just before the last, and the signal would
+    # then meet a finished command).
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not (out / "circuits" / "python.if_equals.json").exists() and time.time() < deadline:
