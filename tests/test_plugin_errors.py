@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from circuitlab import plugins
 from circuitlab.cli import main
+from circuitlab.errors import PluginError
+from circuitlab.interrupts import Interrupted
+from circuitlab.plugins.calls import calling
 
 from .broken_plugins import LOAD_TIME, RUN_TIME, SLOW, install
 from .conftest import FullEnv, run_cli
@@ -289,3 +293,18 @@ def test_a_plugin_slow_to_import_is_named_while_it_loads(tmp_path: Path):
     assert "patient" in json.loads(proc.stdout)["names"]["sparsity"]  # it loaded in the end
     quick = run_cli("plugins", "--json", env=_env(tmp_path, CIRCUITLAB_TEST_IMPORT_SECONDS="0"))
     assert quick.returncode == 0 and "taking long" not in quick.stderr
+
+
+# ---------------------------------------------------------------------------------------------------
+# A signal that lands while plugin code runs stops the command (exit 128 + signal); it is not the plugin's error.
+
+
+@pytest.mark.parametrize("stop", [Interrupted(signal.SIGTERM), KeyboardInterrupt()])
+def test_a_stop_inside_plugin_code_passes_through_unchanged(stop):
+    entry = plugins.get("pruner", "heaviside")
+    with pytest.raises(type(stop)) as raised, calling(entry, "after_step(0.5)"):
+        raise stop
+    assert raised.value is stop
+    with pytest.raises(PluginError, match=r"\(pruner 'heaviside'\): after_step\(0.5\) raised ValueError: bad"), \
+            calling(entry, "after_step(0.5)"):
+        raise ValueError("bad")

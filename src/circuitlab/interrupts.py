@@ -26,6 +26,11 @@ class Interrupted(CircuitlabError):
         super().__init__(message or f"interrupted by {signal.Signals(signum).name}")
 
 
+#: What stops a command rather than failing it: ^C in a plain Python session, a signal under the command
+#: line. Code that turns a plugin's exception into a one-line error lets these pass unchanged.
+STOPS = (KeyboardInterrupt, Interrupted)
+
+
 def _raise(signum: int, frame) -> None:
     raise Interrupted(signum)
 

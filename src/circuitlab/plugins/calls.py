@@ -3,8 +3,8 @@
 circuitlab builds every schedule, mask and objective through ``build_schedule``, ``build_mask`` and
 ``build_objective``. They return thin wrappers with the protocol's methods that check each result
 (``density_at`` in (0, 1], a scalar objective, a ``gate`` of shape (num_nodes,), a ``state_dict``
-of tensors, ...). An exception raised inside the plugin (any ``BaseException`` but ``KeyboardInterrupt``:
-``sys.exit()`` too), or a result that breaks the contract, becomes a ``PluginError``::
+of tensors, ...). An exception raised inside the plugin (any ``BaseException`` but ``KeyboardInterrupt``
+and a signal's ``Interrupted``: ``sys.exit()`` too), or a result that breaks the contract, becomes a ``PluginError``::
 
     plugin 'dist' (sparsity 'random_fixed'): density_at(120) returned 0.0; it must be in (0, 1]
 
@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import PluginError
+from ..interrupts import STOPS
 from .loading import RAISE_ENV, one_line, raise_plugin_errors
 from .registry import Entry
 
@@ -48,7 +49,7 @@ def calling(entry: Entry, what: str) -> Iterator[None]:
     """Turn an exception raised inside the plugin's ``what`` (e.g. ``"density_at(120)"``) into a PluginError."""
     try:
         yield
-    except (PluginError, KeyboardInterrupt):
+    except (PluginError, *STOPS):
         raise
     except BaseException as exc:  # SystemExit included: a plugin must not end circuitlab
         if raise_plugin_errors():
@@ -69,7 +70,7 @@ def _attribute(entry: Entry, obj: Any, name: str) -> Any:
     a property of the plugin's that raises anything else is a PluginError like any other call."""
     try:
         return getattr(obj, name)
-    except (AttributeError, PluginError, KeyboardInterrupt):
+    except (AttributeError, PluginError, *STOPS):
         raise
     except BaseException:
         with calling(entry, f"its attribute {name}"):

@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 import pluggy
 
+from ..interrupts import STOPS
 from ..log import logger
 from . import hookspecs
 
@@ -179,7 +180,7 @@ class PluginManager(pluggy.PluginManager):
         try:
             with warn_if_slow(ep.name, dist, version):
                 plugin = ep.load()
-        except KeyboardInterrupt:
+        except STOPS:
             raise
         except BaseException as exc:  # SystemExit included: a plugin must not end the process
             if raise_plugin_errors():
@@ -193,7 +194,7 @@ class PluginManager(pluggy.PluginManager):
         try:
             with warn_if_slow(ep.name, dist, version, "registering"):
                 self.register(plugin, name=ep.name)
-        except KeyboardInterrupt:
+        except STOPS:
             raise
         except BaseException as exc:  # pluggy rejects malformed hook implementations here
             if raise_plugin_errors():

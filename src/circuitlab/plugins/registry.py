@@ -31,6 +31,7 @@ from typing import Any
 import attrs
 
 from ..errors import CircuitlabError, UnknownNameError
+from ..interrupts import STOPS
 from ..log import logger
 from .loading import (
     ALLOW_ENV,
@@ -167,7 +168,7 @@ class Registry:
                 try:
                     with warn_if_slow(plugin_name, dist, version, f"calling {hook_name}() of"):
                         impl.function(register=self._register_into(staged, kind, plugin_name, dist, version))
-                except KeyboardInterrupt:
+                except STOPS:
                     raise
                 except BaseException as exc:
                     if raise_plugin_errors() or dist == "circuitlab":

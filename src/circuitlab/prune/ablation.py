@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..files import tensors_sha256
+from ..interrupts import STOPS
 from ..log import logger
 from ..model.nodes import NodeSpace
 
@@ -92,6 +93,8 @@ def _read_cache(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except STOPS:
+        raise
     except Exception:  # a damaged cache is recomputed, not trusted
         return {}, {}
 

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from ..errors import CircuitlabError
+from ..interrupts import STOPS
 from ..plugins import KIND_LABELS, Entry
 from ..plugins.calls import what_happened
 
@@ -108,7 +109,7 @@ class Checks:
         except (CheckFailed, CircuitlabError) as exc:
             self.report.results.append(CheckResult(check=check, status="FAIL", detail=self._short(str(exc))))
             return None
-        except KeyboardInterrupt:
+        except STOPS:
             raise
         except BaseException as exc:  # the plugin raised (or sys.exit()ed) past the wrappers: a failed check
             self.report.results.append(CheckResult(check=check, status="FAIL", detail=what_happened(exc)))
