@@ -139,6 +139,18 @@ def test_report_and_mib_export_read_the_bench_output(two_workers: Path):
     assert len(entry["CPR"]["faithfulness"]) == 10 and len(entry["CMD"]["edge_counts"]) == 10
 
 
+@pytest.mark.slow
+def test_the_table_of_a_run_carries_each_circuits_nodes_and_bisection(two_workers: Path):
+    """The runner keeps only part of each cell document in memory; the table still gets the kept node
+    names (for the seed comparison) and the bisection, equal to the cell files'."""
+    rows = [r for r in read_table(two_workers / "results.csv") if r["status"] == "done"]
+    assert any(r["reached"] for r in rows)
+    for r in rows:
+        circuit = json.loads((two_workers / r["cell_file"]).read_text())["circuit"]
+        assert r["bisection"] == circuit["bisection"] and r["bisection"], r["cell_id"]
+        assert r["kept_nodes"] == (circuit["nodes"] if r["reached"] else None), r["cell_id"]
+
+
 def test_dry_run_lists_cells_with_estimates(tmp_path: Path):
     proc = run_cli("bench", str(QUICK), "--out", str(tmp_path / "dry"), "--dry-run", "--json", check=True)
     doc = json.loads(proc.stdout)

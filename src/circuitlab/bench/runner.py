@@ -25,7 +25,7 @@ from .documents import CellDocument
 from .plan import Cell, ModelSpec, cells_for, model_specs
 from .spec import BenchSpec
 from .storing import StoreWriter
-from .table import MODELS, RESULTS, cell_row, write_models, write_table
+from .table import MODELS, RESULTS, TABLE_CIRCUIT_KEYS, cell_row, write_models, write_table
 from .work import cell_path, model_cache_dir, prepare_model, read_done, run_cell
 
 SUMMARY_KIND = "circuitlab-bench-summary"
@@ -110,7 +110,7 @@ class Bench:
     def finish_cell(self, doc: dict, fresh: bool) -> None:
         model_doc = self.model_docs[doc["model"]["model_id"]]
         self.store.append(doc, model_doc)
-        self.cells[doc["cell_id"]] = {k: v for k, v in doc.items() if k != "circuit"}  # the table needs no node lists
+        self.cells[doc["cell_id"]] = _table_part(doc)
         self.computed += fresh
         self.reused += not fresh
         self.write_table()
@@ -139,6 +139,15 @@ class Bench:
                 "computed_now": self.computed, "reused": self.reused,
                 "failed": [{"task": k, "error": e} for k, e in self.failures],
                 "seconds": time.perf_counter() - self.t0}
+
+
+def _table_part(doc: dict) -> dict:
+    """What ``cell_row`` reads of a cell document: all but the circuit's scores, edges and provenance,
+    which are large and stay in the cell file (the table keeps the kept node names and the bisection)."""
+    part = {k: v for k, v in doc.items() if k != "circuit"}
+    if "circuit" in doc:
+        part["circuit"] = {k: doc["circuit"][k] for k in TABLE_CIRCUIT_KEYS if k in doc["circuit"]}
+    return part
 
 
 def _cell_of(doc: dict) -> Cell:

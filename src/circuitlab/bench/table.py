@@ -23,6 +23,8 @@ VOLATILE = ("seconds", "prune_seconds", "worker", "run", "cell_file")
 JSON_COLUMNS = ("curve_fractions", "f_nodes_signed", "f_nodes_absolute", "ce_nodes_signed", "ce_nodes_absolute",
                 "f_edges_signed", "f_edges_absolute", "ce_edges_signed", "ce_edges_absolute",
                 "plugins", "prune_config", "circuit_factors", "f_circuit", "bisection", "kept_nodes")
+#: The parts of a cell's circuit document that its table row reads (the rest stays in the cell file).
+TABLE_CIRCUIT_KEYS = ("bisection", "nodes")
 _MODEL = ("model_id", "group", "kind", "preset", "sparsity", "density", "width", "train_steps", "train_seed",
           "val_loss", "config_hash", "twin")
 _RESULT = ("reached", "nodes", "edges", "weight_edges", "residual_edges", "k", "loss", "accuracy", "train_loss",
