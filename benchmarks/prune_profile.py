@@ -5,7 +5,8 @@
 Prunes in this process (``--jobs 1``) and counts every masked forward pass of the evaluator by the
 phase it serves: ``setup`` (reference logits), ``mask`` (mask training; its backward passes are the
 rest of the phase's wall seconds), ``bisection`` and ``validations`` (test loss, sufficiency,
-necessity, random circuits). Tokens are padded tokens (prompts x their chunk's longest prompt).
+necessity, random circuits). Tokens are padded tokens (rows x their chunk's longest row; a packed row
+holds both prompts of a pair, their shared prefix once).
 ``imports`` is this script's own imports (torch is imported later, lazily); the seconds of pruning
 outside the circuits' own seconds are model loading, task pairs, full-model checks and node means. Seconds depend on
 the machine's load; the counts do not.
@@ -43,15 +44,25 @@ def main(argv: list[str] | None = None) -> int:
     counts: dict[str, dict[str, float]] = collections.defaultdict(
         lambda: {"passes": 0, "prompts": 0, "tokens": 0, "forward_seconds": 0.0, "wall_seconds": 0.0})
     chunk = evaluator.Evaluator._chunk
+    packed_chunk = getattr(evaluator.Evaluator, "_packed_chunk", None)  # absent in earlier code
 
-    def counted_chunk(self, gate, rows, record_scale):
-        t = time.perf_counter()
-        out = chunk(self, gate, rows, record_scale)
+    def count(n_prompts, tokens, t):
         c = counts[phase[0]]
         c["passes"] += 1
-        c["prompts"] += len(rows)
-        c["tokens"] += len(rows) * (int(self.batch.last[rows].max()) + 1)
+        c["prompts"] += n_prompts
+        c["tokens"] += tokens
         c["forward_seconds"] += time.perf_counter() - t
+
+    def counted_chunk(self, gate, rows, record_scale, *dtype):
+        t = time.perf_counter()
+        out = chunk(self, gate, rows, record_scale, *dtype)
+        count(len(rows), len(rows) * (int(self.batch.last[rows].max()) + 1), t)
+        return out
+
+    def counted_packed_chunk(self, gate, pairs, record_scale, *dtype):
+        t = time.perf_counter()
+        out = packed_chunk(self, gate, pairs, record_scale, *dtype)
+        count(2 * len(pairs), len(pairs) * int(self.packed.length[pairs].max()), t)
         return out
 
     def in_phase(module, name, label):
@@ -69,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         setattr(module, name, wrapped)
 
     evaluator.Evaluator._chunk = counted_chunk
+    if packed_chunk is not None:
+        evaluator.Evaluator._packed_chunk = counted_packed_chunk
     in_phase(search, "train_mask", "mask")
     in_phase(search, "search_k", "bisection")
     in_phase(circuit, "_validations", "validations")

@@ -26,7 +26,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from circuitlab import plugins  # noqa: E402
-from circuitlab.config import ModelConfig, PruneConfig  # noqa: E402
+from circuitlab.config import MASK_DTYPES, ModelConfig, PruneConfig  # noqa: E402
 from circuitlab.model import GPT  # noqa: E402
 from circuitlab.prune.ablation import compute_node_means  # noqa: E402
 from circuitlab.prune.search import TaskData, search_circuit  # noqa: E402
@@ -127,12 +127,13 @@ def test_planted_model_solves_the_task_only_through_the_planted_nodes(planted):
         assert loss_and_accuracy(ev.diffs(g))[0] > 0.5, name
 
 
+@pytest.mark.parametrize("mask_dtype", MASK_DTYPES)
 @pytest.mark.parametrize("pruner", ["heaviside", "hardconcrete", "sigmoid"])
-def test_builtin_pruner_recovers_the_planted_circuit(planted, pruner):
+def test_builtin_pruner_recovers_the_planted_circuit(planted, pruner, mask_dtype):
     model, train, test, means = planted
     assert pruner in plugins.get_registry().names("pruner")
     circuit = search_circuit(model, TaskData(train=train, test=test, values=means, task="planted"),
-                             PruneConfig(pruner=pruner, seed=0))
+                             PruneConfig(pruner=pruner, seed=0, mask_dtype=mask_dtype))
     assert circuit.reached
     assert circuit.loss <= 0.15
     extra, missing = set(circuit.node_names) - PLANTED, PLANTED - set(circuit.node_names)

@@ -28,6 +28,7 @@ Each norm also exposes its scale 1/rms(x) (LayerNorm: 1/std(x)), shape (B, T, 1)
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -48,6 +49,14 @@ def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
     """Keep the k entries of largest magnitude along the last dim, zero the rest."""
     idx = x.abs().topk(k, dim=-1, sorted=False).indices
     return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
+
+
+def float32_on_cpu(device: torch.device):
+    """Turns CPU autocast off for the attention kernel. With bfloat16 inputs its backward ran about 8x
+    slower than float32's on the small shapes of mask training (docs/pruning.md, "Performance")."""
+    if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        return torch.autocast("cpu", enabled=False)
+    return contextlib.nullcontext()
 
 
 class RMSNorm(nn.Module):
@@ -121,10 +130,11 @@ class CausalSelfAttention(nn.Module):
         self.sink_logit = nn.Parameter(torch.zeros(config.n_head)) if config.attn_sink else None
 
     def forward(self, x: torch.Tensor, sites: Sites, hook: Hook | None,
-                last: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, d_in). With ``last`` (B,) position indices, only those positions' outputs are
-        computed: keys and values at every position, the query at ``last`` only. Returns (B, T, d_model),
-        or (B, 1, d_model) with ``last``."""
+                last: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d_in). With ``last`` (B, R) position indices, only those positions' outputs are
+        computed: keys and values at every position, the queries at ``last`` only. ``visible`` (B, T, T)
+        bool says which keys each query attends to (default: causal). Returns (B, T, d_model), or
+        (B, R, d_model) with ``last``."""
         B, T, _ = x.shape
         inner = self.n_head * self.d_head
         if last is None:
@@ -133,24 +143,31 @@ class CausalSelfAttention(nn.Module):
         else:
             w, b = self.c_attn.weight, self.c_attn.bias
             k, v = F.linear(x, w[inner:], None if b is None else b[inner:]).split(inner, dim=2)  # each (B, T, nh * hs)
-            x_last = x[torch.arange(B, device=x.device), last][:, None]  # (B, 1, d_in)
-            q = F.linear(x_last, w[:inner], None if b is None else b[:inner])  # (B, 1, nh * hs)
-            Tq = 1
+            rows = torch.arange(B, device=x.device)[:, None]  # (B, 1)
+            q = F.linear(x[rows, last], w[:inner], None if b is None else b[:inner])  # (B, R, nh * hs)
+            Tq = last.shape[1]
         q = sites("attn.q", q, hook)
         k = sites("attn.k", k, hook)
         v = sites("attn.v", v, hook)
         q = q.view(B, Tq, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, self.d_head).transpose(1, 2)  # (B, nh, T, hs)
-        if last is None:
-            visible = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # (T, T): causal
-        else:
-            visible = (torch.arange(T, device=x.device)[None, :] <= last[:, None])[:, None, None]  # (B, 1, 1, T)
+        causal = visible is None and last is None
+        if visible is None:
+            keys = torch.arange(T, device=x.device)
+            queries = keys[:, None] if last is None else last[:, :, None]  # (T, 1) or (B, R, 1)
+            visible = keys <= queries  # (T, T) or (B, R, T)
+        elif last is not None:
+            visible = visible[torch.arange(B, device=x.device)[:, None], last]  # (B, R, T)
+        if visible.dim() == 3:
+            visible = visible[:, None]  # (B, 1, Tq, T): the same for every head
         if self.sink_logit is None:
-            if last is None:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
-            else:
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)  # (B, nh, 1, hs)
+            with float32_on_cpu(x.device):
+                q, k, v = q.float(), k.float(), v.float()  # no-ops unless autocast made them bfloat16
+                if causal:
+                    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+                else:
+                    y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)  # (B, nh, Tq, hs)
         else:
             att = (q @ k.transpose(-2, -1)) / math.sqrt(self.d_head)  # (B, nh, Tq, T)
             att = att.masked_fill(~visible, float("-inf"))
@@ -205,17 +222,18 @@ class Block(nn.Module):
         return abs_topk(x, self.sites.k[site]) if site in self.sites.k else x
 
     def forward(self, x: torch.Tensor, hook: Hook | None = None, pos: torch.Tensor | None = None,
-                last: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, d_model) -> (B, T, d_model); with ``last`` (B,), the block's output at those
-        positions only, (B, 1, d_model) (the attention still reads every position up to them)."""
+                last: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d_model) -> (B, T, d_model); with ``last`` (B, R), the block's output at those
+        positions only, (B, R, d_model) (the attention still reads every position it sees from them).
+        ``visible``: as in ``CausalSelfAttention.forward``."""
         L = self.layer
         if hook is not None:
             x = hook(f"{L}.resid_in", x)
-        a = self.attn(self.read(x, pos, "attn", hook), self.sites, hook, last)
+        a = self.attn(self.read(x, pos, "attn", hook), self.sites, hook, last, visible)
         if last is not None:
-            rows = torch.arange(x.shape[0], device=x.device)
-            x = x[rows, last][:, None]  # (B, 1, d_model)
-            pos = None if pos is None else pos[0, last][:, None]  # (B, 1, d_pos_emb)
+            rows = torch.arange(x.shape[0], device=x.device)[:, None]  # (B, 1)
+            x = x[rows, last]  # (B, R, d_model)
+            pos = None if pos is None else pos.expand(x.shape[0], -1, -1)[rows, last]  # (B, R, d_pos_emb)
         x = self.add(x, a, "resid_post_attn")
         if hook is not None:
             x = hook(f"{L}.resid_mid", x)
@@ -255,15 +273,18 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
 
-    def embed(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def embed(self, idx: torch.Tensor, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token embeddings (B, T, d_model), with the added position embedding; and the concatenated
-        position embedding (1, T, d_pos_emb) that each block reads, or None."""
+        position embedding (1 or B, T, d_pos_emb) that each block reads, or None. ``positions`` (B, T):
+        each token's position (default 0, 1, ..., T - 1)."""
         T = idx.shape[1]
-        assert T <= self.config.n_ctx, f"sequence of {T} tokens is longer than n_ctx={self.config.n_ctx}"
+        if positions is None:
+            assert T <= self.config.n_ctx, f"sequence of {T} tokens is longer than n_ctx={self.config.n_ctx}"
+            positions = torch.arange(T, device=idx.device)[None]  # (1, T)
         x = self.wte(idx)  # (B, T, d_model)
         pos = None
         if self.wpe is not None:
-            pos = self.wpe(torch.arange(T, device=idx.device))[None]  # (1, T, width)
+            pos = self.wpe(positions)  # (1 or B, T, width)
             if self.config.d_pos_emb is None:
                 x, pos = x + pos, None  # added once, broadcast over B
         return x, pos
@@ -284,25 +305,31 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))  # (B*T, vocab)
         return logits, loss
 
-    def last_final(self, idx: torch.Tensor, last: torch.Tensor, hook: Hook | None = None) -> torch.Tensor:
-        """The final residual after ln_f at one position per row, (B, d_model): row b at ``last[b]``.
+    def last_final(self, idx: torch.Tensor, last: torch.Tensor, hook: Hook | None = None, *,
+                   positions: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """The final residual after ln_f at the positions ``last``: (B,) one per row gives (B, d_model),
+        (B, R) gives (B, R, d_model).
 
-        What a task loss reads, for less work than ``forward``: the last block computes its query,
+        What a task loss reads, for less work than ``forward``: the last block computes its queries,
         attention output, MLP and residual writes at those positions only (keys and values at every
-        position). Hooks see (B, 1, ...) tensors from the last block's query on. The numbers match
-        ``forward``'s at those positions up to float rounding (other matrix shapes)."""
-        B = idx.shape[0]
-        x, pos = self.embed(idx)  # (B, T, d_model), and (1, T, d_pos_emb) or None
+        position). Hooks see (B, R, ...) tensors from the last block's query on (R = 1 for one per row).
+        The numbers match ``forward``'s at those positions up to float rounding (other matrix shapes).
+        ``positions`` and ``visible`` (B, T, T) let one row hold several prompts: two prompts with a
+        shared prefix run it once (``prune.evaluator``); by default positions count from 0 and
+        attention is causal."""
+        one = last.dim() == 1
+        last = last[:, None] if one else last  # (B, R)
+        x, pos = self.embed(idx, positions)  # (B, T, d_model), and (1 or B, T, d_pos_emb) or None
         if not self.blocks:
-            x = x[torch.arange(B, device=idx.device), last][:, None]  # (B, 1, d_model)
+            x = x[torch.arange(idx.shape[0], device=idx.device)[:, None], last]  # (B, R, d_model)
         for i, block in enumerate(self.blocks):
-            x = block(x, hook, pos, last if i == len(self.blocks) - 1 else None)
+            x = block(x, hook, pos, last if i == len(self.blocks) - 1 else None, visible)
         if hook is not None:
             x = hook("final.resid", x)
         x = self.ln_f(x, hook, "final.norm")
         if hook is not None:
             x = hook("final", x)
-        return x[:, 0]  # (B, d_model)
+        return x[:, 0] if one else x  # (B, d_model) or (B, R, d_model)
 
     def unembed(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Logits from final residuals x (..., d_model) at tokens idx (...): lm_head plus the bigram row."""

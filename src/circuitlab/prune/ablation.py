@@ -203,13 +203,19 @@ def ablation_hook(space: NodeSpace, gate: torch.Tensor, values: torch.Tensor,
     """
     import torch
 
-    slices = {loc.hook: (loc.offset, loc.offset + loc.size) for loc in space.locations}
+    # One split per pass (one autograd node for the gate, not one slice per location); locations tile
+    # the node index in order.
+    names = [loc.hook for loc in space.locations]
+    sizes = [loc.size for loc in space.locations]
+    gates = dict(zip(names, gate.split(sizes), strict=True))
+    means = dict(zip(names, values.split(sizes), strict=True))
 
     def hook(name: str, x: torch.Tensor) -> torch.Tensor:
-        s = slices.get(name)
-        if s is not None:
-            m = values[s[0]: s[1]].to(x.dtype)
-            return torch.lerp(m.expand_as(x), x, gate[s[0]: s[1]].to(x.dtype))
+        g = gates.get(name)
+        if g is not None:
+            if x.dtype != g.dtype and torch.is_autocast_enabled(x.device.type):
+                x = x.to(g.dtype)  # bfloat16 mask training: the mix and its gate gradient stay float32
+            return torch.lerp(means[name].to(x.dtype).expand_as(x), x, g.to(x.dtype))
         if name == "final.norm" and norm_scale is not None:
             return norm_scale[:, : x.shape[1]].to(x.dtype)
         return x

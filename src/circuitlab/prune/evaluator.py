@@ -2,7 +2,8 @@
 
 Every node location's activation ``x`` becomes ``ablated + gate * (x - ablated)``. The loss reads each
 prompt's last position only, so the pass is ``GPT.last_final``: the last block computes its query,
-attention output and MLP at that position only, and only that position is unembedded.
+attention output and MLP at that position only, and only that position is unembedded. Passes over
+whole pairs run both prompts in one row, their shared prefix once (``prune.packing``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 from ..model.nodes import NodeSpace
 from ..tasks.loss import logit_diff
 from .ablation import ablation_hook
+from .packing import PackedPairs, pair_rows
 
 if TYPE_CHECKING:
     import torch
@@ -23,9 +25,9 @@ class Evaluator:
     """Masked forward passes over one TaskBatch that return the last-position logits only."""
 
     def __init__(self, model, batch: TaskBatch, values: torch.Tensor, *, freeze_norm: bool = False,
-                 chunk: int = 128, ablated: torch.Tensor | None = None):
+                 chunk: int = 128, ablated: torch.Tensor | None = None, pack: bool = True):
         """``ablated`` (num_nodes,) bool: nodes ablated whatever the gate says (``PruneConfig.exclude``);
-        the reference logits stay the unpruned model's."""
+        the reference logits stay the unpruned model's. ``pack``: run whole pairs as packed rows."""
         import torch
 
         self.model, self.batch, self.values, self.chunk = model, batch, values, chunk
@@ -34,6 +36,11 @@ class Evaluator:
         n = len(batch)
         self.by_length = torch.argsort(batch.last, stable=True)
         self.unsort = torch.argsort(self.by_length)
+        self.packed = PackedPairs.of(batch) if pack and n and n % 2 == 0 else None
+        if self.packed is not None:  # whole-set passes: pairs shortest-first, then back to row order
+            self.pair_order = torch.argsort(self.packed.length, stable=True)
+            order_rows = torch.stack([2 * self.pair_order, 2 * self.pair_order + 1], dim=1).flatten()
+            self.pair_unsort = torch.argsort(order_rows)
         self.sign = 1.0 - 2.0 * (torch.arange(n, device=batch.ids.device) % 2).float()  # +1 prompt A, -1 prompt B
         self.norm_scale = None
         ones = torch.ones(self.num_nodes, device=values.device)
@@ -48,8 +55,11 @@ class Evaluator:
                 self.reference = self._run(ones, None)  # (N, vocab)
         self.allowed = None if ablated is None or not bool(ablated.any()) else (~ablated.bool()).to(values.device)
 
-    def _chunk(self, gate, r, record_scale):
-        """Last-position logits (len(r), vocab) of the rows ``r``, padded to their own longest prompt."""
+    def _chunk(self, gate, r, record_scale, dtype=None):
+        """Last-position logits (len(r), vocab) of the rows ``r``, padded to their own longest prompt.
+        ``dtype`` "bfloat16": the matrix products of the blocks under autocast (the unembedding stays float32)."""
+        import contextlib
+
         import torch
 
         b = self.batch
@@ -67,22 +77,60 @@ class Evaluator:
                     record_scale.append((r, x.detach()))  # (n, 1, 1): the last position's scale
                 return inner(name, x)
 
-        final = self.model.last_final(ids, last, hook)  # (n, d_model)
+        low = dtype is not None and dtype != "float32"
+        with torch.autocast(ids.device.type, dtype=getattr(torch, dtype)) if low else contextlib.nullcontext():
+            final = self.model.last_final(ids, last, hook)  # (n, d_model)
         rows = torch.arange(len(r), device=ids.device)
-        return self.model.unembed(final, ids[rows, last])  # (n, d_model) -> (n, vocab)
+        return self.model.unembed(final.float(), ids[rows, last])  # (n, d_model) -> (n, vocab)
 
-    def _run(self, gate, rows, record_scale=None):
+    def _packed_chunk(self, gate, pairs, record_scale, dtype=None):
+        """Last-position logits (2 len(pairs), vocab) of these pairs' rows (A, B, A, B, ...), one packed row per pair."""
+        import contextlib
+
         import torch
 
+        ids, positions, visible, read = self.packed.rows(pairs)
+        r = torch.stack([2 * pairs, 2 * pairs + 1], dim=1).flatten()  # the prompt rows, in output order
+        scale = None if self.norm_scale is None else self.norm_scale[r].view(len(pairs), 2, 1)
+        if getattr(self, "allowed", None) is not None:
+            gate = gate * self.allowed
+        inner = ablation_hook(self.space, gate, self.values, scale)
+        if record_scale is None:
+            hook = inner
+        else:
+            def hook(name, x):
+                if name == "final.norm":
+                    record_scale.append((r, x.detach().reshape(-1, 1, 1)))  # (2n, 1, 1): each prompt's last position
+                return inner(name, x)
+
+        low = dtype is not None and dtype != "float32"
+        with torch.autocast(ids.device.type, dtype=getattr(torch, dtype)) if low else contextlib.nullcontext():
+            final = self.model.last_final(ids, read, hook, positions=positions, visible=visible)  # (n, 2, d_model)
+        rows = torch.arange(len(pairs), device=ids.device)[:, None]
+        logits = self.model.unembed(final.float(), ids[rows, read])  # (n, 2, vocab)
+        return logits.reshape(2 * len(pairs), -1)
+
+    def _run(self, gate, rows, record_scale=None, dtype=None):
+        import torch
+
+        pairs = None
+        if self.packed is not None:
+            pairs = self.pair_order if rows is None else pair_rows(rows)
+        if pairs is not None:
+            step = max(1, self.chunk // 2)
+            out = torch.cat([self._packed_chunk(gate, pairs[i: i + step], record_scale, dtype)
+                             for i in range(0, len(pairs), step)])
+            return out[self.pair_unsort] if rows is None else out
         # Whole-set passes go shortest-first, so each chunk is padded only to its own longest prompt.
         all_rows = self.by_length if rows is None else rows
-        out = torch.cat([self._chunk(gate, all_rows[i: i + self.chunk], record_scale)
+        out = torch.cat([self._chunk(gate, all_rows[i: i + self.chunk], record_scale, dtype)
                          for i in range(0, len(all_rows), self.chunk)])
         return out[self.unsort] if rows is None else out
 
-    def last_logits(self, gate, rows=None):
-        """(n, vocab) last-position logits with node gates ``gate`` (num_nodes,), for ``rows`` (default all)."""
-        return self._run(gate, rows)
+    def last_logits(self, gate, rows=None, dtype=None):
+        """(n, vocab) last-position logits with node gates ``gate`` (num_nodes,), for ``rows`` (default all).
+        ``dtype`` (a ``PruneConfig.mask_dtype``) other than float32 runs the blocks' matrix products in it."""
+        return self._run(gate, rows, dtype=dtype)
 
     def diffs(self, gate, rows=None):
         """Right-minus-wrong logit difference per prompt, (n,)."""

@@ -139,6 +139,7 @@ class MaskTraining:
     coef: float  # penalty coefficient
     batch_pairs: int
     patience: int = 0  # 0: every step; else stop once the kept set has held this many steps (train_mask)
+    dtype: str = "float32"  # the matrix products' format (PruneConfig.mask_dtype)
 
 
 def train_mask(train_eval: Evaluator, mask, objective, settings: MaskTraining, generator, *,
@@ -168,7 +169,7 @@ def train_mask(train_eval: Evaluator, mask, objective, settings: MaskTraining, g
         pairs = queue.pop()
         rows = torch.stack([2 * pairs, 2 * pairs + 1], dim=1).flatten().to(b.ids.device)
         gate = mask.gate().to(b.ids.device)  # mask plugins may keep their parameters on the CPU
-        logits = train_eval.last_logits(gate, rows)
+        logits = train_eval.last_logits(gate, rows, dtype=settings.dtype)
         obj = objective(logits, b.target[rows], b.contrast[rows], train_eval.reference[rows])
         loss = obj + coef * mask.penalty()
         opt.zero_grad(set_to_none=True)
@@ -248,7 +249,7 @@ def _attempt(tr: Evaluator, config: PruneConfig, mask_entry, objective, gen, coe
         coef = coef * coef_scale
         history = train_mask(tr, mask, objective, MaskTraining(steps=steps, lr=lr, coef=coef,
                                                                batch_pairs=config.batch_pairs,
-                                                               patience=config.patience),
+                                                               patience=config.patience, dtype=config.mask_dtype),
                              gen, progress=progress, label=task)
     scores = mask.scores().detach().float().cpu()
     if tr.allowed is not None:  # excluded nodes rank last: a circuit never counts them
