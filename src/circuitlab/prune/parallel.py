@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -84,6 +84,7 @@ def _init_worker(run: str, config: PruneConfig, log_level: int) -> None:
         if config.threads:
             torch.set_num_threads(config.threads)
         model, _, _ = load_model(run, device=torch.device(config.device))  # logits only: no tokenizer
+        import torch._dynamo  # noqa: F401 - torch.optim imports it on first use (about 1 s): here, while the parent prepares tasks
         _worker.update(model=model, config=config, mask_entry=plugins.get("pruner", config.pruner),
                        objective_entry=plugins.get("objective", config.objective))
     except BaseException as exc:  # noqa: BLE001 - reported by _prune_in_worker
@@ -121,20 +122,28 @@ def _sigint_ignored():
         signal.signal(signal.SIGINT, old)
 
 
-def prune_tasks(model, run: str, jobs: list[TaskJob], config: PruneConfig, mask_entry, objective_entry) -> Iterator[tuple[int, Any]]:
+def prune_tasks(model, run: str, jobs: Iterable[TaskJob], config: PruneConfig, mask_entry, objective_entry, *,
+                count: int | None = None) -> Iterator[tuple[int, Any]]:
     """(index, Circuit) for every job, as each finishes: in this process with one worker, else in
     spawned worker processes (``worker_count``). Either way each task goes through
     ``search.search_circuit``, the last step of ``prune.task.prune_task``. Use with ``contextlib.closing``:
     on any exception, an interrupt included, or when closed early, the workers are killed, so none
-    outlives the command."""
+    outlives the command.
+
+    ``jobs`` may be a lazy iterable, with ``count`` the most jobs it can yield: each job goes to the
+    workers as soon as it is made, so workers start (interpreter, torch, the model) and prune the first
+    tasks while the caller still prepares the rest (``pipeline.prune_model``)."""
     from .search import search_circuit
 
-    n = worker_count(config, len(jobs))
+    if count is None:
+        jobs = list(jobs)
+        count = len(jobs)
+    n = worker_count(config, count)
     if n > 1 and not _shareable(mask_entry, objective_entry):
         logger.info("pruning in one process: the pruner or objective is registered in this process only")
         n = 1
     if n <= 1:
-        for job in jobs:
+        for job in list(jobs):  # every task prepared (and its verdict printed) before the first search
             yield job.index, search_circuit(model, job.data, job.config or config, progress=True,
                                             mask_entry=mask_entry, objective_entry=objective_entry)
         return
@@ -142,12 +151,15 @@ def prune_tasks(model, run: str, jobs: list[TaskJob], config: PruneConfig, mask_
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    logger.info(f"pruning {len(jobs)} tasks in {n} worker processes")
     pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
                                initargs=(str(run), config, logger.getEffectiveLevel() or logging.INFO))
     try:
-        with _sigint_ignored():
-            pending = {pool.submit(_prune_in_worker, job) for job in jobs}
+        pending = set()
+        for job in jobs:  # made between submissions, with ^C handled as usual
+            if not pending:
+                logger.info(f"pruning in {n} worker processes")
+            with _sigint_ignored():  # a worker spawned by this submission ignores SIGINT
+                pending.add(pool.submit(_prune_in_worker, job))
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
