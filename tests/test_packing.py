@@ -12,8 +12,8 @@ from circuitlab.config import ModelConfig
 from circuitlab.model import GPT
 from circuitlab.model.nodes import NodeSpace
 from circuitlab.prune.evaluator import Evaluator
-from circuitlab.prune.packing import PackedPairs, pair_rows
 from circuitlab.tasks import TaskBatch
+from circuitlab.tasks.packing import PackedPairs, pair_rows
 
 TINY = ModelConfig(vocab_size=64, n_ctx=16, d_model=16, n_layer=2, n_head=2, d_head=8, d_mlp=32)
 

@@ -312,3 +312,32 @@ def test_task_modules_do_not_import_torch():
             "circuitlab.builtins.tasks_python, circuitlab.builtins.tasks_mined; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_evaluate_packs_pairs_for_the_same_figures_as_the_full_pass(project_tokenizer):
+    """On circuitlab's GPT, evaluate() runs both prompts of a pair in one packed row; a wrapper without
+    ``last_final`` takes the plain full pass. The figures agree (float rounding aside)."""
+    import torch
+
+    from circuitlab.config import ModelConfig
+    from circuitlab.model import GPT
+
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(vocab_size=project_tokenizer.get_vocab_size(), n_ctx=128, d_model=32, n_layer=2,
+                            n_head=2, d_head=16, d_mlp=64)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config, self.inner = model.config, model
+
+        def forward(self, idx):
+            return self.inner(idx)
+
+    pairs = PYTHON["else_elif"].make_pairs(40, 0) + PYTHON["for_while"].make_pairs(40, 1)
+    packed, plain = T.evaluate(model, project_tokenizer, pairs, batch_size=16), T.evaluate(Plain(), project_tokenizer, pairs)
+    assert packed["n_pairs"] == plain["n_pairs"] == 80
+    assert packed["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+    assert (packed["accuracy_a"], packed["accuracy_b"]) == (plain["accuracy_a"], plain["accuracy_b"])

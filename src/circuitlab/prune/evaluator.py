@@ -3,7 +3,7 @@
 Every node location's activation ``x`` becomes ``ablated + gate * (x - ablated)``. The loss reads each
 prompt's last position only, so the pass is ``GPT.last_final``: the last block computes its query,
 attention output and MLP at that position only, and only that position is unembedded. Passes over
-whole pairs run both prompts in one row, their shared prefix once (``prune.packing``).
+whole pairs run both prompts in one row, their shared prefix once (``tasks.packing``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from ..model.nodes import NodeSpace
 from ..tasks.loss import logit_diff
+from ..tasks.packing import PackedPairs, pair_rows
 from .ablation import ablation_hook
-from .packing import PackedPairs, pair_rows
 
 if TYPE_CHECKING:
     import torch

@@ -56,6 +56,16 @@ def boundary_ok(tokenizer: Any, prompt: str, token_id: int) -> bool:
     return tokenizer.encode(prompt + text).ids == [*ids, token_id]
 
 
+def _boundaries_ok(tokenizer: Any, checks: list[tuple[str, int]]) -> list[bool]:
+    """``boundary_ok`` for many (prompt, token id) at once: one ``encode_batch`` call where the tokenizer
+    has one (the Rust side encodes the batch; about 1 s less per ``make run`` than one call a prompt)."""
+    if not hasattr(tokenizer, "encode_batch"):
+        return [boundary_ok(tokenizer, prompt, tid) for prompt, tid in checks]
+    texts = {tid: tokenizer.decode([tid]) for tid in {tid for _, tid in checks}}
+    encoded = tokenizer.encode_batch([x for prompt, tid in checks for x in (prompt, prompt + texts[tid])])
+    return [encoded[2 * i + 1].ids == [*encoded[2 * i].ids, tid] for i, (_, tid) in enumerate(checks)]
+
+
 def _contrast_ids(pairs: list[PromptPair], tokenizer: Any) -> tuple[dict[str, int], list[str]]:
     ids: dict[str, int] = {}
     bad: list[str] = []
@@ -88,9 +98,11 @@ def check_tokens(task_pairs_or_task: Task | Iterable[PromptPair], tokenizer: Any
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         return TokenCheck(usable=False, problem=f"contrast string {bad[0]}{more}; it must be one token")
     kept, first_failure = [], None
-    for p in pairs:
-        failed = next((prompt for prompt, tok in ((p.prompt_a, p.token_a), (p.prompt_b, p.token_b))
-                       if not boundary_ok(tokenizer, prompt, ids[tok])), None)
+    ok = _boundaries_ok(tokenizer, [(prompt, ids[tok]) for p in pairs
+                                    for prompt, tok in ((p.prompt_a, p.token_a), (p.prompt_b, p.token_b))])
+    for i, p in enumerate(pairs):
+        failed = next((prompt for prompt, good in ((p.prompt_a, ok[2 * i]), (p.prompt_b, ok[2 * i + 1]))
+                       if not good), None)
         if failed is None:
             kept.append(p)
         elif first_failure is None:

@@ -23,7 +23,7 @@ import attrs
 if TYPE_CHECKING:
     import torch
 
-    from ..tasks.types import TaskBatch
+    from .types import TaskBatch
 
 
 @attrs.frozen
