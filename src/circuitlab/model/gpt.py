@@ -51,12 +51,11 @@ def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
 
 
-def float32_on_cpu(device: torch.device):
-    """Turns CPU autocast off for the attention kernel. With bfloat16 inputs its backward ran about 8x
-    slower than float32's on the small shapes of mask training (docs/pruning.md, "Performance")."""
-    if device.type == "cpu" and torch.is_autocast_enabled("cpu"):
-        return torch.autocast("cpu", enabled=False)
-    return contextlib.nullcontext()
+def cpu_autocast(device: torch.device) -> bool:
+    """Whether CPU autocast is on for ``device``. The attention kernel then runs in float32: with
+    bfloat16 inputs its backward ran about 8x slower than float32's on the small shapes of mask
+    training (docs/pruning.md, "Performance"). CUDA keeps its bfloat16 kernel."""
+    return device.type == "cpu" and torch.is_autocast_enabled("cpu")
 
 
 class RMSNorm(nn.Module):
@@ -162,8 +161,10 @@ class CausalSelfAttention(nn.Module):
         if visible.dim() == 3:
             visible = visible[:, None]  # (B, 1, Tq, T): the same for every head
         if self.sink_logit is None:
-            with float32_on_cpu(x.device):
-                q, k, v = q.float(), k.float(), v.float()  # no-ops unless autocast made them bfloat16
+            float32 = cpu_autocast(x.device)
+            with torch.autocast("cpu", enabled=False) if float32 else contextlib.nullcontext():
+                if float32:
+                    q, k, v = q.float(), k.float(), v.float()
                 if causal:
                     y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
                 else:

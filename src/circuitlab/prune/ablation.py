@@ -198,8 +198,9 @@ def ablation_hook(space: NodeSpace, gate: torch.Tensor, values: torch.Tensor,
     """A forward hook that mixes every node location: ``values + gate * (x - values)``.
 
     ``gate`` and ``values`` have shape (num_nodes,); a gate of 1 keeps a node, 0 ablates it.
-    ``norm_scale`` (B, T, 1), or (B, 1, 1) for ``GPT.last_final``, if given, replaces the final RMSNorm
-    scale (``--freeze-norm``).
+    ``norm_scale`` (B, T, 1), or (B, R, 1) for ``GPT.last_final`` at R positions per row, if given,
+    replaces the final RMSNorm scale (``--freeze-norm``). Under CPU bfloat16 autocast (mask training)
+    the mix runs in the gate's float32.
     """
     import torch
 
