@@ -56,42 +56,28 @@ class Evaluator:
         self.allowed = None if ablated is None or not bool(ablated.any()) else (~ablated.bool()).to(values.device)
 
     def _chunk(self, gate, r, record_scale, dtype=None):
-        """Last-position logits (len(r), vocab) of the rows ``r``, padded to their own longest prompt.
-        ``dtype`` "bfloat16": the matrix products of the blocks under autocast (the unembedding stays float32)."""
-        import contextlib
-
-        import torch
-
-        b = self.batch
-        last = b.last[r]
-        ids = b.ids[r, : int(last.max()) + 1]
-        scale = None if self.norm_scale is None else self.norm_scale[r]
-        if getattr(self, "allowed", None) is not None:
-            gate = gate * self.allowed
-        inner = ablation_hook(self.space, gate, self.values, scale)
-        if record_scale is None:
-            hook = inner
-        else:
-            def hook(name, x):
-                if name == "final.norm":
-                    record_scale.append((r, x.detach()))  # (n, 1, 1): the last position's scale
-                return inner(name, x)
-
-        low = dtype is not None and dtype != "float32"
-        with torch.autocast(ids.device.type, dtype=getattr(torch, dtype)) if low else contextlib.nullcontext():
-            final = self.model.last_final(ids, last, hook)  # (n, d_model)
-        rows = torch.arange(len(r), device=ids.device)
-        return self.model.unembed(final.float(), ids[rows, last])  # (n, d_model) -> (n, vocab)
+        """Last-position logits (len(r), vocab) of the rows ``r``, padded to their own longest prompt."""
+        last = self.batch.last[r]
+        return self._pass(gate, r, self.batch.ids[r, : int(last.max()) + 1], last[:, None], record_scale, dtype)
 
     def _packed_chunk(self, gate, pairs, record_scale, dtype=None):
         """Last-position logits (2 len(pairs), vocab) of these pairs' rows (A, B, A, B, ...), one packed row per pair."""
-        import contextlib
-
         import torch
 
         ids, positions, visible, read = self.packed.rows(pairs)
         r = torch.stack([2 * pairs, 2 * pairs + 1], dim=1).flatten()  # the prompt rows, in output order
-        scale = None if self.norm_scale is None else self.norm_scale[r].view(len(pairs), 2, 1)
+        return self._pass(gate, r, ids, read, record_scale, dtype, positions=positions, visible=visible)
+
+    def _pass(self, gate, r, ids, read, record_scale, dtype, **packing):
+        """Logits (len(r), vocab) of the prompt rows ``r``, read at ``read`` (n, R) of ``ids`` (n, T): R = 1
+        position per row, or 2 for packed pairs (``packing``: their positions and attention mask).
+        ``dtype`` "bfloat16": the blocks' matrix products under autocast (the unembedding stays float32)."""
+        import contextlib
+
+        import torch
+
+        n, R = read.shape
+        scale = None if self.norm_scale is None else self.norm_scale[r].view(n, R, 1)
         if getattr(self, "allowed", None) is not None:
             gate = gate * self.allowed
         inner = ablation_hook(self.space, gate, self.values, scale)
@@ -100,15 +86,14 @@ class Evaluator:
         else:
             def hook(name, x):
                 if name == "final.norm":
-                    record_scale.append((r, x.detach().reshape(-1, 1, 1)))  # (2n, 1, 1): each prompt's last position
+                    record_scale.append((r, x.detach().reshape(-1, 1, 1)))  # (len(r), 1, 1): each prompt's last position
                 return inner(name, x)
 
         low = dtype is not None and dtype != "float32"
         with torch.autocast(ids.device.type, dtype=getattr(torch, dtype)) if low else contextlib.nullcontext():
-            final = self.model.last_final(ids, read, hook, positions=positions, visible=visible)  # (n, 2, d_model)
-        rows = torch.arange(len(pairs), device=ids.device)[:, None]
-        logits = self.model.unembed(final.float(), ids[rows, read])  # (n, 2, vocab)
-        return logits.reshape(2 * len(pairs), -1)
+            final = self.model.last_final(ids, read, hook, **packing)  # (n, R, d_model)
+        rows = torch.arange(n, device=ids.device)[:, None]
+        return self.model.unembed(final.float(), ids[rows, read]).reshape(n * R, -1)  # (n * R, vocab)
 
     def _run(self, gate, rows, record_scale=None, dtype=None):
         import torch
