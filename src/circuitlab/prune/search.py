@@ -139,7 +139,7 @@ class MaskTraining:
     coef: float  # penalty coefficient
     batch_pairs: int
     patience: int = 0  # 0: every step; else stop once the kept set has held this many steps (train_mask)
-    dtype: str = "float32"  # the matrix products' format (PruneConfig.mask_dtype)
+    dtype: str = attrs.fields(PruneConfig).mask_dtype.default  # the matrix products' format
 
 
 def train_mask(train_eval: Evaluator, mask, objective, settings: MaskTraining, generator, *,
