@@ -4,6 +4,7 @@ solved / borderline verdict, and parallel pruning giving the same circuits as on
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -98,6 +99,13 @@ def test_parallel_pruning_gives_the_circuits_of_one_process(tiny_run, tmp_path):
                    "--target-loss", "0.6", "--jobs", "2", "--out", str(tmp_path / "jobs1"), *FAST, check=True)
     assert proc.stderr.count("kept from an earlier run") == 3
     assert one["geomean_nodes"] == two["geomean_nodes"] and one["n_reached"] == two["n_reached"]
+    # With one task left, --jobs 2 starts no worker: the finished ones are counted out first.
+    Path(one["tasks"][1]["file"]).unlink()
+    proc = run_cli("prune", "--model", str(tiny_run), "--pruner", "hardconcrete", "--tasks", TASKS,
+                   "--target-loss", "0.6", "--jobs", "2", "--out", str(tmp_path / "jobs1"), *FAST, check=True)
+    assert proc.stderr.count("kept from an earlier run") == 2 and "worker processes" not in proc.stderr
+    assert json.loads(Path(one["tasks"][1]["file"]).read_text())["nodes"] == json.loads(
+        Path(two["tasks"][1]["file"]).read_text())["nodes"]
 
 
 def test_worker_errors_cross_the_pool_as_one_picklable_line(monkeypatch):

@@ -253,9 +253,11 @@ class PruneConfig:
     jobs: int | None = attrs.field(default=None, validator=at_most_parallel, metadata=_OMIT_AT_DEFAULT)
     batch_pairs: int = attrs.field(default=32, validator=at_least(1))
     # The mask training's matrix products run in this format (autocast; the mixing of ablated nodes,
-    # attention, the unembedding, the loss and the optimiser stay float32). bfloat16 is about 4x
-    # faster on a CPU with native bf16 (AVX512-BF16, AMX) and on CUDA. The ranking's bisection, the
-    # reported losses and every validation run in float32 whatever this says.
+    # the unembedding, the loss and the optimiser stay float32, and so does attention on CPU unless
+    # the model has attention sinks; on CUDA attention runs in it too). bfloat16 products are about 4x
+    # faster on a CPU with native bf16 (AVX512-BF16, AMX) and on CUDA; a CPU without it may be slower
+    # than with float32. The ranking's bisection, the reported losses and every validation run in
+    # float32 whatever this says.
     mask_dtype: str = attrs.field(default="bfloat16", validator=one_of(MASK_DTYPES))
     grid: float = 1.3  # the bisection's upward walk multiplies k by this
     random_draws: int = 3  # random circuits of the same size, for the validation

@@ -4,7 +4,8 @@ For every distinct model shape the estimate times (in CPU seconds, so the figure
 running the bench alone, however busy it is now), with the spec's thread count:
 two training steps (forward, backward, AdamW, the schedule's masks), one mask-optimisation step of the
 pruner (masked forward and backward over ``2 * batch_pairs`` prompts) and one masked pass over the
-train prompts. A model costs ``steps x train step`` (zero when cached); a cell costs
+train prompts, in pairs that share ``SHARED_PREFIX`` of their tokens (each pair runs as one packed
+row, ``tasks.packing``), the mask step in the spec's ``mask_dtype``. A model costs ``steps x train step`` (zero when cached); a cell costs
 ``attempts x mask steps x mask step + evaluations x train pass`` (bisection, validations and the 42
 faithfulness-curve passes, the test passes scaled by n_test / n_train). Prompts are taken as
 ``PROMPT_TOKENS`` long. Cells of models not evaluated yet are listed as if every task were solved (an
@@ -25,6 +26,7 @@ from .spec import BenchSpec
 from .work import cell_path, model_cache_dir, model_path, read_done
 
 PROMPT_TOKENS = 32  # typical task prompt length in tokens (the standard sets run 10-60)
+SHARED_PREFIX = 0.7  # share of a prompt the two prompts of a pair share (python suite: 0.72 on average)
 BISECTION_EVALS = 16  # train-set passes of the bisection (walk up x1.3, then halve)
 ATTEMPTS = 1.3  # mask trainings per cell on average (a collapsed mask is retrained)
 TEST_PASSES = 6 + 42  # validations + faithfulness curves (2 levels x 2 rankings x 10 points + full, empty)
@@ -65,13 +67,14 @@ def measure(shape: ModelConfig, train: TrainConfig, spec: BenchSpec) -> dict[str
             p.requires_grad_(False)
         rows = 2 * spec.prune.n_train
         ids = torch.randint(0, shape.vocab_size, (rows, PROMPT_TOKENS), generator=gen)
+        ids[1::2, : int(SHARED_PREFIX * PROMPT_TOKENS)] = ids[0::2, : int(SHARED_PREFIX * PROMPT_TOKENS)]
         batch = TaskBatch(ids=ids, last=torch.full((rows,), PROMPT_TOKENS - 1), target=ids[:, 0], contrast=ids[:, 1])
         ev = Evaluator(model, batch, torch.zeros(_nodes(shape)))
         gate = torch.ones(ev.num_nodes, requires_grad=True)
         minibatch = torch.arange(min(rows, 2 * spec.prune.batch_pairs))
 
         def mask_step():
-            ev.last_logits(gate, minibatch).logsumexp(-1).mean().backward()
+            ev.last_logits(gate, minibatch, dtype=spec.prune.mask_dtype).logsumexp(-1).mean().backward()
 
         mask = _time(mask_step)
         with torch.no_grad():

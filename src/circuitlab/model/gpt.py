@@ -282,6 +282,8 @@ class GPT(nn.Module):
         if positions is None:
             assert T <= self.config.n_ctx, f"sequence of {T} tokens is longer than n_ctx={self.config.n_ctx}"
             positions = torch.arange(T, device=idx.device)[None]  # (1, T)
+        elif self.wpe is not None:  # packed rows may be longer than n_ctx; their positions may not
+            assert int(positions.max()) < self.config.n_ctx, f"a position is past n_ctx={self.config.n_ctx}"
         x = self.wte(idx)  # (B, T, d_model)
         pos = None
         if self.wpe is not None:
@@ -331,6 +333,17 @@ class GPT(nn.Module):
         if hook is not None:
             x = hook("final", x)
         return x[:, 0] if one else x  # (B, d_model) or (B, R, d_model)
+
+    def last_logits(self, idx: torch.Tensor, last: torch.Tensor, hook: Hook | None = None, *,
+                    positions: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits at the positions ``last``: (B,) gives (B, vocab), (B, R) gives (B, R, vocab); the
+        arguments as ``last_final``'s. The unembedding runs in the weights' format, outside any autocast
+        (the blocks may run under one)."""
+        final = self.last_final(idx, last, hook, positions=positions, visible=visible)  # (B, d) or (B, R, d)
+        rows = torch.arange(idx.shape[0], device=idx.device)
+        tokens = idx[rows, last] if last.dim() == 1 else idx[rows[:, None], last]  # (B,) or (B, R)
+        with torch.autocast(idx.device.type, enabled=False):
+            return self.unembed(final.to(self.lm_head.weight.dtype), tokens)
 
     def unembed(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Logits from final residuals x (..., d_model) at tokens idx (...): lm_head plus the bigram row."""

@@ -91,9 +91,8 @@ class Evaluator:
 
         low = dtype is not None and dtype != "float32"
         with torch.autocast(ids.device.type, dtype=getattr(torch, dtype)) if low else contextlib.nullcontext():
-            final = self.model.last_final(ids, read, hook, **packing)  # (n, R, d_model)
-        rows = torch.arange(n, device=ids.device)[:, None]
-        return self.model.unembed(final.float(), ids[rows, read]).reshape(n * R, -1)  # (n * R, vocab)
+            logits = self.model.last_logits(ids, read, hook, **packing)  # (n, R, vocab)
+        return logits.reshape(n * R, -1)  # (n * R, vocab)
 
     def _run(self, gate, rows, record_scale=None, dtype=None):
         import torch

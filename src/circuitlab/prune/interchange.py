@@ -84,8 +84,7 @@ def _patched_diffs(model, rows: tuple, space: NodeSpace, patch: tuple | None = N
             x = torch.where(nodes[s][None, None, :] & v[:, :, None], d.to(x.dtype), x)
         return x
 
-    final = model.last_final(ids, last, hook)  # (n, d_model)
-    return logit_diff(model.unembed(final, ids[rows_, last]), target, contrast)
+    return logit_diff(model.last_logits(ids, last, hook), target, contrast)  # (n,)
 
 
 def _random_sets(kept: torch.Tensor, draws: int, seed: int) -> list[torch.Tensor]:

@@ -153,21 +153,30 @@ def prune_tasks(model, run: str, jobs: Iterable[TaskJob], config: PruneConfig, m
 
     pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
                                initargs=(str(run), config, logger.getEffectiveLevel() or logging.INFO))
+    def finished(pending, timeout=None):
+        """Yield the futures done within ``timeout`` (None: wait for the first); return those left."""
+        done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            yield future.result()
+        return pending
+
     try:
-        pending = set()
+        pending: set = set()
+        started = False
         for job in jobs:  # made between submissions, with ^C handled as usual
-            if not pending:
+            if not started:
                 logger.info(f"pruning in {n} worker processes")
+                started = True
             with _sigint_ignored():  # a worker spawned by this submission ignores SIGINT
                 pending.add(pool.submit(_prune_in_worker, job))
+            # circuits finished while the next tasks are prepared go to the caller now, so an
+            # interrupt during preparation keeps them
+            pending = yield from finished(pending, timeout=0)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                try:
-                    yield future.result()
-                except BrokenProcessPool:
-                    raise CircuitlabError("a pruning worker process died (out of memory?); rerun with --jobs 1, "
-                                          "which keeps the circuits finished so far") from None
+            pending = yield from finished(pending)
+    except BrokenProcessPool:
+        raise CircuitlabError("a pruning worker process died (out of memory?); rerun with --jobs 1, "
+                              "which keeps the circuits finished so far") from None
     finally:
         processes = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)

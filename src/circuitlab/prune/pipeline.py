@@ -164,18 +164,23 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
     skipped: list[dict] = []
     values_of, test_of = {}, {}
 
+    left = []  # tasks an earlier run did not finish: known before any worker starts, so one left prunes in-process
+    for i, task in enumerate(tasks):
+        done = finished_circuit(paths[i], config, run_fields(loaded.info), pairs_source(task, context),
+                                transfer.source(task) if transfer else None)
+        if done is None:
+            left.append(i)
+            continue
+        logger.info(f"done {task.qualname}: kept from an earlier run ({paths[i]})")
+        if on_finished is not None:
+            on_finished(done)
+        by_index[i] = _row(done, task, paths[i])
+
     def jobs():
         """Each task's pruning jobs, made one task at a time: workers start on the first while the
         rest are prepared (full-model verdicts, pairs, ablation values)."""
-        for i, task in enumerate(tasks):
-            done = finished_circuit(paths[i], config, run_fields(loaded.info), pairs_source(task, context),
-                                    transfer.source(task) if transfer else None)
-            if done is not None:
-                logger.info(f"done {task.qualname}: kept from an earlier run ({paths[i]})")
-                if on_finished is not None:
-                    on_finished(done)
-                by_index[i] = _row(done, task, paths[i])
-                continue
+        for i in left:
+            task = tasks[i]
             data = prepare_task(loaded, task, config, context=context, values=values, extra_provenance=extra_provenance)
             if isinstance(data, Skipped):
                 skipped.append(data.to_json())
@@ -185,7 +190,7 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
 
     # Each circuit is written (and handed to the store) as soon as it finishes, so an interrupt keeps it.
     with contextlib.closing(prune_tasks(loaded.model, loaded.info.path, jobs(), config, mask_entry,
-                                        objective_entry, count=len(tasks) * config.seeds)) as finished:
+                                        objective_entry, count=len(left) * config.seeds)) as finished:
         for i, circuit, seeds in collect_seeds(finished, config):
             doc = _circuit_doc(circuit, seeds, loaded.model, test_of[i].to(loaded.device), config)
             if transfer is not None and (figures := transfer.figures(loaded.model, loaded.tokenizer, circuit,

@@ -65,12 +65,10 @@ def evaluate(model: Any, tokenizer: Any, pairs: Sequence[PromptPair], device: An
     with torch.no_grad():
         for start in range(0, len(pairs), batch_size):
             batch = encode_pairs(pairs[start:start + batch_size], tokenizer, max_len=max_len).to(device)
-            if hasattr(model, "last_final"):  # circuitlab's GPT: the last block and unembedding at the last position only,
+            if hasattr(model, "last_logits"):  # circuitlab's GPT: the last block and unembedding at the last position only,
                 # both prompts of a pair in one row, their shared prefix once (tasks.packing)
                 ids, positions, visible, read = PackedPairs.of(batch).rows(torch.arange(len(batch) // 2))
-                final = model.last_final(ids, read, positions=positions, visible=visible)  # (n / 2, 2, d_model)
-                rows = torch.arange(ids.shape[0], device=ids.device)[:, None]
-                z = model.unembed(final, ids[rows, read]).reshape(len(batch), -1)  # (n, vocab)
+                z = model.last_logits(ids, read, positions=positions, visible=visible).reshape(len(batch), -1)  # (n, vocab)
             else:
                 z = last_logits(model(batch.ids)[0], batch)
             diffs.append(logit_diff(z, batch.target, batch.contrast).cpu())

@@ -73,10 +73,6 @@ class PackedPairs:
         visible = (k <= q) & ~((q >= la) & (k >= p) & (k < la))  # (n, L, L)
         return self.ids[pairs, :L], self.positions[pairs, :L], visible, self.read[pairs]
 
-    def shared_share(self) -> float:
-        """The share of the pairs' prompt tokens that packing does not run again."""
-        return float(self.prefix.sum() / (self.length + self.prefix).sum())
-
 
 def pair_rows(rows: torch.Tensor) -> torch.Tensor | None:
     """The pair indices of prompt rows listed as whole pairs in order (2i, 2i + 1, 2j, 2j + 1, ...), else None."""
