@@ -161,3 +161,46 @@ def test_last_final_matches_the_full_pass_at_each_rows_last_position(shape, leng
     rows = torch.arange(len(lengths))
     assert fast.shape == (len(lengths), cfg.d_model)
     torch.testing.assert_close(fast, full["final"][rows, last], rtol=1e-4, atol=1e-5)
+
+
+@given(seed=st.integers(0, 2**16), bigram=st.booleans(), bias=st.booleans(), tied=st.booleans(),
+       rows=st.sampled_from([1, 5, 16, 10_000]), scale=st.sampled_from([1.0, 3.0]))
+def test_chunked_unembedding_loss_matches_cross_entropy_of_logits(seed, bigram, bias, tied, rows, scale):
+    """GPT.forward(idx, targets) computes the loss and its gradients a chunk of tokens at a time
+    (model.loss): the loss and every gradient match F.cross_entropy over the materialised logits."""
+    from unittest import mock
+
+    from circuitlab.model import loss as fused
+
+    with mock.patch.object(fused, "ROW_FLOATS", rows * TINY.vocab_size):  # several chunks, a ragged last one
+        _check_chunked_loss(seed, bigram, bias, tied, scale)
+
+
+def _check_chunked_loss(seed, bigram, bias, tied, scale):
+    cfg = attrs.evolve(TINY, bigram_table=bigram, final_logits_bias=bias, tied_unembed=tied)
+    torch.manual_seed(seed)
+    model = GPT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # non-zero bigram rows and a spread of logits
+        if bias:
+            model.final_logits_bias.normal_()
+    idx, targets = torch.randint(0, 64, (3, 11)), torch.randint(0, 64, (3, 11))
+
+    def grads(loss):
+        model.zero_grad(set_to_none=True)
+        (scale * loss).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    logits, chunked = model(idx, targets)
+    assert logits is None
+    got = grads(chunked)
+    full, _ = model(idx)
+    plain = torch.nn.functional.cross_entropy(full.reshape(-1, 64), targets.reshape(-1))
+    want = grads(plain)
+    assert torch.allclose(chunked, plain, rtol=1e-5, atol=1e-6)
+    assert got.keys() == want.keys() and ("bigram" in got) == bigram
+    for name in want:
+        assert torch.allclose(got[name], want[name], rtol=1e-4, atol=1e-6), name
+    with torch.no_grad():  # the validation loss: no gradients computed, the same number
+        assert torch.allclose(model(idx, targets)[1], plain, rtol=1e-5, atol=1e-6)

@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import AFRAC_LOCATIONS, BLOCK_SITES, ModelConfig
+from .loss import unembedding_loss
 
 Hook = Callable[[str, torch.Tensor], torch.Tensor]
 
@@ -293,7 +294,11 @@ class GPT(nn.Module):
         return x, pos
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, hook: Hook | None = None):
-        """idx: (B, T) token ids. Returns (logits (B, T, vocab), loss or None)."""
+        """idx: (B, T) token ids. Returns (logits (B, T, vocab), loss or None).
+
+        With ``targets`` (B, T), no hook and float32 outside autocast (CPU training, validation loss)
+        logits is None: the loss comes from the final residual a chunk of tokens at a time
+        (``model.loss``), never holding the (B, T, vocab) logits."""
         x, pos = self.embed(idx)  # (B, T, d_model), and (1, T, d_pos_emb) or None
         for block in self.blocks:
             x = block(x, hook, pos)
@@ -302,6 +307,9 @@ class GPT(nn.Module):
         x = self.ln_f(x, hook, "final.norm")
         if hook is not None:
             x = hook("final", x)
+        if (targets is not None and hook is None and x.dtype == torch.float32
+                and not torch.is_autocast_enabled(x.device.type) and bool((targets >= 0).all())):
+            return None, unembedding_loss(x, self.lm_head.weight, self.bigram, self.final_logits_bias, idx, targets)
         logits = self.unembed(x, idx)  # (B, T, vocab)
         loss = None
         if targets is not None:
