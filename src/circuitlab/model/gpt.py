@@ -299,14 +299,7 @@ class GPT(nn.Module):
         With ``targets`` (B, T), no hook and float32 outside autocast (CPU training, validation loss)
         logits is None: the loss comes from the final residual a chunk of tokens at a time
         (``model.loss``), never holding the (B, T, vocab) logits."""
-        x, pos = self.embed(idx)  # (B, T, d_model), and (1, T, d_pos_emb) or None
-        for block in self.blocks:
-            x = block(x, hook, pos)
-        if hook is not None:
-            x = hook("final.resid", x)
-        x = self.ln_f(x, hook, "final.norm")
-        if hook is not None:
-            x = hook("final", x)
+        x = self.final(idx, hook)  # (B, T, d_model)
         if (targets is not None and hook is None and x.dtype == torch.float32
                 and not torch.is_autocast_enabled(x.device.type) and bool((targets >= 0).all())):
             return None, unembedding_loss(x, self.lm_head.weight, self.bigram, self.final_logits_bias, idx, targets)
@@ -315,6 +308,19 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))  # (B*T, vocab)
         return logits, loss
+
+    def final(self, idx: torch.Tensor, hook: Hook | None = None) -> torch.Tensor:
+        """The final residual after ln_f, (B, T, d_model): ``forward`` without the unembedding (what
+        recording node activations needs; ``final`` is the last hook point)."""
+        x, pos = self.embed(idx)  # (B, T, d_model), and (1, T, d_pos_emb) or None
+        for block in self.blocks:
+            x = block(x, hook, pos)
+        if hook is not None:
+            x = hook("final.resid", x)
+        x = self.ln_f(x, hook, "final.norm")
+        if hook is not None:
+            x = hook("final", x)
+        return x
 
     def last_final(self, idx: torch.Tensor, last: torch.Tensor, hook: Hook | None = None, *,
                    positions: torch.Tensor | None = None, visible: torch.Tensor | None = None) -> torch.Tensor:

@@ -88,5 +88,8 @@ def record_activations(model, ids, space: NodeSpace | None = None):
         return x
 
     with torch.no_grad():
-        model(ids, hook=hook)
+        if hasattr(model, "final"):  # circuitlab's GPT: no unembedding, which holds no nodes
+            model.final(ids, hook=hook)
+        else:
+            model(ids, hook=hook)
     return out
