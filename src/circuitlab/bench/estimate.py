@@ -5,7 +5,7 @@ running the bench alone, however busy it is now), with the spec's thread count:
 two training steps (forward, backward, AdamW, the schedule's masks), one mask-optimisation step of the
 pruner (masked forward and backward over ``2 * batch_pairs`` prompts) and one masked pass over the
 train prompts, in pairs that share ``SHARED_PREFIX`` of their tokens (each pair runs as one packed
-row, ``tasks.packing``), the mask step in the spec's ``mask_dtype``. A model costs ``steps x train step`` (zero when cached); a cell costs
+row, ``tasks.packing``), the mask step in the cells' ``PruneConfig.mask_dtype``. A model costs ``steps x train step`` (zero when cached); a cell costs
 ``attempts x mask steps x mask step + evaluations x train pass`` (bisection, validations and the 42
 faithfulness-curve passes, the test passes scaled by n_test / n_train). Prompts are taken as
 ``PROMPT_TOKENS`` long. Cells of models not evaluated yet are listed as if every task were solved (an
@@ -19,13 +19,16 @@ import heapq
 import time
 from typing import Any
 
-from ..config import ModelConfig, TrainConfig
+import attrs
+
+from ..config import ModelConfig, PruneConfig, TrainConfig
 from .documents import CellDocument, ModelDocument
 from .plan import Cell, ModelSpec, cells_for, model_specs
 from .spec import BenchSpec
 from .work import cell_path, model_cache_dir, model_path, read_done
 
 PROMPT_TOKENS = 32  # typical task prompt length in tokens (the standard sets run 10-60)
+MASK_DTYPE = attrs.fields(PruneConfig).mask_dtype.default  # bench cells keep PruneConfig's default
 SHARED_PREFIX = 0.7  # share of a prompt the two prompts of a pair share (python suite: 0.72 on average)
 BISECTION_EVALS = 16  # train-set passes of the bisection (walk up x1.3, then halve)
 ATTEMPTS = 1.3  # mask trainings per cell on average (a collapsed mask is retrained)
@@ -74,7 +77,7 @@ def measure(shape: ModelConfig, train: TrainConfig, spec: BenchSpec) -> dict[str
         minibatch = torch.arange(min(rows, 2 * spec.prune.batch_pairs))
 
         def mask_step():
-            ev.last_logits(gate, minibatch, dtype=spec.prune.mask_dtype).logsumexp(-1).mean().backward()
+            ev.last_logits(gate, minibatch, dtype=MASK_DTYPE).logsumexp(-1).mean().backward()
 
         mask = _time(mask_step)
         with torch.no_grad():
