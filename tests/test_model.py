@@ -204,3 +204,20 @@ def _check_chunked_loss(seed, bigram, bias, tied, scale):
         assert torch.allclose(got[name], want[name], rtol=1e-4, atol=1e-6), name
     with torch.no_grad():  # the validation loss: no gradients computed, the same number
         assert torch.allclose(model(idx, targets)[1], plain, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_loss_leaves_frozen_weights_alone_and_has_no_second_derivative():
+    model = GPT(attrs.evolve(TINY, bigram_table=True))
+    idx, targets = torch.randint(0, 64, (2, 7)), torch.randint(0, 64, (2, 7))
+    model.lm_head.weight.requires_grad_(False)  # a probe on a frozen unembedding
+    _, loss = model(idx, targets)
+    (grad_bigram,) = torch.autograd.grad(loss, [model.bigram], create_graph=True)
+    assert model.lm_head.weight.grad is None and grad_bigram.shape == model.bigram.shape
+    with pytest.raises(RuntimeError):  # the gradients are computed values: a Hessian product must not be silently 0
+        grad_bigram.sum().backward()
+    # A forward hook on lm_head sees the logits: the plain path, logits returned.
+    seen = []
+    model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    logits, hooked = model(idx, targets)
+    assert logits is not None and seen == [(2, 7, 64)]
+    assert torch.allclose(hooked, loss, rtol=1e-5)

@@ -278,13 +278,12 @@ class GPT(nn.Module):
     def embed(self, idx: torch.Tensor, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token embeddings (B, T, d_model), with the added position embedding; and the concatenated
         position embedding (1 or B, T, d_pos_emb) that each block reads, or None. ``positions`` (B, T):
-        each token's position (default 0, 1, ..., T - 1)."""
+        each token's position (default 0, 1, ..., T - 1); a packed row may be longer than n_ctx, its
+        positions are below n_ctx where its prompts fit (``tasks.packing``, checked when packing)."""
         T = idx.shape[1]
         if positions is None:
             assert T <= self.config.n_ctx, f"sequence of {T} tokens is longer than n_ctx={self.config.n_ctx}"
             positions = torch.arange(T, device=idx.device)[None]  # (1, T)
-        elif self.wpe is not None:  # packed rows may be longer than n_ctx; their positions may not
-            assert int(positions.max()) < self.config.n_ctx, f"a position is past n_ctx={self.config.n_ctx}"
         x = self.wte(idx)  # (B, T, d_model)
         pos = None
         if self.wpe is not None:
@@ -296,12 +295,14 @@ class GPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, hook: Hook | None = None):
         """idx: (B, T) token ids. Returns (logits (B, T, vocab), loss or None).
 
-        With ``targets`` (B, T), no hook and float32 outside autocast (CPU training, validation loss)
-        logits is None: the loss comes from the final residual a chunk of tokens at a time
-        (``model.loss``), never holding the (B, T, vocab) logits."""
+        With ``targets`` (B, T), no hook (here or on ``lm_head``) and float32 outside autocast (CPU
+        training, validation loss) logits is None: the loss and its gradients come from the final
+        residual a chunk of tokens at a time (``model.loss``; no second derivative), never holding the
+        (B, T, vocab) logits."""
         x = self.final(idx, hook)  # (B, T, d_model)
-        if (targets is not None and hook is None and x.dtype == torch.float32
-                and not torch.is_autocast_enabled(x.device.type) and bool((targets >= 0).all())):
+        if (targets is not None and hook is None and x.dtype == torch.float32 and not self.lm_head._forward_hooks
+                and not self.lm_head._forward_pre_hooks and not torch.is_autocast_enabled(x.device.type)
+                and bool((targets >= 0).all())):
             return None, unembedding_loss(x, self.lm_head.weight, self.bigram, self.final_logits_bias, idx, targets)
         logits = self.unembed(x, idx)  # (B, T, vocab)
         loss = None

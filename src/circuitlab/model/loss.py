@@ -6,11 +6,14 @@ the same pass the gradients of the residual, lm_head, the bigram table and the b
 (``ROW_FLOATS`` floats) stay in cache from the product to the gradient, where the plain path writes
 and rereads the whole logit tensor four or five times (product, bigram add, log-softmax, the NLL
 gradient's zero fill, the log-softmax backward). On the ``small`` preset (4,096 tokens a step,
-vocab 2,048, 2 threads) the dense training step fell from 180 to 132 ms
+vocab 2,048, 2 threads) the dense training step fell from 180 to 132-133 ms
 (benchmarks/results/train-step-mfu). CUDA's bfloat16 autocast keeps the plain path.
 
 The numbers are those of ``F.cross_entropy(logits, targets)`` up to float rounding (other sums);
-``tests/test_model.py`` checks the loss and every gradient against it.
+``tests/test_model.py`` checks the loss and every gradient against it. The gradients are computed
+with the loss, from the weights of that moment: there is no second derivative (a double backward
+raises), and ``lm_head``'s module hooks do not run (``GPT.forward`` takes the plain path when it
+has any).
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ class _UnembedCrossEntropy(torch.autograd.Function):
     def forward(ctx, x, weight, bigram, bias, idx, targets, want):  # x (N, d), idx and targets (N,)
         n, vocab = x.shape[0], weight.shape[0]
         rows = max(1, ROW_FLOATS // vocab)
-        grads = want and any(ctx.needs_input_grad[:4])
-        gx = torch.empty_like(x) if grads else None
-        gw = torch.zeros_like(weight) if grads else None
-        gb = torch.zeros_like(bigram) if grads and bigram is not None else None
-        gbias = torch.zeros_like(bias) if grads and bias is not None else None
+        need = [want and bool(flag) for flag in ctx.needs_input_grad[:4]]  # x, weight, bigram, bias
+        grads = any(need)
+        gx = torch.empty_like(x) if need[0] else None
+        gw = torch.zeros_like(weight) if need[1] else None
+        gb = torch.zeros_like(bigram) if need[2] and bigram is not None else None
+        gbias = torch.zeros_like(bias) if need[3] and bias is not None else None
         total = x.new_zeros(())
         for s in range(0, n, rows):
             xc, ic, tc = x[s: s + rows], idx[s: s + rows], targets[s: s + rows]
@@ -43,8 +47,10 @@ class _UnembedCrossEntropy(torch.autograd.Function):
             g = z.sub_(lse[:, None]).exp_()  # softmax (c, vocab), in place of the logits
             g[torch.arange(len(tc), device=g.device), tc] -= 1.0
             g.div_(n)  # d(mean loss) / d(logits)
-            torch.mm(g, weight, out=gx[s: s + rows])
-            gw.addmm_(g.t(), xc)
+            if gx is not None:
+                torch.mm(g, weight, out=gx[s: s + rows])
+            if gw is not None:
+                gw.addmm_(g.t(), xc)
             if gb is not None:
                 gb.index_add_(0, ic, g)
             if gbias is not None:
@@ -54,6 +60,7 @@ class _UnembedCrossEntropy(torch.autograd.Function):
         return total / n
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # the gradients are computed values: no second derivative
     def backward(ctx, go):  # go: the scalar loss's gradient (1 when the loss is what backward starts from)
         saved = [t if present else None for t, present in zip(ctx.saved_tensors, ctx.present, strict=True)]
         scale = float(go)

@@ -88,8 +88,14 @@ def record_activations(model, ids, space: NodeSpace | None = None):
         return x
 
     with torch.no_grad():
-        if hasattr(model, "final"):  # circuitlab's GPT: no unembedding, which holds no nodes
-            model.final(ids, hook=hook)
-        else:
-            model(ids, hook=hook)
+        hooked_pass(model, ids, hook)
     return out
+
+
+def hooked_pass(model, ids, hook) -> None:
+    """Run ``model`` on ``ids`` with ``hook`` at every hook point, for what the hook records: circuitlab's
+    GPT stops at the final residual (``GPT.final``; the unembedding holds no nodes)."""
+    if hasattr(model, "final"):
+        model.final(ids, hook=hook)
+    else:
+        model(ids, hook=hook)

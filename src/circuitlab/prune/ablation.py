@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..files import tensors_sha256
 from ..interrupts import STOPS
 from ..log import logger
-from ..model.nodes import NodeSpace
+from ..model.nodes import NodeSpace, hooked_pass
 
 if TYPE_CHECKING:
     import torch
@@ -53,7 +53,7 @@ def compute_node_means(model, windows: torch.Tensor, batch_size: int = 16) -> to
     model.eval()
     with torch.no_grad():
         for i in range(0, windows.shape[0], batch_size):
-            model(windows[i: i + batch_size], hook=hook)
+            hooked_pass(model, windows[i: i + batch_size], hook)
     model.train(was_training)
     return (sums / (windows.shape[0] * windows.shape[1])).float()
 
@@ -170,7 +170,7 @@ def task_mean_values(model, batch, batch_size: int = 64) -> torch.Tensor:
                     sums[loc.offset: loc.offset + loc.size] += torch.einsum("btn,bt->n", x.detach().double(), valid)
                 return x
 
-            model(ids, hook=hook)
+            hooked_pass(model, ids, hook)
             tokens += int(valid.sum())
     model.train(was_training)
     return (sums / max(tokens, 1)).float()

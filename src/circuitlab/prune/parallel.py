@@ -153,10 +153,12 @@ def prune_tasks(model, run: str, jobs: Iterable[TaskJob], config: PruneConfig, m
 
     pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
                                initargs=(str(run), config, logger.getEffectiveLevel() or logging.INFO))
+
     def finished(pending, timeout=None):
-        """Yield the futures done within ``timeout`` (None: wait for the first); return those left."""
+        """Yield the results of the futures done within ``timeout`` (None: wait for the first), the
+        circuits before any error, so that an error still leaves them to the caller; return those left."""
         done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
-        for future in done:
+        for future in sorted(done, key=lambda f: f.exception() is not None):
             yield future.result()
         return pending
 
@@ -169,8 +171,8 @@ def prune_tasks(model, run: str, jobs: Iterable[TaskJob], config: PruneConfig, m
                 started = True
             with _sigint_ignored():  # a worker spawned by this submission ignores SIGINT
                 pending.add(pool.submit(_prune_in_worker, job))
-            # circuits finished while the next tasks are prepared go to the caller now, so an
-            # interrupt during preparation keeps them
+            # circuits finished while this task was prepared go to the caller before the next one is,
+            # so an interrupt during a later preparation keeps them
             pending = yield from finished(pending, timeout=0)
         while pending:
             pending = yield from finished(pending)

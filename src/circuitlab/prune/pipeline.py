@@ -164,7 +164,7 @@ def _prune_model(run: Path, config: PruneConfig, out: Path, on_circuit, on_finis
     skipped: list[dict] = []
     values_of, test_of = {}, {}
 
-    left = []  # tasks an earlier run did not finish: known before any worker starts, so one left prunes in-process
+    left = []  # tasks an earlier run did not finish, known before any worker starts (one job left: no workers)
     for i, task in enumerate(tasks):
         done = finished_circuit(paths[i], config, run_fields(loaded.info), pairs_source(task, context),
                                 transfer.source(task) if transfer else None)

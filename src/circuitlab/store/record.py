@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator, Sequence
@@ -133,6 +134,21 @@ class RecordInputs:
     node_mean_info: dict | None = None
 
 
+@contextlib.contextmanager
+def _threads_beside_writer():
+    """One torch thread fewer while the writer thread compresses and writes: with every core in torch,
+    torch's idle threads spin for work the writer needs the core for (docs/store.md, "Record
+    overhead": on 2 cores this saved about 1.1 CPU-s of 1024 windows of the `small` model)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads - 1))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def record_store(out: str | os.PathLike, model, tokenizer, info, config: RecordConfig | None = None, *,
                  inputs: RecordInputs | None = None, overwrite: bool = False, progress=None) -> Path:
     """Record every node's activation on task prompt pairs and corpus windows into a new store.
@@ -190,8 +206,9 @@ def record_store(out: str | os.PathLike, model, tokenizer, info, config: RecordC
     try:
         layout = StoreLayout(num_examples=num_examples, tokens=tokens, nodes=node_coords(space), node_mean=node_mean,
                              attributes=attributes)
-        write_dataset(tmp, batches(), layout, precision=config.precision, codec=config.codec,
-                      owned=True)  # each batch is a fresh array from _record_rows
+        with _threads_beside_writer():
+            write_dataset(tmp, batches(), layout, precision=config.precision, codec=config.codec,
+                          owned=True)  # each batch is a fresh array from _record_rows
         return install_store(tmp, out, overwrite)
     finally:
         remove_tree(tmp)

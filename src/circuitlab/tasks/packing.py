@@ -31,7 +31,7 @@ class PackedPairs:
     """Every pair of a TaskBatch packed into one row (rows 2i and 2i + 1 are pair i)."""
 
     ids: Any  # (P, L) long: prompt A, then B after the shared prefix; right-padded with 0
-    positions: Any  # (P, L) long: each token's position in its own prompt (padding: 0)
+    positions: Any  # (P, L) long: each token's position in its own prompt (padding: 0); below the batch's width
     a_length: Any  # (P,) long: prompt A's tokens
     prefix: Any  # (P,) long: tokens A and B share at their start (at most each prompt's length - 1)
     length: Any  # (P,) long: the packed row's tokens
