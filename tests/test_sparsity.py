@@ -85,6 +85,22 @@ def test_topk_with_neuron_minimum_keeps_k_and_protects_each_neuron(shape, densit
     assert int(mask.sum(dim=dim).min()) >= guaranteed
 
 
+@given(rows=st.integers(2, 300), cols=st.integers(2, 300), density=st.floats(0.005, 0.5), seed=st.integers(0, 2**16),
+       dim=st.sampled_from([0, 1]), min_per=st.integers(1, 6), quiet=st.floats(0.0, 0.9))
+def test_neuron_minimum_from_the_plain_topk_is_the_protect_first_mask(rows, cols, density, seed, dim, min_per, quiet):
+    """The shortcut (plain top-k, then fix the rows short of their minimum) keeps exactly the entries of
+    the protect-every-neuron-first algorithm (reached here through an all-True ``allowed``). Some
+    neurons are scaled down, so they need protecting; continuous values leave no ties."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, cols, generator=g)
+    weak = torch.rand(w.shape[1 - dim], generator=g) < quiet  # neurons far below the others
+    w = w * torch.where(weak, 1e-3, 1.0).unsqueeze(dim)
+    k = kept_count(w.numel(), density)
+    quick = topk_mask(w, k, neuron_dim=dim, min_per_neuron=min_per)
+    first = topk_mask(w, k, neuron_dim=dim, min_per_neuron=min_per, allowed=torch.ones_like(w, dtype=torch.bool))
+    assert torch.equal(quick, first)
+
+
 @given(steps=st.integers(2, 400), density=st.floats(0.001, 1.0), name=st.sampled_from(["dense", "topk", "gmp"]))
 def test_schedules_are_monotone_and_end_at_target(steps, density, name):
     cfg = attrs.evolve(TrainConfig(), steps=steps, density=density)

@@ -71,6 +71,10 @@ def topk_mask(w: torch.Tensor, k: int, neuron_dim: int | None = None, min_per_ne
         other = 1 - neuron_dim
         n_neurons = w.shape[other]
         m = min(min_per_neuron, w.shape[neuron_dim], k // n_neurons)
+        if m > 0 and allowed is None:
+            rows = _protected_topk(score if neuron_dim == 1 else score.t(), k, m)  # one neuron per row
+            if rows is not None:
+                return (rows if neuron_dim == 1 else rows.t()).contiguous()
         if m > 0:
             idx = score.topk(m, dim=neuron_dim).indices
             protected = torch.zeros_like(score, dtype=torch.bool).scatter_(neuron_dim, idx, True)
@@ -83,6 +87,43 @@ def topk_mask(w: torch.Tensor, k: int, neuron_dim: int | None = None, min_per_ne
     if allowed is not None:
         mask &= allowed.flatten()
     return mask.view_as(w)
+
+
+def _protected_topk(rows: torch.Tensor, k: int, m: int) -> torch.Tensor | None:
+    """The mask ``topk_mask`` makes with each row's (neuron's) top ``m`` protected, found from the plain
+    top-k: or None where this shortcut does not apply (the caller then protects every row first).
+
+    The protected top-k is P (every row's top m) plus the best k - |P| of the rest; with S the plain
+    top-k, that is S, plus the entries of P that S lacks (r of them, in rows with fewer than m in S),
+    minus the r smallest entries of S that are not among their row's top m. Usually every row already
+    has m entries in S and S is the answer; the few rows that do not cost a top-m each, instead of a
+    top-m over every row (about 2 of the 6 ms of the ``small`` model's masks per step)."""
+    import torch
+
+    n, width = rows.shape
+    flat = rows.contiguous().view(-1)
+    if flat.device.type != "cpu" or bool(torch.isnan(flat).any()):
+        return None
+    S = torch.zeros(n * width, dtype=torch.bool, device=flat.device)
+    S[_topk_indices(flat, k)] = True
+    S = S.view(n, width)
+    counts = S.sum(dim=1)  # (n,)
+    needy = (counts < m).nonzero().squeeze(1)
+    if needy.numel() == 0:
+        return S
+    add = torch.zeros_like(S)
+    add[needy[:, None], rows[needy].topk(m, dim=1).indices] = True
+    add &= ~S
+    r = int(add.sum())
+    s_idx = S.view(-1).nonzero().squeeze(1)
+    cand = s_idx[flat[s_idx].topk(min(len(s_idx), 4 * r + 64), largest=False).indices]  # S's smallest, ascending
+    cand_rows = cand // width
+    kept = torch.where(S[cand_rows], rows[cand_rows], float("-inf"))  # (q, width): each candidate's row within S
+    removable = cand[(kept > flat[cand][:, None]).sum(dim=1) >= m]  # m larger ones stay in its row
+    if len(removable) < r:
+        return None
+    S.view(-1)[removable[:r]] = False
+    return S | add
 
 
 def _topk_indices(flat: torch.Tensor, k: int) -> torch.Tensor:
