@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from circuitlab import plugins
@@ -99,6 +99,25 @@ def test_neuron_minimum_from_the_plain_topk_is_the_protect_first_mask(rows, cols
     quick = topk_mask(w, k, neuron_dim=dim, min_per_neuron=min_per)
     first = topk_mask(w, k, neuron_dim=dim, min_per_neuron=min_per, allowed=torch.ones_like(w, dtype=torch.bool))
     assert torch.equal(quick, first)
+
+
+@settings(max_examples=300)
+@given(rows=st.integers(2, 12), cols=st.integers(2, 12), density=st.floats(0.05, 0.9), seed=st.integers(0, 2**16),
+       dim=st.sampled_from([0, 1]), min_per=st.integers(1, 4), levels=st.integers(2, 5), zeros=st.floats(0.0, 0.8))
+def test_neuron_minimum_shortcut_keeps_the_same_magnitudes_under_ties(rows, cols, density, seed, dim, min_per,
+                                                                        levels, zeros):
+    """Few distinct values and many zeros: where ties leave a choice, the shortcut keeps the same
+    magnitudes as protecting every neuron first (each a valid answer), k of them, each neuron's minimum."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randint(0, levels, (rows, cols), generator=g).float() * torch.where(
+        torch.rand(rows, cols, generator=g) < zeros, 0.0, 1.0)
+    k = kept_count(w.numel(), density)
+    quick = topk_mask(w, k, neuron_dim=dim, min_per_neuron=min_per)
+    first = topk_mask(w, k, neuron_dim=dim, min_per_neuron=min_per, allowed=torch.ones_like(w, dtype=torch.bool))
+    assert int(quick.sum()) == k
+    assert torch.equal(w.abs()[quick].sort().values, w.abs()[first].sort().values)
+    guaranteed = min(min_per, w.shape[dim], k // w.shape[1 - dim])
+    assert int(quick.sum(dim=dim).min()) >= guaranteed
 
 
 @given(steps=st.integers(2, 400), density=st.floats(0.001, 1.0), name=st.sampled_from(["dense", "topk", "gmp"]))

@@ -11,7 +11,7 @@ vocab 2,048, 2 threads) the dense training step fell from 180 to 132-133 ms
 
 The numbers are those of ``F.cross_entropy(logits, targets)`` up to float rounding (other sums);
 ``tests/test_model.py`` checks the loss and every gradient against it. The gradients are computed
-with the loss, from the weights of that moment: there is no second derivative (a double backward
+with the loss, from the weights of that moment: there is no second derivative (``create_graph``
 raises), and ``lm_head``'s module hooks do not run (``GPT.forward`` takes the plain path when it
 has any).
 """
@@ -60,8 +60,10 @@ class _UnembedCrossEntropy(torch.autograd.Function):
         return total / n
 
     @staticmethod
-    @torch.autograd.function.once_differentiable  # the gradients are computed values: no second derivative
     def backward(ctx, go):  # go: the scalar loss's gradient (1 when the loss is what backward starts from)
+        if torch.is_grad_enabled():  # create_graph=True: the gradients are computed values, with no graph
+            raise RuntimeError("the chunked next-token loss has no second derivative: call the model without "
+                               "targets and take F.cross_entropy of its logits for a double backward")
         saved = [t if present else None for t, present in zip(ctx.saved_tensors, ctx.present, strict=True)]
         scale = float(go)
         out = [None if t is None else (t if scale == 1.0 else t * scale) for t in saved]

@@ -97,7 +97,8 @@ def _protected_topk(rows: torch.Tensor, k: int, m: int) -> torch.Tensor | None:
     top-k, that is S, plus the entries of P that S lacks (r of them, in rows with fewer than m in S),
     minus the r smallest entries of S that are not among their row's top m. Usually every row already
     has m entries in S and S is the answer; the few rows that do not cost a top-m each, instead of a
-    top-m over every row (about 2 of the 6 ms of the ``small`` model's masks per step)."""
+    top-m over every row (about 2 of the 6 ms of the ``small`` model's masks per step). Where a tie
+    at a row's m-th value could change what is kept, or many rows fall short, it returns None."""
     import torch
 
     n, width = rows.shape
@@ -111,18 +112,31 @@ def _protected_topk(rows: torch.Tensor, k: int, m: int) -> torch.Tensor | None:
     needy = (counts < m).nonzero().squeeze(1)
     if needy.numel() == 0:
         return S
+    if 8 * needy.numel() > n:  # many short rows: protecting every row first is cheaper
+        return None
+    short = rows[needy]  # (s, width)
+    top = short.topk(m, dim=1)
+    if bool(((short >= top.values[:, -1:]).sum(dim=1) > m).any()):  # a tie at a short row's m-th value
+        return None
     add = torch.zeros_like(S)
-    add[needy[:, None], rows[needy].topk(m, dim=1).indices] = True
+    add[needy[:, None], top.indices] = True
     add &= ~S
     r = int(add.sum())
     s_idx = S.view(-1).nonzero().squeeze(1)
-    cand = s_idx[flat[s_idx].topk(min(len(s_idx), 4 * r + 64), largest=False).indices]  # S's smallest, ascending
+    q = min(len(s_idx), 4 * r + 64)
+    if q * width > 1 << 22:
+        return None
+    cand = s_idx[flat[s_idx].topk(q, largest=False).indices]  # S's smallest, ascending
     cand_rows = cand // width
     kept = torch.where(S[cand_rows], rows[cand_rows], float("-inf"))  # (q, width): each candidate's row within S
-    removable = cand[(kept > flat[cand][:, None]).sum(dim=1) >= m]  # m larger ones stay in its row
-    if len(removable) < r:
+    value = flat[cand][:, None]
+    above = (kept > value).sum(dim=1)  # entries of its row in S above it
+    removable = above >= m  # m larger ones stay in its row
+    unsure = (above < m) & ((kept >= value).sum(dim=1) > m)  # tied across its row's m-th place
+    order = removable.nonzero().squeeze(1)
+    if len(order) < r or bool(unsure[: int(order[r - 1]) + 1].any()):
         return None
-    S.view(-1)[removable[:r]] = False
+    S.view(-1)[cand[order[:r]]] = False
     return S | add
 
 
