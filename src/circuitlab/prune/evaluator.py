@@ -37,10 +37,9 @@ class Evaluator:
         self.by_length = torch.argsort(batch.last, stable=True)
         self.unsort = torch.argsort(self.by_length)
         self.packed = PackedPairs.of(batch) if pack and n and n % 2 == 0 else None
-        # packed positions stay below the prompts' width, so prompts that fit the context pack into positions that do
-        assert batch.ids.shape[1] <= model.config.n_ctx, f"prompts of {batch.ids.shape[1]} tokens exceed n_ctx"
-
         if self.packed is not None:  # whole-set passes: pairs shortest-first, then back to row order
+            # a packed row may pass n_ctx; its positions stay below the prompts' width, checked here once
+            assert batch.ids.shape[1] <= model.config.n_ctx, f"prompts of {batch.ids.shape[1]} tokens exceed n_ctx"
             self.pair_order = torch.argsort(self.packed.length, stable=True)
             order_rows = torch.stack([2 * self.pair_order, 2 * self.pair_order + 1], dim=1).flatten()
             self.pair_unsort = torch.argsort(order_rows)
